@@ -1,0 +1,221 @@
+package bridge
+
+import (
+	"errors"
+	"net"
+	"net/http"
+	"net/url"
+	"path"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// Headers of PHP's rejection that are passed on to the client with its status and body.
+var rejectHeaders = []string{"Content-Type", "Location", "Retry-After", "Www-Authenticate"}
+
+// serveWS handles an upgrade request: origin check, the open webhook, then the upgrade. PHP is
+// asked before the upgrade is accepted so that its refusal reaches the client as a real HTTP
+// status (401, 403, ...) rather than as a WebSocket that opens and closes at once.
+func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
+	if !isUpgrade(r) {
+		w.Header().Set("Upgrade", "websocket")
+		http.Error(w, "this is a WebSocket endpoint: send a GET with Upgrade: websocket", http.StatusUpgradeRequired)
+		return
+	}
+	if !s.originAllowed(r) {
+		s.stats.rejected.Add(1)
+		s.log.Warn("upgrade refused: origin not allowed", "origin", r.Header.Get("Origin"), "host", r.Host)
+		http.Error(w, "origin not allowed", http.StatusForbidden)
+		return
+	}
+	if !s.enter() {
+		s.stats.rejected.Add(1)
+		w.Header().Set("Retry-After", "5")
+		http.Error(w, "server is shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	defer s.active.Done()
+
+	id := s.newConnID()
+	c := &conn{
+		id:          id,
+		srv:         s,
+		log:         s.log.With("conn", id),
+		traceparent: r.Header.Get("Traceparent"),
+		queue:       make(chan Frame, s.cfg.SendQueue),
+		writerDone:  make(chan struct{}),
+		closing:     make(chan struct{}),
+	}
+	offered := subprotocols(r)
+	ev := s.newEvent(EventOpen, id, State{})
+	ev.Request = &HandshakeRequest{
+		Method:       r.Method,
+		Path:         r.URL.Path,
+		Query:        r.URL.RawQuery,
+		Headers:      s.forwardedHeaders(r),
+		RemoteAddr:   r.RemoteAddr,
+		Subprotocols: offered,
+	}
+
+	res, err := s.hooks.send(r.Context(), ev, c.traceparent)
+	if err != nil {
+		s.stats.rejected.Add(1)
+		s.stats.webhookErrors.Add(1)
+		c.log.Error("upgrade refused with 503: open webhook failed", "event", ev.EventID, "err", err)
+		w.Header().Set("Retry-After", "5")
+		http.Error(w, "the application is unavailable", http.StatusServiceUnavailable)
+		return
+	}
+	if !res.OK() {
+		s.stats.rejected.Add(1)
+		c.log.Debug("upgrade refused by PHP", "status", res.Status)
+		for _, h := range rejectHeaders {
+			if v := res.Header.Get(h); v != "" {
+				w.Header().Set(h, v)
+			}
+		}
+		w.WriteHeader(res.Status)
+		w.Write(res.Body)
+		return
+	}
+	reply, err := DecodeReply(EventOpen, res.Body, s.limits)
+	if err == nil && reply.Subprotocol != nil && *reply.Subprotocol != "" && !slices.Contains(offered, *reply.Subprotocol) {
+		err = errors.New(`"subprotocol" names one the client did not offer`)
+	}
+	if err != nil {
+		s.stats.rejected.Add(1)
+		s.stats.webhookErrors.Add(1)
+		c.log.Error("upgrade refused with 502: malformed open reply refused", "event", ev.EventID, "err", err)
+		http.Error(w, "the application sent an invalid answer", http.StatusBadGateway)
+		return
+	}
+
+	opts := &websocket.AcceptOptions{
+		// originAllowed already applied ALLOWED_ORIGINS with the same rules coder/websocket
+		// uses; checking here a second time could only refuse a client PHP already accepted.
+		InsecureSkipVerify: true,
+	}
+	if reply.Subprotocol != nil && *reply.Subprotocol != "" {
+		opts.Subprotocols = []string{*reply.Subprotocol}
+	}
+	ws, err := websocket.Accept(w, r, opts)
+	c.opened = time.Now()
+	if err != nil {
+		// Accept has answered the client. PHP accepted the connection, so it is told that it
+		// ended: every accepted open gets exactly one close.
+		s.stats.rejected.Add(1)
+		c.log.Warn("upgrade failed after PHP accepted it", "err", err)
+		c.Close(int(websocket.StatusAbnormalClosure), "upgrade failed", InitiatorServer)
+		c.sendClose(s.base, State{UserID: deref(reply.UserID), Meta: reply.Meta, Channels: reply.Join})
+		return
+	}
+	s.stats.accepted.Add(1)
+	ws.SetReadLimit(s.cfg.MaxMessageSize)
+	c.ws = ws
+	meta := reply.Meta
+	if string(meta) == "null" {
+		meta = nil
+	}
+	s.hub.Add(c, ConnInfo{ID: id, RemoteAddr: r.RemoteAddr, Path: r.URL.Path, Subprotocol: ws.Subprotocol(), ConnectedAt: c.opened},
+		&c.counters, deref(reply.UserID), meta, reply.Join)
+	// Shutdown may have closed every connection between enter and Add; this one was not in
+	// the hub yet, so it closes itself.
+	if s.draining.Load() {
+		c.Close(1001, "server shutdown", InitiatorShutdown)
+	}
+	c.log.Debug("connection opened", "user", deref(reply.UserID))
+	s.apply(s.base, c, &Reply{Send: reply.Send, Publish: reply.Publish, Close: reply.Close})
+	c.run(s.base)
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
+func isUpgrade(r *http.Request) bool {
+	return r.Method == http.MethodGet &&
+		headerHasToken(r.Header, "Connection", "upgrade") &&
+		headerHasToken(r.Header, "Upgrade", "websocket")
+}
+
+func headerHasToken(h http.Header, name, token string) bool {
+	for _, v := range h.Values(name) {
+		for t := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// subprotocols lists what the client offered in Sec-WebSocket-Protocol, never nil.
+func subprotocols(r *http.Request) []string {
+	out := []string{}
+	for _, v := range r.Header.Values("Sec-WebSocket-Protocol") {
+		for p := range strings.SplitSeq(v, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
+}
+
+// originAllowed applies ALLOWED_ORIGINS with coder/websocket's rules: no Origin header (a
+// non-browser client) passes; the request's own host passes; otherwise a pattern must match the
+// Origin's host, or scheme://host when the pattern contains "://".
+func (s *Server) originAllowed(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	u, err := url.Parse(origin)
+	if err != nil || u.Host == "" {
+		return false
+	}
+	if strings.EqualFold(u.Host, r.Host) {
+		return true
+	}
+	for _, p := range s.cfg.AllowedOrigins {
+		target := u.Host
+		if strings.Contains(p, "://") {
+			target = u.Scheme + "://" + u.Host
+		}
+		if ok, _ := path.Match(strings.ToLower(p), strings.ToLower(target)); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// forwardedHeaders copies the configured handshake headers for the open webhook. Only these
+// reach PHP; X-Forwarded-For gets the client's address appended as a reverse proxy would.
+func (s *Server) forwardedHeaders(r *http.Request) map[string]string {
+	out := make(map[string]string, len(s.fwd))
+	for _, name := range s.fwd {
+		sep := ", "
+		if name == "Cookie" {
+			sep = "; "
+		}
+		v := strings.Join(r.Header.Values(name), sep)
+		if name == "X-Forwarded-For" {
+			if ip, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+				if v != "" {
+					v += ", "
+				}
+				v += ip
+			}
+		}
+		if v != "" {
+			out[name] = v
+		}
+	}
+	return out
+}

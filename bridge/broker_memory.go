@@ -1,0 +1,45 @@
+package bridge
+
+import (
+	"context"
+	"sync"
+)
+
+// MemoryBroker connects the hubs of one process. With a single hub, the default, it has nobody
+// to forward to; with several (tests, or several servers embedded in one program) it behaves as
+// a cluster broker would, delivering synchronously.
+type MemoryBroker struct {
+	mu    sync.RWMutex
+	nodes map[string]func(Envelope)
+}
+
+var _ Broker = (*MemoryBroker)(nil)
+
+// NewMemoryBroker returns a broker with no nodes.
+func NewMemoryBroker() *MemoryBroker {
+	return &MemoryBroker{nodes: make(map[string]func(Envelope))}
+}
+
+// Publish delivers e to every running node but its origin.
+func (b *MemoryBroker) Publish(_ context.Context, e Envelope) error {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	for node, deliver := range b.nodes {
+		if node != e.Origin {
+			deliver(e)
+		}
+	}
+	return nil
+}
+
+// Run registers node until ctx ends.
+func (b *MemoryBroker) Run(ctx context.Context, node string, deliver func(Envelope)) error {
+	b.mu.Lock()
+	b.nodes[node] = deliver
+	b.mu.Unlock()
+	<-ctx.Done()
+	b.mu.Lock()
+	delete(b.nodes, node)
+	b.mu.Unlock()
+	return nil
+}

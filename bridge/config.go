@@ -1,0 +1,310 @@
+package bridge
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"path"
+	"reflect"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/caarlos0/env/v11"
+)
+
+// EnvPrefix starts every configuration variable.
+const EnvPrefix = "WSBRIDGE_"
+
+// Config is the whole configuration, read from WSBRIDGE_* environment variables only. The desc
+// tags are the manual: docs/configuration.md and `wsbridge -h` are generated from them, and a test
+// keeps the committed table in sync.
+type Config struct {
+	Listen         string   `env:"LISTEN" envDefault:":8080" desc:"Public address (host:port) for browsers: the WebSocket endpoint(s) and, with UPSTREAM set, the reverse proxy to the PHP app."`
+	WSPaths        []string `env:"WS_PATH" envDefault:"/ws" desc:"Comma-separated URL paths that accept WebSocket connections."`
+	AllowedOrigins []string `env:"ALLOWED_ORIGINS" desc:"Comma-separated Origin patterns allowed to open a WebSocket, matched with path.Match against the Origin's host (or scheme://host when the pattern has ://), case-insensitively. Empty: only the request's own host. \"*\" allows any origin. Requests without an Origin header (non-browser clients) are allowed."`
+	Upstream       *url.URL `env:"UPSTREAM" desc:"Base URL (http or https) of the PHP app. Every public request that is not a WebSocket path is reverse-proxied there, with X-Forwarded-For/-Host/-Proto set. Empty: such requests get 404."`
+
+	InternalListen string `env:"INTERNAL_LISTEN" envDefault:"127.0.0.1:8081" desc:"Address of the internal listener (push API, health): host:port, or unix:/path/to.sock for a unix socket. Must differ from LISTEN."`
+	APIToken       string `env:"API_TOKEN,unset" desc:"Bearer token required on /v1/ of the internal listener. Required when INTERNAL_LISTEN is neither loopback nor a unix socket."`
+	APITokenFile   string `env:"API_TOKEN_FILE,file" desc:"Path of a file holding API_TOKEN (surrounding whitespace is trimmed). Set one of the two."`
+
+	WebhookURL         *url.URL `env:"WEBHOOK_URL,required" desc:"URL (http or https) that receives every webhook (open, message, close) as a JSON POST."`
+	WebhookOpenURL     *url.URL `env:"WEBHOOK_OPEN_URL" desc:"Optional URL for open webhooks only, instead of WEBHOOK_URL."`
+	WebhookMessageURL  *url.URL `env:"WEBHOOK_MESSAGE_URL" desc:"Optional URL for message webhooks only, instead of WEBHOOK_URL."`
+	WebhookCloseURL    *url.URL `env:"WEBHOOK_CLOSE_URL" desc:"Optional URL for close webhooks only, instead of WEBHOOK_URL."`
+	WebhookSecret      string   `env:"WEBHOOK_SECRET,unset" desc:"HMAC-SHA256 key that signs every webhook (WsBridge-Signature header). Empty: webhooks are not signed."`
+	WebhookSecretFile  string   `env:"WEBHOOK_SECRET_FILE,file" desc:"Path of a file holding WEBHOOK_SECRET (surrounding whitespace is trimmed). Set one of the two."`
+	WebhookConcurrency int      `env:"WEBHOOK_CONCURRENCY" envDefault:"8" desc:"Most webhook requests in flight at once, over all connections. Set it to the PHP-FPM pool's pm.max_children (or a little below) so webhooks wait here rather than in FPM's backlog."`
+	WebhookTimeout     time.Duration `env:"WEBHOOK_TIMEOUT" envDefault:"10s" desc:"Longest wait for PHP's answer to one webhook, including the wait for a free concurrency slot. An open webhook that times out rejects the upgrade with 503."`
+	WebhookMaxReply    int64         `env:"WEBHOOK_MAX_REPLY" envDefault:"1048576" desc:"Largest webhook reply body PHP may send, in bytes; a larger one is refused as malformed."`
+	ForwardHeaders     []string      `env:"FORWARD_HEADERS" envDefault:"Cookie,Authorization,User-Agent,Origin,Accept-Language,X-Forwarded-For" desc:"Comma-separated handshake headers copied into the open webhook's request.headers. X-Forwarded-For gets the client's address appended. WsBridge-* headers cannot be forwarded."`
+
+	MaxMessageSize int64         `env:"MAX_MESSAGE_SIZE" envDefault:"65536" desc:"Largest message a client may send, in bytes; a larger one closes the connection with 1009."`
+	MaxMetaSize    int           `env:"MAX_META_SIZE" envDefault:"8192" desc:"Largest meta object PHP may store on a connection, in bytes of JSON."`
+	MaxNameLength  int           `env:"MAX_NAME_LENGTH" envDefault:"200" desc:"Longest channel name or user id, in bytes."`
+	SendQueue      int           `env:"SEND_QUEUE" envDefault:"256" desc:"Messages that may wait to be written to one client. A client that falls further behind is closed (initiator slow_consumer, code 1008)."`
+	WriteTimeout   time.Duration `env:"WRITE_TIMEOUT" envDefault:"10s" desc:"Longest time one write to a client may take before the connection is closed."`
+	PingInterval   time.Duration `env:"PING_INTERVAL" envDefault:"25s" desc:"Time between keepalive pings to each client. Keep it below proxies' idle timeouts (nginx: 60s)."`
+	PingTimeout    time.Duration `env:"PING_TIMEOUT" envDefault:"10s" desc:"Longest wait for a client's pong; no pong in time closes the connection (initiator server, code 1006)."`
+
+	MaxPushBody   int64 `env:"MAX_PUSH_BODY" envDefault:"1048576" desc:"Largest push API request body, in bytes."`
+	MaxBatch      int   `env:"MAX_BATCH" envDefault:"1000" desc:"Most publications in one batch request."`
+	MaxListResult int   `env:"MAX_LIST_RESULT" envDefault:"10000" desc:"Most connections one GET /v1/connections or /v1/channels/{name} answer lists; the count is always exact."`
+
+	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"30s" desc:"On SIGTERM/SIGINT, longest time to close every connection (code 1001) and deliver every close webhook before exiting."`
+	NodeID          string        `env:"NODE_ID" desc:"This node's name, the prefix of its connection ids (letters, digits, - and _; at most 32). Empty: a random one at each start."`
+	LogLevel        string        `env:"LOG_LEVEL" envDefault:"info" desc:"Log level: debug, info, warn or error. Logs are JSON lines on stderr."`
+}
+
+// LoadConfig reads the configuration from environ (KEY=value pairs, as os.Environ returns).
+// Every problem found, unparsable or invalid, is reported in one error, one line per variable.
+func LoadConfig(environ []string) (Config, error) {
+	vars := make(map[string]string, len(environ))
+	for _, kv := range environ {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			vars[k] = v
+		}
+	}
+	cfg, err := env.ParseAsWithOptions[Config](env.Options{Prefix: EnvPrefix, Environment: vars})
+	var problems []string
+	failed := map[string]bool{}
+	if err != nil {
+		var agg env.AggregateError
+		if !errors.As(err, &agg) {
+			return cfg, err
+		}
+		for _, e := range agg.Errors {
+			key, msg := describeEnvError(e)
+			failed[key] = true
+			problems = append(problems, msg)
+		}
+	}
+	for _, p := range cfg.validate() {
+		if !failed[p.key] {
+			problems = append(problems, EnvPrefix+p.key+": "+p.msg)
+		}
+	}
+	if len(problems) > 0 {
+		return cfg, &ConfigError{Problems: problems}
+	}
+	return cfg, nil
+}
+
+// ConfigError lists every bad configuration value.
+type ConfigError struct{ Problems []string }
+
+func (e *ConfigError) Error() string {
+	return "invalid configuration:\n  " + strings.Join(e.Problems, "\n  ")
+}
+
+// describeEnvError turns one caarlos0/env error into the variable's key (without prefix) and a
+// message that names it.
+func describeEnvError(err error) (key, msg string) {
+	var notSet env.VarIsNotSetError
+	var empty env.EmptyVarError
+	var parse env.ParseError
+	var file env.LoadFileContentError
+	switch {
+	case errors.As(err, &notSet):
+		return strings.TrimPrefix(notSet.Key, EnvPrefix), notSet.Key + ": required, not set"
+	case errors.As(err, &empty):
+		return strings.TrimPrefix(empty.Key, EnvPrefix), empty.Key + ": must not be empty"
+	case errors.As(err, &parse):
+		key := fieldKey(parse.Name)
+		return key, fmt.Sprintf("%s%s: cannot parse as %s: %v", EnvPrefix, key, parse.Type, unwrapParse(parse.Err))
+	case errors.As(err, &file):
+		key := strings.TrimPrefix(file.Key, EnvPrefix)
+		return key, fmt.Sprintf("%s: cannot read file %q: %v", file.Key, file.Filename, file.Err)
+	}
+	return "", err.Error()
+}
+
+// unwrapParse drops strconv's repetition of the input ("strconv.ParseInt: parsing \"x\": ...").
+func unwrapParse(err error) error {
+	for {
+		u := errors.Unwrap(err)
+		if u == nil {
+			return err
+		}
+		err = u
+	}
+}
+
+// fieldKey maps a Config field name to its variable key without the prefix.
+func fieldKey(field string) string {
+	f, ok := reflect.TypeFor[Config]().FieldByName(field)
+	if !ok {
+		return field
+	}
+	key, _, _ := strings.Cut(f.Tag.Get("env"), ",")
+	return key
+}
+
+type problem struct{ key, msg string }
+
+var nodeIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,32}$`)
+
+// validate checks values the parser accepted but the bridge cannot use, and fills derived ones
+// (secrets from files). It reports every problem, not only the first.
+func (c *Config) validate() []problem {
+	var ps []problem
+	add := func(key, format string, args ...any) { ps = append(ps, problem{key, fmt.Sprintf(format, args...)}) }
+
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		add("LISTEN", "want host:port, got %q", c.Listen)
+	}
+	for _, p := range c.WSPaths {
+		if !strings.HasPrefix(p, "/") {
+			add("WS_PATH", "path %q must start with /", p)
+		}
+	}
+	if len(c.WSPaths) == 0 {
+		add("WS_PATH", "needs at least one path")
+	}
+	for _, o := range c.AllowedOrigins {
+		if _, err := path.Match(o, ""); err != nil {
+			add("ALLOWED_ORIGINS", "bad pattern %q: %v", o, err)
+		}
+	}
+	if c.Upstream != nil {
+		if err := checkHTTPURL(c.Upstream); err != nil {
+			add("UPSTREAM", "%v", err)
+		}
+	}
+	for key, u := range map[string]*url.URL{"WEBHOOK_URL": c.WebhookURL, "WEBHOOK_OPEN_URL": c.WebhookOpenURL,
+		"WEBHOOK_MESSAGE_URL": c.WebhookMessageURL, "WEBHOOK_CLOSE_URL": c.WebhookCloseURL} {
+		if u != nil {
+			if err := checkHTTPURL(u); err != nil {
+				add(key, "%v", err)
+			}
+		}
+	}
+
+	if c.InternalListen == c.Listen {
+		add("INTERNAL_LISTEN", "must not be the public address %q: the push API is never public", c.Listen)
+	} else if sock, ok := strings.CutPrefix(c.InternalListen, "unix:"); ok {
+		if sock == "" {
+			add("INTERNAL_LISTEN", "unix: needs a socket path")
+		}
+	} else if _, _, err := net.SplitHostPort(c.InternalListen); err != nil {
+		add("INTERNAL_LISTEN", "want host:port or unix:/path, got %q", c.InternalListen)
+	}
+	var err error
+	if c.APIToken, err = oneSecret(c.APIToken, c.APITokenFile); err != nil {
+		add("API_TOKEN", "%v", err)
+	} else if c.APIToken == "" && !c.InternalIsLocal() {
+		add("API_TOKEN", "required because INTERNAL_LISTEN %q is reachable beyond this host", c.InternalListen)
+	}
+	if c.WebhookSecret, err = oneSecret(c.WebhookSecret, c.WebhookSecretFile); err != nil {
+		add("WEBHOOK_SECRET", "%v", err)
+	}
+	for _, h := range c.ForwardHeaders {
+		if strings.HasPrefix(strings.ToLower(h), "wsbridge-") {
+			add("FORWARD_HEADERS", "%q: WsBridge-* headers are the bridge's own and are never forwarded", h)
+		}
+	}
+
+	positive := []struct {
+		key string
+		v   int64
+	}{
+		{"WEBHOOK_CONCURRENCY", int64(c.WebhookConcurrency)}, {"WEBHOOK_MAX_REPLY", c.WebhookMaxReply},
+		{"MAX_MESSAGE_SIZE", c.MaxMessageSize}, {"MAX_META_SIZE", int64(c.MaxMetaSize)},
+		{"MAX_NAME_LENGTH", int64(c.MaxNameLength)}, {"SEND_QUEUE", int64(c.SendQueue)},
+		{"MAX_PUSH_BODY", c.MaxPushBody}, {"MAX_BATCH", int64(c.MaxBatch)}, {"MAX_LIST_RESULT", int64(c.MaxListResult)},
+	}
+	for _, p := range positive {
+		if p.v <= 0 {
+			add(p.key, "must be greater than 0, got %d", p.v)
+		}
+	}
+	durations := []struct {
+		key string
+		v   time.Duration
+	}{
+		{"WEBHOOK_TIMEOUT", c.WebhookTimeout}, {"WRITE_TIMEOUT", c.WriteTimeout}, {"PING_INTERVAL", c.PingInterval},
+		{"PING_TIMEOUT", c.PingTimeout}, {"SHUTDOWN_TIMEOUT", c.ShutdownTimeout},
+	}
+	for _, d := range durations {
+		if d.v <= 0 {
+			add(d.key, "must be a positive duration such as 10s, got %s", d.v)
+		}
+	}
+	if c.NodeID != "" && !nodeIDPattern.MatchString(c.NodeID) {
+		add("NODE_ID", "%q: use 1-32 letters, digits, - or _", c.NodeID)
+	}
+	switch strings.ToLower(c.LogLevel) {
+	case "debug", "info", "warn", "error":
+	default:
+		add("LOG_LEVEL", "%q: use debug, info, warn or error", c.LogLevel)
+	}
+	return ps
+}
+
+// InternalIsLocal reports whether the internal listener is reachable only from this host.
+func (c *Config) InternalIsLocal() bool {
+	if strings.HasPrefix(c.InternalListen, "unix:") {
+		return true
+	}
+	host, _, err := net.SplitHostPort(c.InternalListen)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// webhookURL returns the URL for one event type.
+func (c *Config) webhookURL(t EventType) *url.URL {
+	var u *url.URL
+	switch t {
+	case EventOpen:
+		u = c.WebhookOpenURL
+	case EventMessage:
+		u = c.WebhookMessageURL
+	case EventClose:
+		u = c.WebhookCloseURL
+	}
+	if u == nil {
+		u = c.WebhookURL
+	}
+	return u
+}
+
+func (c *Config) limits() Limits {
+	return Limits{MaxNameLen: c.MaxNameLength, MaxMetaSize: c.MaxMetaSize}
+}
+
+func checkHTTPURL(u *url.URL) error {
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("want an absolute http(s) URL, got %q", u.String())
+	}
+	return nil
+}
+
+// oneSecret merges a secret given directly and one read from a file; setting both is an error
+// because one of them would be silently ignored.
+func oneSecret(direct, fromFile string) (string, error) {
+	direct, fromFile = strings.TrimSpace(direct), strings.TrimSpace(fromFile)
+	if direct != "" && fromFile != "" {
+		return "", errors.New("set either the variable or its _FILE variant, not both")
+	}
+	return direct + fromFile, nil
+}
+
+// headerCanonical returns the canonical forms of configured header names.
+func headerCanonical(names []string) []string {
+	out := make([]string, 0, len(names))
+	for _, n := range names {
+		if n = strings.TrimSpace(n); n != "" {
+			out = append(out, http.CanonicalHeaderKey(n))
+		}
+	}
+	return out
+}

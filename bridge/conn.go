@@ -1,0 +1,141 @@
+package bridge
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// conn is one accepted WebSocket: a read loop (the HTTP handler's goroutine) that turns frames
+// into message webhooks one at a time, a writer goroutine that owns the socket's writes, and a
+// ping goroutine that detects dead peers.
+type conn struct {
+	id          string
+	srv         *Server
+	ws          *websocket.Conn
+	log         *slog.Logger
+	traceparent string
+	opened      time.Time
+	counters    Counters
+
+	queue      chan Frame
+	writerDone chan struct{}
+	busy       atomic.Bool // a message webhook is in flight and reads are paused
+
+	closeOnce sync.Once
+	closing   chan struct{} // closed by the first Close
+	closeMu   sync.Mutex
+	code      int
+	reason    string
+	initiator Initiator
+}
+
+var _ Client = (*conn)(nil)
+
+func (c *conn) ID() string { return c.id }
+
+// Close records why the connection ends and wakes the writer, which closes the socket. Only the
+// first call counts, so the close webhook reports the real cause, not its echo.
+func (c *conn) Close(code int, reason string, by Initiator) {
+	c.closeOnce.Do(func() {
+		c.closeMu.Lock()
+		c.code, c.reason, c.initiator = code, reason, by
+		c.closeMu.Unlock()
+		close(c.closing)
+	})
+}
+
+func (c *conn) closeInfo() (int, string, Initiator) {
+	c.closeMu.Lock()
+	defer c.closeMu.Unlock()
+	return c.code, c.reason, c.initiator
+}
+
+// readLoop delivers the client's frames to PHP in order, each after PHP answered the previous
+// one. While PHP works the socket is not read, so TCP pushes back on a client that sends faster
+// than PHP answers.
+func (c *conn) readLoop(ctx context.Context) {
+	var seq uint64
+	for {
+		typ, data, err := c.ws.Read(ctx)
+		if err != nil {
+			c.readFailed(err)
+			return
+		}
+		seq++
+		c.counters.In.Add(1)
+		c.busy.Store(true)
+		c.deliverMessage(ctx, seq, typ == websocket.MessageBinary, data)
+		c.busy.Store(false)
+	}
+}
+
+// readFailed records why reading ended, unless something else already closed the connection
+// (then this error is only the consequence).
+func (c *conn) readFailed(err error) {
+	var ce websocket.CloseError
+	switch {
+	case errors.As(err, &ce):
+		c.Close(int(ce.Code), ce.Reason, InitiatorClient)
+	case errors.Is(err, websocket.ErrMessageTooBig):
+		c.Close(int(websocket.StatusMessageTooBig), "message too big", InitiatorServer)
+	default:
+		// The socket ended without a close frame: the client vanished or the network broke.
+		c.Close(int(websocket.StatusAbnormalClosure), "connection lost", InitiatorClient)
+	}
+}
+
+func (c *conn) deliverMessage(ctx context.Context, seq uint64, binary bool, data []byte) {
+	ev := c.srv.newEvent(EventMessage, c.id, c.srv.hub.State(c.id))
+	ev.Seq = seq
+	ev.Binary = &binary
+	if binary {
+		s := base64.StdEncoding.EncodeToString(data)
+		ev.DataBase64 = &s
+	} else {
+		s := string(data)
+		ev.Data = &s
+	}
+	reply, err := c.srv.call(ctx, ev, c.traceparent)
+	if err != nil {
+		c.log.Error("message webhook failed", "event", ev.EventID, "seq", seq, "err", err)
+		return
+	}
+	c.srv.apply(ctx, c, reply)
+}
+
+// run serves an accepted connection until it ends, then reports the close to PHP. It returns
+// only after the close webhook was answered (or failed), which is what shutdown waits for.
+func (c *conn) run(ctx context.Context) {
+	go c.writeLoop(ctx)
+	go c.pingLoop(ctx)
+	c.readLoop(ctx)
+	// The read loop ends when the socket is closed; make sure the writer stops too even if
+	// the socket ended without anyone calling Close (then readFailed did).
+	<-c.writerDone
+	st := c.srv.hub.Remove(c.id)
+	c.sendClose(ctx, st)
+}
+
+// sendClose delivers the close webhook for a connection PHP accepted.
+func (c *conn) sendClose(ctx context.Context, st State) {
+	code, reason, by := c.closeInfo()
+	ev := c.srv.newEvent(EventClose, c.id, st)
+	dur := time.Since(c.opened).Milliseconds()
+	in, out := c.counters.In.Load(), c.counters.Out.Load()
+	ev.Code, ev.Reason, ev.Initiator = &code, &reason, by
+	ev.DurationMS, ev.MessagesIn, ev.MessagesOut = &dur, &in, &out
+	c.log.Info("connection closed", "code", code, "reason", reason, "initiator", by, "dur", time.Duration(dur)*time.Millisecond)
+	reply, err := c.srv.call(ctx, ev, c.traceparent)
+	if err != nil {
+		c.log.Error("close webhook failed", "event", ev.EventID, "err", err)
+		return
+	}
+	c.srv.apply(ctx, c, reply)
+}

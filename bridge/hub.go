@@ -1,0 +1,463 @@
+package bridge
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Client is what the hub needs from a connection. It does not depend on the WebSocket type, so
+// other transports (SSE, later) can be members too.
+type Client interface {
+	ID() string
+	// Send queues a frame for the client without blocking. It reports false when the frame was
+	// not queued: the client is closing, or its queue was full and it is now being closed as a
+	// slow consumer.
+	Send(Frame) bool
+	// Close asks the client to close with a code and reason and returns at once. The first
+	// request wins; later ones are ignored.
+	Close(code int, reason string, by Initiator)
+}
+
+// Counters are a connection's message counts, updated by the connection and read by the hub.
+type Counters struct {
+	In, Out atomic.Uint64
+}
+
+// ConnInfo describes a connection, as the push API reports it.
+type ConnInfo struct {
+	ID          string          `json:"id"`
+	UserID      string          `json:"user_id"`
+	Channels    []string        `json:"channels"`
+	Meta        json.RawMessage `json:"meta"`
+	RemoteAddr  string          `json:"remote_addr"`
+	Path        string          `json:"path"`
+	Subprotocol string          `json:"subprotocol"`
+	ConnectedAt time.Time       `json:"connected_at"`
+	MessagesIn  uint64          `json:"messages_in"`
+	MessagesOut uint64          `json:"messages_out"`
+}
+
+// member is the hub's record of one local connection: the state PHP set and what the API reports.
+type member struct {
+	client   Client
+	info     ConnInfo // static parts only: id, remote addr, path, subprotocol, connected at
+	counters *Counters
+	user     string
+	meta     json.RawMessage
+	channels map[string]struct{}
+}
+
+// State is the connection state that every webhook carries back to PHP.
+type State struct {
+	UserID   string
+	Meta     json.RawMessage
+	Channels []string
+}
+
+// Hub knows every local connection by id, user and channel, and delivers frames to them. It
+// hands operations on other nodes' connections to the Broker. All methods are safe for
+// concurrent use; none blocks on a client.
+type Hub struct {
+	node   string
+	broker Broker
+
+	mu       sync.RWMutex
+	conns    map[string]*member
+	users    map[string]map[string]*member
+	channels map[string]map[string]*member
+}
+
+// NewHub returns an empty hub for node, forwarding to other nodes through broker.
+func NewHub(node string, broker Broker) *Hub {
+	return &Hub{
+		node:     node,
+		broker:   broker,
+		conns:    make(map[string]*member),
+		users:    make(map[string]map[string]*member),
+		channels: make(map[string]map[string]*member),
+	}
+}
+
+// Add registers a connection with its initial state.
+func (h *Hub) Add(c Client, info ConnInfo, counters *Counters, user string, meta json.RawMessage, channels []string) {
+	m := &member{client: c, info: info, counters: counters, meta: meta, channels: make(map[string]struct{}, len(channels))}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.conns[info.ID] = m
+	h.setUserLocked(m, user)
+	for _, ch := range channels {
+		h.joinLocked(m, ch)
+	}
+}
+
+// Remove forgets a connection and returns its last state (for the close webhook).
+func (h *Hub) Remove(id string) State {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	m, ok := h.conns[id]
+	if !ok {
+		return State{}
+	}
+	st := m.state()
+	for ch := range m.channels {
+		h.leaveLocked(m, ch)
+	}
+	h.setUserLocked(m, "")
+	delete(h.conns, id)
+	return st
+}
+
+// State returns what the next webhook of a connection carries.
+func (h *Hub) State(id string) State {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	if m, ok := h.conns[id]; ok {
+		return m.state()
+	}
+	return State{Channels: []string{}}
+}
+
+func (m *member) state() State {
+	return State{UserID: m.user, Meta: m.meta, Channels: sortedKeys(m.channels)}
+}
+
+// Update applies the state changes of one webhook reply to a connection, all under one lock so
+// that no other reader sees half of them.
+func (h *Hub) Update(id string, user *string, meta json.RawMessage, join, leave []string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	m, ok := h.conns[id]
+	if !ok {
+		return
+	}
+	if user != nil {
+		h.setUserLocked(m, *user)
+	}
+	if meta != nil {
+		if string(meta) == "null" {
+			meta = nil
+		}
+		m.meta = meta
+	}
+	for _, ch := range leave {
+		h.leaveLocked(m, ch)
+	}
+	for _, ch := range join {
+		h.joinLocked(m, ch)
+	}
+}
+
+func (h *Hub) setUserLocked(m *member, user string) {
+	if m.user == user {
+		return
+	}
+	if m.user != "" {
+		removeFrom(h.users, m.user, m.info.ID)
+	}
+	m.user = user
+	if user != "" {
+		addTo(h.users, user, m)
+	}
+}
+
+func (h *Hub) joinLocked(m *member, ch string) {
+	if _, ok := m.channels[ch]; ok {
+		return
+	}
+	m.channels[ch] = struct{}{}
+	addTo(h.channels, ch, m)
+}
+
+func (h *Hub) leaveLocked(m *member, ch string) {
+	if _, ok := m.channels[ch]; !ok {
+		return
+	}
+	delete(m.channels, ch)
+	removeFrom(h.channels, ch, m.info.ID)
+}
+
+func addTo(index map[string]map[string]*member, key string, m *member) {
+	set := index[key]
+	if set == nil {
+		set = make(map[string]*member)
+		index[key] = set
+	}
+	set[m.info.ID] = m
+}
+
+func removeFrom(index map[string]map[string]*member, key, id string) {
+	set := index[key]
+	delete(set, id)
+	if len(set) == 0 {
+		delete(index, key)
+	}
+}
+
+// Publish delivers p to the local connections it targets and forwards it to the other nodes.
+// It returns the number of local connections the frame was queued for.
+func (h *Hub) Publish(ctx context.Context, p *Publication) (int, error) {
+	n := h.publishLocal(p.To, p.Except, p.Frame())
+	return n, h.broker.Publish(ctx, Envelope{Origin: h.node, Op: OpPublish, Publication: p})
+}
+
+// publishLocal queues f for every local connection matched by to, once each, except one.
+func (h *Hub) publishLocal(to Targets, except string, f Frame) int {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	n := 0
+	send := func(m *member) {
+		if m.info.ID != except && m.client.Send(f) {
+			n++
+		}
+	}
+	if to.All {
+		for _, m := range h.conns {
+			send(m)
+		}
+		return n
+	}
+	// A single channel or user, the common case, needs no de-duplication.
+	single := len(to.Connections)+len(to.Users)+len(to.Channels) == 1
+	var seen map[string]struct{}
+	if !single {
+		seen = make(map[string]struct{})
+	}
+	visit := func(m *member) {
+		if seen != nil {
+			if _, dup := seen[m.info.ID]; dup {
+				return
+			}
+			seen[m.info.ID] = struct{}{}
+		}
+		send(m)
+	}
+	for _, id := range to.Connections {
+		if m, ok := h.conns[id]; ok {
+			visit(m)
+		}
+	}
+	for _, u := range to.Users {
+		for _, m := range h.users[u] {
+			visit(m)
+		}
+	}
+	for _, ch := range to.Channels {
+		for _, m := range h.channels[ch] {
+			visit(m)
+		}
+	}
+	return n
+}
+
+// CloseConnections asks the targeted connections to close and returns how many local ones were
+// asked. Other nodes get the request through the broker.
+func (h *Hub) CloseConnections(ctx context.Context, to Targets, req CloseRequest, by Initiator) (int, error) {
+	n := h.closeLocal(to, req, by)
+	return n, h.broker.Publish(ctx, Envelope{Origin: h.node, Op: OpClose, Targets: to, Close: &req})
+}
+
+func (h *Hub) closeLocal(to Targets, req CloseRequest, by Initiator) int {
+	ms := h.match(to)
+	for _, m := range ms {
+		m.client.Close(req.Code, req.Reason, by)
+	}
+	return len(ms)
+}
+
+// Subscribe makes the targeted connections join (or, with leave, leave) a channel and returns
+// how many local connections changed.
+func (h *Hub) Subscribe(ctx context.Context, channel string, to Targets, leave bool) (int, error) {
+	n := h.subscribeLocal(channel, to, leave)
+	op := OpJoin
+	if leave {
+		op = OpLeave
+	}
+	return n, h.broker.Publish(ctx, Envelope{Origin: h.node, Op: op, Targets: to, Channel: channel})
+}
+
+func (h *Hub) subscribeLocal(channel string, to Targets, leave bool) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	for _, m := range h.matchLocked(to) {
+		_, in := m.channels[channel]
+		switch {
+		case leave && in:
+			h.leaveLocked(m, channel)
+			n++
+		case !leave && !in:
+			h.joinLocked(m, channel)
+			n++
+		}
+	}
+	return n
+}
+
+// CloseAll asks every local connection to close; used at shutdown.
+func (h *Hub) CloseAll(code int, reason string, by Initiator) int {
+	return h.closeLocal(Targets{All: true}, CloseRequest{Code: code, Reason: reason}, by)
+}
+
+func (h *Hub) match(to Targets) []*member {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return h.matchLocked(to)
+}
+
+// matchLocked returns the distinct local members selected by to.
+func (h *Hub) matchLocked(to Targets) []*member {
+	var out []*member
+	seen := make(map[string]struct{})
+	add := func(m *member) {
+		if _, dup := seen[m.info.ID]; !dup {
+			seen[m.info.ID] = struct{}{}
+			out = append(out, m)
+		}
+	}
+	if to.All {
+		for _, m := range h.conns {
+			add(m)
+		}
+		return out
+	}
+	for _, id := range to.Connections {
+		if m, ok := h.conns[id]; ok {
+			add(m)
+		}
+	}
+	for _, u := range to.Users {
+		for _, m := range h.users[u] {
+			add(m)
+		}
+	}
+	for _, ch := range to.Channels {
+		for _, m := range h.channels[ch] {
+			add(m)
+		}
+	}
+	return out
+}
+
+// Deliver applies an envelope that another node published.
+func (h *Hub) Deliver(e Envelope) {
+	if e.Origin == h.node {
+		return
+	}
+	switch e.Op {
+	case OpPublish:
+		if e.Publication != nil {
+			h.publishLocal(e.Publication.To, e.Publication.Except, e.Publication.Frame())
+		}
+	case OpClose:
+		if e.Close != nil {
+			h.closeLocal(e.Targets, *e.Close, InitiatorAPI)
+		}
+	case OpJoin, OpLeave:
+		h.subscribeLocal(e.Channel, e.Targets, e.Op == OpLeave)
+	}
+}
+
+// Info describes one local connection.
+func (h *Hub) Info(id string) (ConnInfo, bool) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	m, ok := h.conns[id]
+	if !ok {
+		return ConnInfo{}, false
+	}
+	return m.describe(), true
+}
+
+func (m *member) describe() ConnInfo {
+	info := m.info
+	info.UserID = m.user
+	info.Meta = m.meta
+	info.Channels = sortedKeys(m.channels)
+	info.MessagesIn = m.counters.In.Load()
+	info.MessagesOut = m.counters.Out.Load()
+	return info
+}
+
+// List describes the local connections of a user and/or a channel (both empty: all), sorted by
+// id, at most limit of them, and returns the total count.
+func (h *Hub) List(user, channel string, limit int) ([]ConnInfo, int) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	var set map[string]*member
+	switch {
+	case user != "":
+		set = h.users[user]
+	case channel != "":
+		set = h.channels[channel]
+	default:
+		set = h.conns
+	}
+	var ms []*member
+	for _, m := range set {
+		if user != "" && channel != "" {
+			if _, in := m.channels[channel]; !in {
+				continue
+			}
+		}
+		ms = append(ms, m)
+	}
+	slices.SortFunc(ms, func(a, b *member) int { return cmp.Compare(a.info.ID, b.info.ID) })
+	total := len(ms)
+	if len(ms) > limit {
+		ms = ms[:limit]
+	}
+	out := make([]ConnInfo, len(ms))
+	for i, m := range ms {
+		out[i] = m.describe()
+	}
+	return out, total
+}
+
+// Members returns a channel's local connection ids (at most limit), its distinct users, and the
+// connection count.
+func (h *Hub) Members(channel string, limit int) (conns, users []string, count int) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	set := h.channels[channel]
+	conns = make([]string, 0, min(len(set), limit))
+	distinct := make(map[string]struct{})
+	for id, m := range set {
+		conns = append(conns, id)
+		if m.user != "" {
+			distinct[m.user] = struct{}{}
+		}
+	}
+	slices.Sort(conns)
+	if len(conns) > limit {
+		conns = conns[:limit]
+	}
+	return conns, sortedKeys(distinct), len(set)
+}
+
+// HubStats counts what the hub holds.
+type HubStats struct {
+	Connections int `json:"connections"`
+	Users       int `json:"users"`
+	Channels    int `json:"channels"`
+}
+
+// Stats counts local connections, distinct users and non-empty channels.
+func (h *Hub) Stats() HubStats {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return HubStats{Connections: len(h.conns), Users: len(h.users), Channels: len(h.channels)}
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}

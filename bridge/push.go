@@ -1,0 +1,298 @@
+package bridge
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// InternalHandler serves the internal listener: the push API under /v1/ (bearer token when one
+// is configured) and the unauthenticated probes /healthz and /readyz.
+func (s *Server) InternalHandler() http.Handler {
+	api := http.NewServeMux()
+	api.HandleFunc("POST /v1/publish", s.handlePublish)
+	api.HandleFunc("POST /v1/connections/{id}/close", s.handleCloseConnection)
+	api.HandleFunc("POST /v1/users/{id}/close", s.handleCloseUser)
+	api.HandleFunc("POST /v1/channels/{name}/join", s.handleSubscribe(false))
+	api.HandleFunc("POST /v1/channels/{name}/leave", s.handleSubscribe(true))
+	api.HandleFunc("GET /v1/connections", s.handleListConnections)
+	api.HandleFunc("GET /v1/connections/{id}", s.handleConnection)
+	api.HandleFunc("GET /v1/channels/{name}", s.handleChannel)
+	api.HandleFunc("GET /v1/stats", s.handleStats)
+	api.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
+		apiError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no endpoint %s %s", r.Method, r.URL.Path))
+	})
+
+	mux := http.NewServeMux()
+	mux.Handle("/v1/", s.requireToken(api))
+	mux.HandleFunc("GET /healthz", s.handleHealth)
+	mux.HandleFunc("GET /readyz", s.handleReady)
+	return mux
+}
+
+// requireToken checks "Authorization: Bearer <API_TOKEN>" in constant time. Both sides are
+// hashed first so that the comparison does not even leak the token's length.
+func (s *Server) requireToken(next http.Handler) http.Handler {
+	if s.cfg.APIToken == "" {
+		return next
+	}
+	want := sha256.Sum256([]byte(s.cfg.APIToken))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		got := sha256.Sum256([]byte(token))
+		if !ok || subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="wsbridge"`)
+			apiError(w, http.StatusUnauthorized, "unauthorized", "missing or wrong bearer token")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// handlePublish takes one publication or a batch (a JSON array). The whole request is checked
+// before anything is delivered, so a batch with one bad item delivers nothing.
+func (s *Server) handlePublish(w http.ResponseWriter, r *http.Request) {
+	body, ok := s.readBody(w, r, true)
+	if !ok {
+		return
+	}
+	var pubs []Publication
+	batch := body[0] == '['
+	if batch {
+		if err := decodeStrict(body, &pubs); err != nil {
+			apiError(w, http.StatusBadRequest, "bad_request", err.Error())
+			return
+		}
+		if len(pubs) == 0 {
+			apiError(w, http.StatusBadRequest, "bad_request", "empty batch")
+			return
+		}
+		if len(pubs) > s.cfg.MaxBatch {
+			apiError(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("batch of %d items, more than MAX_BATCH=%d", len(pubs), s.cfg.MaxBatch))
+			return
+		}
+	} else {
+		pubs = make([]Publication, 1)
+		if err := decodeStrict(body, &pubs[0]); err != nil {
+			apiError(w, http.StatusBadRequest, "bad_request", err.Error())
+			return
+		}
+	}
+	for i := range pubs {
+		if err := pubs[i].Validate(s.limits); err != nil {
+			if batch {
+				err = fmt.Errorf("item %d: %w", i, err)
+			}
+			apiError(w, http.StatusBadRequest, "bad_request", err.Error())
+			return
+		}
+	}
+
+	results := make([]publishResult, len(pubs))
+	total := 0
+	for i := range pubs {
+		n, err := s.hub.Publish(r.Context(), &pubs[i])
+		if err != nil {
+			// Local delivery happened; only forwarding to other nodes failed.
+			s.log.Error("publish: broker failed", "err", err)
+			apiError(w, http.StatusBadGateway, "broker_error", fmt.Sprintf("delivered locally, but forwarding to other nodes failed: %v", err))
+			return
+		}
+		s.stats.publishes.Add(1)
+		results[i] = publishResult{Delivered: n}
+		total += n
+	}
+	if batch {
+		writeJSON(w, http.StatusOK, map[string]any{"delivered": total, "results": results})
+		return
+	}
+	writeJSON(w, http.StatusOK, results[0])
+}
+
+type publishResult struct {
+	Delivered int `json:"delivered"`
+}
+
+func (s *Server) handleCloseConnection(w http.ResponseWriter, r *http.Request) {
+	s.closeTargets(w, r, Targets{Connections: []string{r.PathValue("id")}})
+}
+
+func (s *Server) handleCloseUser(w http.ResponseWriter, r *http.Request) {
+	s.closeTargets(w, r, Targets{Users: []string{r.PathValue("id")}})
+}
+
+// closeTargets closes connections with an optional {"code", "reason"} body (default 1000).
+func (s *Server) closeTargets(w http.ResponseWriter, r *http.Request, to Targets) {
+	body, ok := s.readBody(w, r, false)
+	if !ok {
+		return
+	}
+	req := CloseRequest{Code: 1000}
+	if len(body) > 0 {
+		if err := decodeStrict(body, &req); err != nil {
+			apiError(w, http.StatusBadRequest, "bad_request", err.Error())
+			return
+		}
+		if req.Code == 0 {
+			req.Code = 1000
+		}
+		if err := req.Validate(); err != nil {
+			apiError(w, http.StatusBadRequest, "bad_request", err.Error())
+			return
+		}
+	}
+	n, err := s.hub.CloseConnections(r.Context(), to, req, InitiatorAPI)
+	if err != nil {
+		apiError(w, http.StatusBadGateway, "broker_error", err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]int{"closed": n})
+}
+
+// subscribeRequest names who joins or leaves a channel.
+type subscribeRequest struct {
+	Connections []string `json:"connections"`
+	Users       []string `json:"users"`
+}
+
+func (s *Server) handleSubscribe(leave bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		channel := r.PathValue("name")
+		if err := validateName(channel, s.limits.MaxNameLen); err != nil {
+			apiError(w, http.StatusBadRequest, "bad_request", "channel name "+err.Error())
+			return
+		}
+		body, ok := s.readBody(w, r, true)
+		if !ok {
+			return
+		}
+		var req subscribeRequest
+		if err := decodeStrict(body, &req); err != nil {
+			apiError(w, http.StatusBadRequest, "bad_request", err.Error())
+			return
+		}
+		to := Targets{Connections: req.Connections, Users: req.Users}
+		err := validateNames("connections", req.Connections, s.limits.MaxNameLen)
+		if err == nil {
+			err = validateNames("users", req.Users, s.limits.MaxNameLen)
+		}
+		if err == nil && to.Empty() {
+			err = errors.New(`name "connections" or "users"`)
+		}
+		if err != nil {
+			apiError(w, http.StatusBadRequest, "bad_request", err.Error())
+			return
+		}
+		n, err := s.hub.Subscribe(r.Context(), channel, to, leave)
+		if err != nil {
+			apiError(w, http.StatusBadGateway, "broker_error", err.Error())
+			return
+		}
+		key := "joined"
+		if leave {
+			key = "left"
+		}
+		writeJSON(w, http.StatusOK, map[string]int{key: n})
+	}
+}
+
+func (s *Server) handleListConnections(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	for k := range q {
+		if k != "user" && k != "channel" {
+			apiError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("unknown query parameter %q (use user, channel)", k))
+			return
+		}
+	}
+	conns, total := s.hub.List(q.Get("user"), q.Get("channel"), s.cfg.MaxListResult)
+	writeJSON(w, http.StatusOK, map[string]any{"connections": conns, "count": total})
+}
+
+func (s *Server) handleConnection(w http.ResponseWriter, r *http.Request) {
+	info, ok := s.hub.Info(r.PathValue("id"))
+	if !ok {
+		apiError(w, http.StatusNotFound, "not_found", "no such connection on this node")
+		return
+	}
+	writeJSON(w, http.StatusOK, info)
+}
+
+func (s *Server) handleChannel(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	conns, users, count := s.hub.Members(name, s.cfg.MaxListResult)
+	writeJSON(w, http.StatusOK, map[string]any{"channel": name, "connections": conns, "users": users, "count": count})
+}
+
+func (s *Server) handleStats(w http.ResponseWriter, r *http.Request) {
+	hs := s.hub.Stats()
+	writeJSON(w, http.StatusOK, map[string]any{
+		"node":             s.node,
+		"uptime_seconds":   int64(time.Since(s.start).Seconds()),
+		"draining":         s.draining.Load(),
+		"connections":      hs.Connections,
+		"users":            hs.Users,
+		"channels":         hs.Channels,
+		"accepted_total":   s.stats.accepted.Load(),
+		"rejected_total":   s.stats.rejected.Load(),
+		"publishes_total":  s.stats.publishes.Load(),
+		"webhook_failures": s.stats.webhookErrors.Load(),
+	})
+}
+
+func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// handleReady answers 503 once shutdown has begun, so a load balancer stops sending clients.
+func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
+	if s.draining.Load() {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "draining"})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// readBody reads a size-limited request body. With required, an empty body is refused.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request, required bool) ([]byte, bool) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxPushBody))
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooLarge):
+		apiError(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("body larger than MAX_PUSH_BODY=%d bytes", s.cfg.MaxPushBody))
+		return nil, false
+	case err != nil:
+		apiError(w, http.StatusBadRequest, "bad_request", "reading body: "+err.Error())
+		return nil, false
+	}
+	body = bytes.TrimSpace(body)
+	if required && len(body) == 0 {
+		apiError(w, http.StatusBadRequest, "bad_request", "empty body: send a JSON object")
+		return nil, false
+	}
+	return body, true
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		http.Error(w, `{"error":"internal","detail":"encode response"}`, http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)+1))
+	w.WriteHeader(status)
+	w.Write(append(b, '\n'))
+}
+
+// apiError writes the push API's error shape: {"error": code, "detail": what is wrong}.
+func apiError(w http.ResponseWriter, status int, code, detail string) {
+	writeJSON(w, status, map[string]string{"error": code, "detail": detail})
+}

@@ -1,0 +1,236 @@
+package bridge
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Server is one wsbridge node: the public listener's WebSocket endpoints and reverse proxy, the
+// internal listener's push API, and the connections between them.
+type Server struct {
+	cfg    *Config
+	log    *slog.Logger
+	node   string
+	hub    *Hub
+	broker Broker
+	hooks  *webhooks
+	limits Limits
+	fwd    []string // canonical names of forwarded handshake headers
+	start  time.Time
+
+	// base outlives every connection: it is cancelled only when shutdown gives up waiting, to
+	// cut off what is still running.
+	base       context.Context
+	cancelBase context.CancelFunc
+
+	// mu orders "a connection starts" against "shutdown begins", so that shutdown waits for
+	// every connection it did not refuse.
+	mu       sync.Mutex
+	draining atomic.Bool
+	active   sync.WaitGroup
+
+	stats serverStats
+}
+
+type serverStats struct {
+	accepted, rejected atomic.Uint64
+	webhookErrors      atomic.Uint64
+	publishes          atomic.Uint64
+}
+
+// New builds a server from a validated configuration. broker nil means a single node
+// (a MemoryBroker of its own).
+func New(cfg Config, log *slog.Logger, broker Broker) *Server {
+	if broker == nil {
+		broker = NewMemoryBroker()
+	}
+	node := cfg.NodeID
+	if node == "" {
+		node = strings.ToLower(rand.Text()[:8])
+	}
+	base, cancel := context.WithCancel(context.Background())
+	s := &Server{
+		cfg:        &cfg,
+		log:        log.With("node", node),
+		node:       node,
+		broker:     broker,
+		hub:        NewHub(node, broker),
+		limits:     cfg.limits(),
+		fwd:        headerCanonical(cfg.ForwardHeaders),
+		start:      time.Now(),
+		base:       base,
+		cancelBase: cancel,
+	}
+	s.hooks = newWebhooks(s.cfg)
+	return s
+}
+
+// Hub returns the server's hub.
+func (s *Server) Hub() *Hub { return s.hub }
+
+// Node returns this node's id, the prefix of its connection ids.
+func (s *Server) Node() string { return s.node }
+
+// newConnID returns a URL-safe id that names this node: "<node>.<16 random base32 chars>".
+func (s *Server) newConnID() string { return s.node + "." + rand.Text()[:16] }
+
+// newEvent starts a webhook body with the fields every event carries.
+func (s *Server) newEvent(t EventType, connID string, st State) *Event {
+	if st.Channels == nil {
+		st.Channels = []string{}
+	}
+	return &Event{
+		Type:         t,
+		EventID:      rand.Text(),
+		ConnectionID: connID,
+		UserID:       st.UserID,
+		Meta:         st.Meta,
+		Channels:     st.Channels,
+		Time:         time.Now().UTC().Format("2006-01-02T15:04:05.000Z07:00"),
+	}
+}
+
+// call sends a message or close webhook and decodes PHP's reply. A non-2xx status or a
+// malformed reply is an error, and nothing of such a reply is applied.
+func (s *Server) call(ctx context.Context, ev *Event, traceparent string) (*Reply, error) {
+	res, err := s.hooks.send(ctx, ev, traceparent)
+	if err != nil {
+		s.stats.webhookErrors.Add(1)
+		return nil, err
+	}
+	if !res.OK() {
+		s.stats.webhookErrors.Add(1)
+		return nil, fmt.Errorf("PHP answered the %s webhook with status %d", ev.Type, res.Status)
+	}
+	reply, err := DecodeReply(ev.Type, res.Body, s.limits)
+	if err != nil {
+		s.stats.webhookErrors.Add(1)
+		return nil, fmt.Errorf("malformed %s reply refused: %w", ev.Type, err)
+	}
+	return reply, nil
+}
+
+// apply carries out a reply for connection c: state first, then frames to c, then
+// publications, then the close, so a "send" before a "close" reaches the client.
+func (s *Server) apply(ctx context.Context, c *conn, r *Reply) {
+	if r.UserID != nil || r.Meta != nil || len(r.Join) > 0 || len(r.Leave) > 0 {
+		s.hub.Update(c.id, r.UserID, r.Meta, r.Join, r.Leave)
+	}
+	for _, f := range r.Send {
+		c.Send(f)
+	}
+	for i := range r.Publish {
+		if _, err := s.hub.Publish(ctx, &r.Publish[i]); err != nil {
+			c.log.Error("publish from reply failed", "err", err)
+		}
+		s.stats.publishes.Add(1)
+	}
+	if r.Close != nil {
+		c.Close(r.Close.Code, r.Close.Reason, InitiatorPHP)
+	}
+}
+
+// enter registers a starting connection unless shutdown has begun.
+func (s *Server) enter() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.draining.Load() {
+		return false
+	}
+	s.active.Add(1)
+	return true
+}
+
+// Draining reports whether shutdown has begun.
+func (s *Server) Draining() bool { return s.draining.Load() }
+
+// Shutdown closes every connection with 1001 and waits until each close webhook was answered,
+// or ctx ends. New connections are refused with 503 from the moment it is called, and
+// /readyz answers 503.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.draining.Store(true)
+	s.mu.Unlock()
+	n := s.hub.CloseAll(1001, "server shutdown", InitiatorShutdown)
+	s.log.Info("shutdown: closing connections", "count", n)
+
+	done := make(chan struct{})
+	go func() { s.active.Wait(); close(done) }()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		left := s.hub.Stats().Connections
+		err = fmt.Errorf("shutdown: gave up waiting for %d connection(s) and their close webhooks: %w", left, ctx.Err())
+		s.cancelBase()
+		// With base cancelled every read and webhook returns at once; only a close handshake
+		// already under way may take up to coder/websocket's fixed 5 s more.
+		select {
+		case <-done:
+		case <-time.After(6 * time.Second):
+		}
+	}
+	s.cancelBase()
+	return err
+}
+
+// Serve runs the public and internal listeners until ctx ends, then shuts down in order: stop
+// accepting, close every connection with 1001, deliver every close webhook, stop the internal
+// listener. It is bounded by SHUTDOWN_TIMEOUT.
+func (s *Server) Serve(ctx context.Context, public, internal net.Listener) error {
+	pub := &http.Server{Handler: s.PublicHandler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
+	in := &http.Server{Handler: s.InternalHandler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
+
+	brokerCtx, stopBroker := context.WithCancel(context.Background())
+	brokerDone := make(chan error, 1)
+	go func() { brokerDone <- s.broker.Run(brokerCtx, s.node, s.hub.Deliver) }()
+
+	errc := make(chan error, 2)
+	go func() { errc <- fmt.Errorf("public listener: %w", pub.Serve(public)) }()
+	go func() { errc <- fmt.Errorf("internal listener: %w", in.Serve(internal)) }()
+	s.log.Info("listening", "public", public.Addr().String(), "internal", internal.Addr().String())
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+	}
+
+	s.log.Info("shutting down", "timeout", s.cfg.ShutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	defer cancel()
+	// http.Server.Shutdown stops the listener and waits for plain requests, but ignores
+	// hijacked WebSockets; s.Shutdown handles those. Both run at once under one deadline.
+	pubDone := make(chan error, 1)
+	go func() { pubDone <- pub.Shutdown(sctx) }()
+	drainErr := s.Shutdown(sctx)
+	pubErr := <-pubDone
+	inErr := in.Shutdown(sctx)
+	stopBroker()
+	<-brokerDone
+	return errors.Join(runErr, drainErr, pubErr, inErr)
+}
+
+// Listen opens a listener for addr: host:port, or unix:/path for a unix socket (a stale socket
+// file is replaced).
+func Listen(addr string) (net.Listener, error) {
+	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("remove stale socket %s: %w", path, err)
+		}
+		return net.Listen("unix", path)
+	}
+	return net.Listen("tcp", addr)
+}

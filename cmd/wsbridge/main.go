@@ -1,0 +1,84 @@
+// Command wsbridge holds browsers' WebSocket connections for a PHP application: it turns each
+// connection's life into signed webhooks to PHP and lets PHP push back through an internal HTTP
+// API. It is configured with WSBRIDGE_* environment variables only; `wsbridge -h` lists them.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/wsbridge/wsbridge/bridge"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Environ(), os.Stderr))
+}
+
+// run returns the exit status: 0 after a clean shutdown, 1 when serving failed, 2 for a bad
+// configuration or command line.
+func run(args, environ []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("wsbridge", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, "Usage: wsbridge\n\nwsbridge takes no arguments; it is configured with these environment variables:\n\n")
+		fmt.Fprint(stderr, bridge.ConfigUsage())
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "wsbridge takes no arguments (got %q); see wsbridge -h\n", fs.Args())
+		return 2
+	}
+
+	cfg, err := bridge.LoadConfig(environ)
+	if err != nil {
+		fmt.Fprintf(stderr, "wsbridge: %v\n", err)
+		return 2
+	}
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: logLevel(cfg.LogLevel)}))
+
+	public, err := bridge.Listen(cfg.Listen)
+	if err != nil {
+		log.Error("cannot listen", "addr", cfg.Listen, "err", err)
+		return 1
+	}
+	internal, err := bridge.Listen(cfg.InternalListen)
+	if err != nil {
+		public.Close()
+		log.Error("cannot listen", "addr", cfg.InternalListen, "err", err)
+		return 1
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		stop() // a second signal ends the process at once
+	}()
+	if err := bridge.New(cfg, log, nil).Serve(ctx, public, internal); err != nil {
+		log.Error("stopped with error", "err", err)
+		return 1
+	}
+	log.Info("stopped")
+	return 0
+}
+
+func logLevel(s string) slog.Level {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(strings.ToUpper(s))); err != nil {
+		return slog.LevelInfo
+	}
+	return l
+}
