@@ -31,13 +31,13 @@ type Config struct {
 	APIToken       string `env:"API_TOKEN,unset" desc:"Bearer token required on /v1/ of the internal listener. Required when INTERNAL_LISTEN is neither loopback nor a unix socket."`
 	APITokenFile   string `env:"API_TOKEN_FILE,file" desc:"Path of a file holding API_TOKEN (surrounding whitespace is trimmed). Set one of the two."`
 
-	WebhookURL         *url.URL `env:"WEBHOOK_URL,required" desc:"URL (http or https) that receives every webhook (open, message, close) as a JSON POST."`
-	WebhookOpenURL     *url.URL `env:"WEBHOOK_OPEN_URL" desc:"Optional URL for open webhooks only, instead of WEBHOOK_URL."`
-	WebhookMessageURL  *url.URL `env:"WEBHOOK_MESSAGE_URL" desc:"Optional URL for message webhooks only, instead of WEBHOOK_URL."`
-	WebhookCloseURL    *url.URL `env:"WEBHOOK_CLOSE_URL" desc:"Optional URL for close webhooks only, instead of WEBHOOK_URL."`
-	WebhookSecret      string   `env:"WEBHOOK_SECRET,unset" desc:"HMAC-SHA256 key that signs every webhook (WsBridge-Signature header). Empty: webhooks are not signed."`
-	WebhookSecretFile  string   `env:"WEBHOOK_SECRET_FILE,file" desc:"Path of a file holding WEBHOOK_SECRET (surrounding whitespace is trimmed). Set one of the two."`
-	WebhookConcurrency int      `env:"WEBHOOK_CONCURRENCY" envDefault:"8" desc:"Most webhook requests in flight at once, over all connections. Set it to the PHP-FPM pool's pm.max_children (or a little below) so webhooks wait here rather than in FPM's backlog."`
+	WebhookURL         *url.URL      `env:"WEBHOOK_URL,required" desc:"URL (http or https) that receives every webhook (open, message, close) as a JSON POST."`
+	WebhookOpenURL     *url.URL      `env:"WEBHOOK_OPEN_URL" desc:"Optional URL for open webhooks only, instead of WEBHOOK_URL."`
+	WebhookMessageURL  *url.URL      `env:"WEBHOOK_MESSAGE_URL" desc:"Optional URL for message webhooks only, instead of WEBHOOK_URL."`
+	WebhookCloseURL    *url.URL      `env:"WEBHOOK_CLOSE_URL" desc:"Optional URL for close webhooks only, instead of WEBHOOK_URL."`
+	WebhookSecret      string        `env:"WEBHOOK_SECRET,unset" desc:"HMAC-SHA256 key that signs every webhook (WsBridge-Signature header). Empty: webhooks are not signed."`
+	WebhookSecretFile  string        `env:"WEBHOOK_SECRET_FILE,file" desc:"Path of a file holding WEBHOOK_SECRET (surrounding whitespace is trimmed). Set one of the two."`
+	WebhookConcurrency int           `env:"WEBHOOK_CONCURRENCY" envDefault:"8" desc:"Most webhook requests in flight at once, over all connections. Set it to the PHP-FPM pool's pm.max_children (or a little below) so webhooks wait here rather than in FPM's backlog."`
 	WebhookTimeout     time.Duration `env:"WEBHOOK_TIMEOUT" envDefault:"10s" desc:"Longest wait for PHP's answer to one webhook, including the wait for a free concurrency slot. An open webhook that times out rejects the upgrade with 503."`
 	WebhookMaxReply    int64         `env:"WEBHOOK_MAX_REPLY" envDefault:"1048576" desc:"Largest webhook reply body PHP may send, in bytes; a larger one is refused as malformed."`
 	ForwardHeaders     []string      `env:"FORWARD_HEADERS" envDefault:"Cookie,Authorization,User-Agent,Origin,Accept-Language,X-Forwarded-For" desc:"Comma-separated handshake headers copied into the open webhook's request.headers. X-Forwarded-For gets the client's address appended. WsBridge-* headers cannot be forwarded."`
