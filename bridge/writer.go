@@ -20,9 +20,18 @@ func (c *conn) Send(f Frame) bool {
 	case c.queue <- f:
 		return true
 	default:
-		c.Close(int(websocket.StatusPolicyViolation), "slow consumer", InitiatorSlowConsumer)
+		c.dropSlow("slow consumer")
 		return false
 	}
+}
+
+// dropSlow cuts off a client that does not read. No close frame is attempted: the writer is
+// stuck behind a full socket buffer, and a close handshake would only hold the socket open for
+// coder/websocket's 5 s more. The socket is closed off the caller's goroutine because Send runs
+// inside broadcasts.
+func (c *conn) dropSlow(reason string) {
+	c.Close(int(websocket.StatusPolicyViolation), reason, InitiatorSlowConsumer)
+	go c.ws.CloseNow()
 }
 
 // writeLoop is the only goroutine that writes data frames to the socket, so frames go out in
@@ -48,12 +57,13 @@ func (c *conn) write(ctx context.Context, f Frame) bool {
 	if f.Binary {
 		typ = websocket.MessageBinary
 	}
-	wctx, cancel := context.WithTimeout(ctx, c.srv.cfg.WriteTimeout)
-	err := c.ws.Write(wctx, typ, f.Data)
-	cancel()
+	// A timer rather than a context deadline: coder/websocket closes the socket when a write's
+	// context expires, and the read loop would then report the close as the client's doing
+	// before the writer could say why. Here the cause is recorded first.
+	timer := time.AfterFunc(c.srv.cfg.WriteTimeout, func() { c.dropSlow("write timeout") })
+	err := c.ws.Write(ctx, typ, f.Data)
+	timer.Stop()
 	if err != nil {
-		// A failed or timed-out write has already closed the socket (coder/websocket closes on
-		// any error); record why, unless a close was already under way.
 		c.Close(int(websocket.StatusAbnormalClosure), "write failed", InitiatorServer)
 		c.ws.CloseNow()
 		return false
