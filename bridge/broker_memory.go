@@ -34,12 +34,21 @@ func (b *MemoryBroker) Publish(_ context.Context, e Envelope) error {
 
 // Run registers node until ctx ends.
 func (b *MemoryBroker) Run(ctx context.Context, node string, deliver func(Envelope)) error {
+	leave := b.Join(node, deliver)
+	defer leave()
+	<-ctx.Done()
+	return nil
+}
+
+// Join registers node at once and returns the function that removes it. Run is Join for the
+// lifetime of a context; Join lets an embedding program know when the node is in.
+func (b *MemoryBroker) Join(node string, deliver func(Envelope)) (leave func()) {
 	b.mu.Lock()
 	b.nodes[node] = deliver
 	b.mu.Unlock()
-	<-ctx.Done()
-	b.mu.Lock()
-	delete(b.nodes, node)
-	b.mu.Unlock()
-	return nil
+	return func() {
+		b.mu.Lock()
+		delete(b.nodes, node)
+		b.mu.Unlock()
+	}
 }

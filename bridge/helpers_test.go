@@ -145,22 +145,23 @@ func newBridge(t *testing.T, php *fakePHP, tweak func(*Config)) *testBridge {
 	return startBridge(t, cfg, php, nil)
 }
 
-func startBridge(t *testing.T, cfg Config, php *fakePHP, broker Broker) *testBridge {
+func startBridge(t *testing.T, cfg Config, php *fakePHP, broker *MemoryBroker) *testBridge {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	if os.Getenv("WSBRIDGE_TEST_QUIET") != "" {
 		log = slog.New(slog.DiscardHandler)
 	}
-	srv := New(cfg, log, broker)
+	var br Broker
+	if broker != nil {
+		br = broker
+	}
+	srv := New(cfg, log, br)
 	b := &testBridge{srv: srv, php: php}
 	b.public = httptest.NewServer(srv.PublicHandler())
 	b.internal = httptest.NewServer(srv.InternalHandler())
 	b.wsURL = "ws" + strings.TrimPrefix(b.public.URL, "http") + cfg.WSPaths[0]
 	if broker != nil {
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { broker.Run(ctx, srv.Node(), srv.Hub().Deliver); close(done) }()
-		t.Cleanup(func() { cancel(); <-done })
+		t.Cleanup(broker.Join(srv.Node(), srv.Hub().Deliver))
 	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
