@@ -29,8 +29,10 @@ func (s *Server) reverseProxy() http.Handler {
 	return &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(target)
-			// Rewrite (unlike Director) starts from a request without the client's
-			// X-Forwarded-* headers, so the app sees only what this proxy vouches for.
+			// Keep the chain of proxies in front of this one and append the client's address,
+			// as nginx's $proxy_add_x_forwarded_for does and as the open webhook reports it;
+			// the app decides which hops it trusts.
+			pr.Out.Header["X-Forwarded-For"] = pr.In.Header["X-Forwarded-For"]
 			pr.SetXForwarded()
 			// A client must not be able to pose as the bridge to the app's webhook endpoint.
 			for name := range pr.Out.Header {
