@@ -9,6 +9,7 @@ import (
 	"path"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -45,10 +46,10 @@ type Config struct {
 	MaxMessageSize int64         `env:"MAX_MESSAGE_SIZE" envDefault:"65536" desc:"Largest message a client may send, in bytes; a larger one closes the connection with 1009."`
 	MaxMetaSize    int           `env:"MAX_META_SIZE" envDefault:"8192" desc:"Largest meta object PHP may store on a connection, in bytes of JSON."`
 	MaxNameLength  int           `env:"MAX_NAME_LENGTH" envDefault:"200" desc:"Longest channel name or user id, in bytes."`
-	SendQueue      int           `env:"SEND_QUEUE" envDefault:"256" desc:"Messages that may wait to be written to one client. A client that falls further behind is closed (initiator slow_consumer, code 1008)."`
-	WriteTimeout   time.Duration `env:"WRITE_TIMEOUT" envDefault:"10s" desc:"Longest time one write to a client may take before the connection is closed."`
+	SendQueue      int           `env:"SEND_QUEUE" envDefault:"256" desc:"Messages that may wait to be written to one client. A client that falls further behind is disconnected at once (close webhook: initiator slow_consumer, code 1008, reason \"slow consumer\")."`
+	WriteTimeout   time.Duration `env:"WRITE_TIMEOUT" envDefault:"10s" desc:"Longest time one write to a client may take; a client that does not read for that long is disconnected (initiator slow_consumer, reason \"write timeout\")."`
 	PingInterval   time.Duration `env:"PING_INTERVAL" envDefault:"25s" desc:"Time between keepalive pings to each client. Keep it below proxies' idle timeouts (nginx: 60s)."`
-	PingTimeout    time.Duration `env:"PING_TIMEOUT" envDefault:"10s" desc:"Longest wait for a client's pong; no pong in time closes the connection (initiator server, code 1006)."`
+	PingTimeout    time.Duration `env:"PING_TIMEOUT" envDefault:"10s" desc:"Longest wait for a client's pong; no pong in time drops the connection (close webhook: initiator server, code 1006, reason \"ping timeout\")."`
 
 	MaxPushBody   int64 `env:"MAX_PUSH_BODY" envDefault:"1048576" desc:"Largest push API request body, in bytes."`
 	MaxBatch      int   `env:"MAX_BATCH" envDefault:"1000" desc:"Most publications in one batch request."`
@@ -156,7 +157,7 @@ func (c *Config) validate() []problem {
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		add("LISTEN", "want host:port, got %q", c.Listen)
 	}
-	for _, p := range c.WSPaths {
+	for _, p := range slices.Compact(slices.Clone(c.WSPaths)) {
 		if !strings.HasPrefix(p, "/") {
 			add("WS_PATH", "path %q must start with /", p)
 		}
@@ -174,28 +175,39 @@ func (c *Config) validate() []problem {
 			add("UPSTREAM", "%v", err)
 		}
 	}
-	for key, u := range map[string]*url.URL{"WEBHOOK_URL": c.WebhookURL, "WEBHOOK_OPEN_URL": c.WebhookOpenURL,
-		"WEBHOOK_MESSAGE_URL": c.WebhookMessageURL, "WEBHOOK_CLOSE_URL": c.WebhookCloseURL} {
-		if u != nil {
-			if err := checkHTTPURL(u); err != nil {
-				add(key, "%v", err)
+	if c.WebhookURL == nil { // unset is reported by the parser; this is WSBRIDGE_WEBHOOK_URL=""
+		add("WEBHOOK_URL", "required, must not be empty")
+	}
+	webhookURLs := []struct {
+		key string
+		u   *url.URL
+	}{{"WEBHOOK_URL", c.WebhookURL}, {"WEBHOOK_OPEN_URL", c.WebhookOpenURL},
+		{"WEBHOOK_MESSAGE_URL", c.WebhookMessageURL}, {"WEBHOOK_CLOSE_URL", c.WebhookCloseURL}}
+	for _, w := range webhookURLs {
+		if w.u != nil {
+			if err := checkHTTPURL(w.u); err != nil {
+				add(w.key, "%v", err)
 			}
 		}
 	}
 
+	internalOK := false
 	if c.InternalListen == c.Listen {
 		add("INTERNAL_LISTEN", "must not be the public address %q: the push API is never public", c.Listen)
 	} else if sock, ok := strings.CutPrefix(c.InternalListen, "unix:"); ok {
 		if sock == "" {
 			add("INTERNAL_LISTEN", "unix: needs a socket path")
 		}
+		internalOK = sock != ""
 	} else if _, _, err := net.SplitHostPort(c.InternalListen); err != nil {
 		add("INTERNAL_LISTEN", "want host:port or unix:/path, got %q", c.InternalListen)
+	} else {
+		internalOK = true
 	}
 	var err error
 	if c.APIToken, err = oneSecret(c.APIToken, c.APITokenFile); err != nil {
 		add("API_TOKEN", "%v", err)
-	} else if c.APIToken == "" && !c.InternalIsLocal() {
+	} else if c.APIToken == "" && internalOK && !c.InternalIsLocal() {
 		add("API_TOKEN", "required because INTERNAL_LISTEN %q is reachable beyond this host", c.InternalListen)
 	}
 	if c.WebhookSecret, err = oneSecret(c.WebhookSecret, c.WebhookSecretFile); err != nil {

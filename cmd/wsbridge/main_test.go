@@ -1,0 +1,492 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/wsbridge/wsbridge/bridge"
+)
+
+// waitLimit bounds every wait; it guards against hangs and makes no timing claim.
+const waitLimit = 20 * time.Second
+
+var (
+	binDir    string // created by TestMain, holds the binary built by buildBinary
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "wsbridge-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binDir = dir
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// buildBinary builds the command once per test binary run, from this package's directory.
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		out, err := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(binDir, "wsbridge"), ".").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+			return
+		}
+		binPath = filepath.Join(binDir, "wsbridge")
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+func TestRunHelp(t *testing.T) {
+	t.Parallel()
+	for _, arg := range []string{"-h", "-help", "--help"} {
+		t.Run(arg, func(t *testing.T) {
+			t.Parallel()
+			var stderr bytes.Buffer
+			if code := run([]string{arg}, nil, &stderr); code != 0 {
+				t.Errorf("run(%s) = %d, want 0", arg, code)
+			}
+			out := stderr.String()
+			if !strings.Contains(out, "Usage: wsbridge") {
+				t.Errorf("no usage line in:\n%s", out)
+			}
+			for _, v := range bridge.ConfigVars() {
+				if !strings.Contains(out, v.Name) {
+					t.Errorf("help does not list %s", v.Name)
+				}
+			}
+		})
+	}
+}
+
+func TestRunBadCommandLine(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"stray argument", []string{"serve"}, `takes no arguments (got ["serve"])`},
+		{"unknown flag", []string{"-port=80"}, "flag provided but not defined: -port"},
+		{"unknown flag before argument", []string{"-v", "x"}, "flag provided but not defined: -v"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var stderr bytes.Buffer
+			// A valid environment, so that only the command line can be the problem.
+			code := run(tc.args, []string{"WSBRIDGE_WEBHOOK_URL=http://127.0.0.1:9/hook"}, &stderr)
+			if code != 2 {
+				t.Errorf("run(%q) = %d, want 2", tc.args, code)
+			}
+			if !strings.Contains(stderr.String(), tc.want) {
+				t.Errorf("stderr does not contain %q:\n%s", tc.want, stderr.String())
+			}
+		})
+	}
+}
+
+func TestRunBadEnvironment(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		environ []string
+		bad     []string
+	}{
+		{
+			name:    "nothing set",
+			environ: []string{"HOME=/nonexistent"},
+			bad:     []string{"WSBRIDGE_WEBHOOK_URL"},
+		},
+		{
+			name: "several at once",
+			environ: []string{
+				"WSBRIDGE_WEBHOOK_URL=ftp://php.test/",
+				"WSBRIDGE_WEBHOOK_TIMEOUT=later",
+				"WSBRIDGE_SEND_QUEUE=-3",
+				"WSBRIDGE_INTERNAL_LISTEN=0.0.0.0:8081",
+				"WSBRIDGE_NODE_ID=no spaces",
+				"WSBRIDGE_LOG_LEVEL=chatty",
+			},
+			bad: []string{"WSBRIDGE_WEBHOOK_URL", "WSBRIDGE_WEBHOOK_TIMEOUT", "WSBRIDGE_SEND_QUEUE",
+				"WSBRIDGE_API_TOKEN", "WSBRIDGE_NODE_ID", "WSBRIDGE_LOG_LEVEL"},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var stderr bytes.Buffer
+			if code := run(nil, tc.environ, &stderr); code != 2 {
+				t.Errorf("run = %d, want 2", code)
+			}
+			out := stderr.String()
+			for _, name := range tc.bad {
+				if !strings.Contains(out, name+":") {
+					t.Errorf("stderr does not name %s:\n%s", name, out)
+				}
+			}
+			if n := strings.Count(out, "\n  WSBRIDGE_"); n != len(tc.bad) {
+				t.Errorf("stderr has %d problem lines, want %d:\n%s", n, len(tc.bad), out)
+			}
+		})
+	}
+}
+
+// syncBuffer collects a child's stderr; exec copies into it from its own goroutine.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// proc is a running wsbridge process.
+type proc struct {
+	cmd    *exec.Cmd
+	stderr *syncBuffer
+	exited chan struct{} // closed once Wait has returned
+}
+
+// startProc starts the built binary with environ (plus nothing of the test's own WSBRIDGE_*
+// variables); t.Cleanup kills it if it is still running.
+func startProc(t *testing.T, environ ...string) *proc {
+	t.Helper()
+	bin := buildBinary(t)
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, bridge.EnvPrefix) {
+			env = append(env, kv)
+		}
+	}
+	p := &proc{cmd: exec.Command(bin), stderr: &syncBuffer{}, exited: make(chan struct{})}
+	p.cmd.Env = append(env, environ...)
+	p.cmd.Stderr = p.stderr
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		p.cmd.Wait()
+		close(p.exited)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-p.exited:
+		default:
+			p.cmd.Process.Kill()
+			<-p.exited
+		}
+		if t.Failed() {
+			t.Logf("wsbridge stderr:\n%s", p.stderr.String())
+		}
+	})
+	return p
+}
+
+// exitCode waits for the process to exit and returns its status.
+func (p *proc) exitCode(t *testing.T) int {
+	t.Helper()
+	select {
+	case <-p.exited:
+		return p.cmd.ProcessState.ExitCode()
+	case <-time.After(waitLimit):
+		t.Fatalf("wsbridge did not exit within %s", waitLimit)
+		return -1
+	}
+}
+
+func (p *proc) signal(t *testing.T, sig os.Signal) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		t.Fatalf("signal %v: %v", sig, err)
+	}
+}
+
+// waitReady polls GET url until it answers 200. Polling is the only way to learn that another
+// process has started listening; the loop is bounded and stops early if the process exits.
+func (p *proc) waitReady(t *testing.T, client *http.Client, url string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := client.Get(url)
+		if err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not ready within 10s (last: %v)", url, err)
+		}
+		select {
+		case <-p.exited:
+			t.Fatalf("wsbridge exited with status %d before %s answered", p.cmd.ProcessState.ExitCode(), url)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// freeAddr returns a loopback address with a port that was free a moment ago.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// hook is the part of a webhook body the fake PHP looks at.
+type hook struct {
+	Type         string `json:"type"`
+	ConnectionID string `json:"connection_id"`
+	UserID       string `json:"user_id"`
+	Initiator    string `json:"initiator"`
+	Code         *int   `json:"code"`
+}
+
+// fakePHP accepts every open as user u1 (with a welcome frame, so that a client knows it is
+// registered) and records every webhook it receives.
+type fakePHP struct {
+	*httptest.Server
+	mu    sync.Mutex
+	hooks []hook
+}
+
+func newFakePHP(t *testing.T) *fakePHP {
+	t.Helper()
+	p := &fakePHP{}
+	p.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var h hook
+		if err := json.NewDecoder(r.Body).Decode(&h); err != nil {
+			t.Errorf("webhook body is not JSON: %v", err)
+			http.Error(w, "bad body", http.StatusBadRequest)
+			return
+		}
+		p.mu.Lock()
+		p.hooks = append(p.hooks, h)
+		p.mu.Unlock()
+		switch h.Type {
+		case "open":
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, `{"user_id":"u1","send":["welcome"]}`)
+		default:
+			w.WriteHeader(http.StatusNoContent)
+		}
+	}))
+	t.Cleanup(p.Close)
+	return p
+}
+
+func (p *fakePHP) received(typ string) []hook {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []hook
+	for _, h := range p.hooks {
+		if h.Type == typ {
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
+func getJSON(t *testing.T, client *http.Client, url string, out any) int {
+	t.Helper()
+	resp, err := client.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if err := json.Unmarshal(body, out); err != nil {
+		t.Fatalf("GET %s: %q is not JSON: %v", url, body, err)
+	}
+	return resp.StatusCode
+}
+
+// TestProcessGracefulShutdown runs the real binary: 50 clients connect, SIGTERM closes each with
+// 1001, PHP gets one shutdown close webhook per client, and the process exits 0.
+func TestProcessGracefulShutdown(t *testing.T) {
+	t.Parallel()
+	const clients = 50
+	php := newFakePHP(t)
+	public, internal := freeAddr(t), freeAddr(t)
+	p := startProc(t,
+		"WSBRIDGE_LISTEN="+public,
+		"WSBRIDGE_INTERNAL_LISTEN="+internal,
+		"WSBRIDGE_WEBHOOK_URL="+php.URL,
+		"WSBRIDGE_SHUTDOWN_TIMEOUT=10s",
+	)
+	client := &http.Client{Timeout: 5 * time.Second}
+	t.Cleanup(client.CloseIdleConnections)
+	p.waitReady(t, client, "http://"+internal+"/readyz")
+
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	conns := make([]*websocket.Conn, clients)
+	for i := range conns {
+		c, _, err := websocket.Dial(ctx, "ws://"+public+"/ws", nil)
+		if err != nil {
+			t.Fatalf("dial %d: %v", i, err)
+		}
+		t.Cleanup(func() { c.CloseNow() })
+		conns[i] = c
+		// The welcome frame is sent after the connection is in the hub.
+		if _, msg, err := c.Read(ctx); err != nil || string(msg) != "welcome" {
+			t.Fatalf("client %d: first message %q, %v; want welcome", i, msg, err)
+		}
+	}
+	if n := len(php.received("open")); n != clients {
+		t.Errorf("PHP received %d open webhooks, want %d", n, clients)
+	}
+
+	var stats struct {
+		Connections *int `json:"connections"`
+		Users       int  `json:"users"`
+	}
+	if code := getJSON(t, client, "http://"+internal+"/v1/stats", &stats); code != http.StatusOK {
+		t.Fatalf("GET /v1/stats = %d", code)
+	}
+	if stats.Connections == nil || *stats.Connections != clients {
+		t.Fatalf("stats report %v connections, want %d", stats.Connections, clients)
+	}
+	if stats.Users != 1 {
+		t.Errorf("stats report %d users, want 1 (everyone is u1)", stats.Users)
+	}
+
+	// Each client reads until its connection ends; coder/websocket answers the close frame.
+	results := make(chan error, clients)
+	for _, c := range conns {
+		go func() {
+			_, _, err := c.Read(ctx)
+			results <- err
+		}()
+	}
+	p.signal(t, syscall.SIGTERM)
+
+	for i := range clients {
+		select {
+		case err := <-results:
+			if st := websocket.CloseStatus(err); st != websocket.StatusGoingAway {
+				t.Errorf("client %d: read ended with %v (status %d), want a close frame with 1001", i, err, st)
+			}
+		case <-ctx.Done():
+			t.Fatalf("only %d of %d clients saw their connection end", i, clients)
+		}
+	}
+	if code := p.exitCode(t); code != 0 {
+		t.Errorf("exit status %d, want 0", code)
+	}
+
+	// The process delivered every close webhook before exiting, so the count is final.
+	closes := php.received("close")
+	if len(closes) != clients {
+		t.Errorf("PHP received %d close webhooks, want %d", len(closes), clients)
+	}
+	ids := map[string]bool{}
+	for _, h := range closes {
+		if h.Initiator != "shutdown" || h.Code == nil || *h.Code != 1001 {
+			t.Errorf("close webhook %+v (code %v), want initiator shutdown and code 1001", h, h.Code)
+		}
+		if h.UserID != "u1" {
+			t.Errorf("close webhook for user %q, want u1", h.UserID)
+		}
+		if ids[h.ConnectionID] {
+			t.Errorf("two close webhooks for %s", h.ConnectionID)
+		}
+		ids[h.ConnectionID] = true
+	}
+	if log := p.stderr.String(); !strings.Contains(log, `"msg":"stopped"`) {
+		t.Errorf("no clean stop logged:\n%s", log)
+	}
+}
+
+// TestProcessUnixSocket serves the internal API on a unix socket, without a token.
+func TestProcessUnixSocket(t *testing.T) {
+	t.Parallel()
+	dir, err := os.MkdirTemp("", "wsb") // short: socket paths are limited to ~100 bytes
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	sock := filepath.Join(dir, "api.sock")
+	p := startProc(t,
+		"WSBRIDGE_LISTEN="+freeAddr(t),
+		"WSBRIDGE_INTERNAL_LISTEN=unix:"+sock,
+		"WSBRIDGE_WEBHOOK_URL=http://127.0.0.1:9/never-called",
+	)
+	transport := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", sock)
+	}}
+	client := &http.Client{Transport: transport, Timeout: 5 * time.Second}
+	t.Cleanup(transport.CloseIdleConnections)
+	p.waitReady(t, client, "http://wsbridge/readyz")
+
+	var health struct{ Status string }
+	if code := getJSON(t, client, "http://wsbridge/healthz", &health); code != http.StatusOK || health.Status != "ok" {
+		t.Errorf("GET /healthz over %s = %d %+v, want 200 ok", sock, code, health)
+	}
+	var stats struct{ Connections *int }
+	if code := getJSON(t, client, "http://wsbridge/v1/stats", &stats); code != http.StatusOK || stats.Connections == nil || *stats.Connections != 0 {
+		t.Errorf("GET /v1/stats over the socket = %d, connections %v; want 200, 0", code, stats.Connections)
+	}
+	transport.CloseIdleConnections()
+
+	p.signal(t, syscall.SIGTERM)
+	if code := p.exitCode(t); code != 0 {
+		t.Errorf("exit status %d, want 0", code)
+	}
+}
+
+// TestProcessPublicInternalNeedsToken refuses to expose the push API without a token.
+func TestProcessPublicInternalNeedsToken(t *testing.T) {
+	t.Parallel()
+	_, port, _ := net.SplitHostPort(freeAddr(t))
+	p := startProc(t,
+		"WSBRIDGE_LISTEN="+freeAddr(t),
+		"WSBRIDGE_INTERNAL_LISTEN=0.0.0.0:"+port,
+		"WSBRIDGE_WEBHOOK_URL=http://127.0.0.1:9/never-called",
+	)
+	if code := p.exitCode(t); code != 2 {
+		t.Errorf("exit status %d, want 2", code)
+	}
+	if out := p.stderr.String(); !strings.Contains(out, "WSBRIDGE_API_TOKEN:") {
+		t.Errorf("stderr does not name WSBRIDGE_API_TOKEN:\n%s", out)
+	}
+}
