@@ -1,0 +1,21 @@
+// Package bridge is wsbridge's core: it holds browsers' WebSocket connections for a PHP
+// application, turns each connection's life into signed HTTP webhooks (open, message, close),
+// keeps per-connection state for PHP (user id, channels, meta), and lets PHP push back through
+// an internal HTTP API. docs/PROTOCOL.md is the contract with PHP.
+//
+// Where to look:
+//
+//	changing …                                        open
+//	what PHP receives or may answer                   event.go, then webhook.go
+//	the handshake, origins, subprotocols              accept.go
+//	one socket's life: limits, pings, close           conn.go, writer.go
+//	who receives a push                               hub.go, push.go, broker*.go
+//	plain HTTP to the app                             proxy.go
+//	an environment variable                           config.go (configdoc.go renders the docs table)
+//	the process: listeners, signals, shutdown order   cmd/wsbridge/main.go, server.go
+//
+// Goroutines per connection: the HTTP handler's goroutine reads and calls PHP, one writer
+// owns every write through a bounded queue, one pinger detects dead peers. Nothing that
+// delivers to a connection (a broadcast, the push API, another connection's reply) ever waits
+// for it: a full queue closes the slow client instead.
+package bridge
