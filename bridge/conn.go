@@ -68,6 +68,13 @@ func (c *conn) readLoop(ctx context.Context) {
 			c.readFailed(err)
 			return
 		}
+		select {
+		case <-c.closing:
+			// The close has begun (the client is being told why); frames it sent meanwhile
+			// are not delivered. Reading goes on only to complete the close handshake.
+			continue
+		default:
+		}
 		seq++
 		c.counters.In.Add(1)
 		c.busy.Store(true)
@@ -103,11 +110,18 @@ func (c *conn) deliverMessage(ctx context.Context, seq uint64, binary bool, data
 		ev.Data = &s
 	}
 	reply, err := c.srv.call(ctx, ev, c.traceparent)
-	if err != nil {
-		c.log.Error("message webhook failed", "event", ev.EventID, "seq", seq, "err", err)
-		return
+	switch {
+	case errors.Is(err, errMalformedReply):
+		// PHP has the message; only its answer is refused, whole. The connection goes on.
+		c.log.Error("message reply refused", "event", ev.EventID, "seq", seq, "err", err)
+	case err != nil:
+		// The message did not reach PHP. Going on would silently lose it, so the client is
+		// told with 1011 and PHP gets a close webhook that says why.
+		c.log.Error("message webhook failed; closing the connection", "event", ev.EventID, "seq", seq, "err", err)
+		c.Close(int(websocket.StatusInternalError), "message not delivered", InitiatorServer)
+	default:
+		c.srv.apply(ctx, c, reply)
 	}
-	c.srv.apply(ctx, c, reply)
 }
 
 // run serves an accepted connection until it ends, then reports the close to PHP. It returns

@@ -357,6 +357,19 @@ func TestCloseWebhookForEveryEnding(t *testing.T) {
 					t.Errorf("client saw close %v", ce)
 				}
 			}},
+		{name: "message not delivered", code: 1011, initiator: InitiatorServer, reason: "message not delivered",
+			reply: func(c hookCall) (int, any) {
+				if c.Event.Type == EventMessage {
+					return http.StatusInternalServerError, "PHP Fatal error"
+				}
+				return 204, nil
+			},
+			end: func(t *testing.T, b *testBridge, c *websocket.Conn, id string) {
+				write(t, c, "lost?")
+				if ce := readClose(t, c); ce.Code != websocket.StatusInternalError {
+					t.Errorf("client saw close %v", ce)
+				}
+			}},
 		{name: "api close", code: 4002, initiator: InitiatorAPI, reason: "banned",
 			end: func(t *testing.T, b *testBridge, c *websocket.Conn, id string) {
 				var out map[string]int

@@ -100,6 +100,10 @@ func (s *Server) newEvent(t EventType, connID string, st State) *Event {
 	}
 }
 
+// errMalformedReply marks a reply PHP sent with a 2xx status but that DecodeReply refused: the
+// event reached PHP, only its answer is unusable.
+var errMalformedReply = errors.New("malformed reply")
+
 // call sends a message or close webhook and decodes PHP's reply. A non-2xx status or a
 // malformed reply is an error, and nothing of such a reply is applied.
 func (s *Server) call(ctx context.Context, ev *Event, traceparent string) (*Reply, error) {
@@ -115,7 +119,7 @@ func (s *Server) call(ctx context.Context, ev *Event, traceparent string) (*Repl
 	reply, err := DecodeReply(ev.Type, res.Body, s.limits)
 	if err != nil {
 		s.stats.webhookErrors.Add(1)
-		return nil, fmt.Errorf("malformed %s reply refused: %w", ev.Type, err)
+		return nil, fmt.Errorf("%w: %s reply refused: %w", errMalformedReply, ev.Type, err)
 	}
 	return reply, nil
 }
