@@ -61,6 +61,10 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 
 	res, err := s.hooks.send(r.Context(), ev, c.traceparent)
+	if errors.Is(err, errMalformedReply) {
+		s.refuseMalformedOpen(w, c, ev, err)
+		return
+	}
 	if err != nil {
 		s.stats.rejected.Add(1)
 		s.stats.webhookErrors.Add(1)
@@ -86,10 +90,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		err = errors.New(`"subprotocol" names one the client did not offer`)
 	}
 	if err != nil {
-		s.stats.rejected.Add(1)
-		s.stats.webhookErrors.Add(1)
-		c.log.Error("upgrade refused with 502: malformed open reply refused", "event", ev.EventID, "err", err)
-		http.Error(w, "the application sent an invalid answer", http.StatusBadGateway)
+		s.refuseMalformedOpen(w, c, ev, err)
 		return
 	}
 
@@ -129,6 +130,15 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	c.log.Debug("connection opened", "user", deref(reply.UserID))
 	s.apply(s.base, c, &Reply{Send: reply.Send, Publish: reply.Publish, Close: reply.Close})
 	c.run(s.base)
+}
+
+// refuseMalformedOpen answers 502: PHP said yes in a way that cannot be carried out, and
+// accepting the client without what PHP asked for (its user id, its channels) would be wrong.
+func (s *Server) refuseMalformedOpen(w http.ResponseWriter, c *conn, ev *Event, err error) {
+	s.stats.rejected.Add(1)
+	s.stats.webhookErrors.Add(1)
+	c.log.Error("upgrade refused with 502: open reply refused", "event", ev.EventID, "err", err)
+	http.Error(w, "the application sent an invalid answer", http.StatusBadGateway)
 }
 
 func deref(s *string) string {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -550,5 +551,31 @@ func floodUntilClosed(t *testing.T, b *testBridge, c *websocket.Conn, id string)
 	data := base64.StdEncoding.EncodeToString(make([]byte, 256<<10))
 	for i := 0; i < 500 && b.srv.Hub().Stats().Connections > 0; i++ {
 		b.api(t, "POST", "/v1/publish", map[string]any{"to": map[string]any{"connections": []string{id}}, "data_base64": data}, nil)
+	}
+}
+
+func TestOversizeRepliesAreRefused(t *testing.T) {
+	t.Parallel()
+	huge := `{"send": ["` + strings.Repeat("x", 2048) + `"]}`
+	php := newFakePHP(t, func(c hookCall) (int, any) {
+		if c.Event.Type == EventMessage && *c.Event.Data == "huge" {
+			return 200, huge
+		}
+		if c.Event.Type == EventMessage {
+			return 200, `{"send": ["small"]}`
+		}
+		return 204, nil
+	})
+	b := newBridge(t, php, func(c *Config) { c.WebhookMaxReply = 1024 })
+	c, _ := b.openConn(t, "")
+	write(t, c, "huge")
+	write(t, c, "next")
+	if got := read(t, c); got != "small" {
+		t.Errorf("first frame %q: the oversize reply was applied, or the connection was lost", got)
+	}
+
+	php.setHandler(func(hookCall) (int, any) { return 200, huge })
+	if _, resp, err := b.dialErr(t, "", nil); err == nil || resp.StatusCode != http.StatusBadGateway {
+		t.Errorf("oversize open reply: %v %v, want 502", err, resp)
 	}
 }

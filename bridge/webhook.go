@@ -121,7 +121,7 @@ func (w *webhooks) send(ctx context.Context, ev *Event, traceparent string) (*we
 		// Drain nothing more: closing the body drops the connection, which beats reading an
 		// unbounded reply.
 		return &webhookResult{Status: resp.StatusCode, Header: resp.Header},
-			fmt.Errorf("%s reply is larger than WEBHOOK_MAX_REPLY (%d bytes)", ev.Type, w.cfg.WebhookMaxReply)
+			fmt.Errorf("%w: %s reply is larger than WEBHOOK_MAX_REPLY (%d bytes)", errMalformedReply, ev.Type, w.cfg.WebhookMaxReply)
 	}
 	return &webhookResult{Status: resp.StatusCode, Header: resp.Header, Body: b}, nil
 }
