@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -57,12 +58,15 @@ func startPHP(t *testing.T, secret string) *phpServer {
 	p := &phpServer{URL: "http://" + addr, closeLog: filepath.Join(dir, "close.log")}
 	cmd := exec.Command(php, "-d", "variables_order=EGPCS", "-d", "session.save_path="+dir, "-S", addr, "-t", "testdata/php")
 	cmd.Env = append(os.Environ(), "PHP_CLI_SERVER_WORKERS=4", "WSBRIDGE_WEBHOOK_SECRET="+secret, "CLOSE_LOG="+p.closeLog)
+	// With PHP_CLI_SERVER_WORKERS, php -S forks workers that outlive a killed master and keep
+	// the port; a process group of its own lets the cleanup stop them all.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		cmd.Process.Kill()
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		cmd.Wait()
 	})
 	// php -S prints "Development Server ... started" once it listens; errors go there too.
