@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# Runs the wsbridge PHP chat demo: builds wsbridge, starts PHP's built-in server with the demo,
+# starts wsbridge in front of it, and waits until Ctrl-C.
+#
+# Environment (all optional):
+#   PORT=8080       public port of wsbridge (open this one in the browser)
+#   PHP_PORT=8000   PHP's built-in server (wsbridge's upstream and webhook target)
+#   API_PORT=8081   wsbridge's internal push API
+#   BIN=...         where to build the wsbridge binary (default: a temporary directory)
+#   DEMO_CHECK=1    start, run a quick self-check, stop, and exit 0/1 (for tests)
+#   WSBRIDGE_API_TOKEN=...  protects the internal API; both wsbridge and PHP inherit it
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+cd "$ROOT"
+
+PORT="${PORT:-8080}"
+PHP_PORT="${PHP_PORT:-8000}"
+API_PORT="${API_PORT:-8081}"
+
+log() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'run-demo: %s\n' "$*" >&2; exit 1; }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# --- prerequisites -------------------------------------------------------------------------
+if ! command -v php >/dev/null 2>&1; then
+    log "php not found: installing php-cli and php-curl"
+    as_root apt-get update
+    as_root apt-get install -y php-cli php-curl
+elif ! php -m | grep -qix curl; then
+    log "the PHP curl extension is missing: installing php-curl"
+    as_root apt-get update
+    as_root apt-get install -y php-curl
+fi
+command -v go >/dev/null 2>&1 || die "go is required to build wsbridge"
+command -v curl >/dev/null 2>&1 || die "curl is required"
+
+TMP_DIR="$(mktemp -d)"
+BIN="${BIN:-$TMP_DIR/wsbridge}"
+
+PHP_PID=""
+WS_PID=""
+cleanup() {
+    # Run once, undisturbed: a second Ctrl-C (or a TERM sent to the whole group) must not
+    # abort it half-way and leave a server behind.
+    trap '' INT TERM
+    trap - EXIT
+    if [ -n "$WS_PID" ]; then
+        kill "$WS_PID" 2>/dev/null || true
+        wait "$WS_PID" 2>/dev/null || true
+    fi
+    if [ -n "$PHP_PID" ]; then
+        # php -S runs in its own process group (see below): end the master and its workers.
+        kill -- "-$PHP_PID" 2>/dev/null || kill "$PHP_PID" 2>/dev/null || true
+        wait "$PHP_PID" 2>/dev/null || true
+    fi
+    rm -rf "$TMP_DIR"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# --- build -----------------------------------------------------------------------------------
+log "building wsbridge into $BIN"
+CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o "$BIN" ./cmd/wsbridge
+
+# A fresh secret per run: PHP refuses any webhook not signed with it.
+if command -v openssl >/dev/null 2>&1; then
+    SECRET="$(openssl rand -hex 16)"
+else
+    SECRET="$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+fi
+
+# --- start -----------------------------------------------------------------------------------
+# variables_order=EGPCS makes the environment visible to the scripts ($_ENV and getenv()).
+# With PHP_CLI_SERVER_WORKERS, php -S forks workers that outlive a killed master, so it gets a
+# process group of its own (setsid; $! is then both its pid and its group id) to end them all.
+SETSID=()
+command -v setsid >/dev/null 2>&1 && SETSID=(setsid)
+log "starting PHP on 127.0.0.1:$PHP_PORT"
+WSBRIDGE_WEBHOOK_SECRET="$SECRET" \
+WSBRIDGE_API="http://127.0.0.1:$API_PORT" \
+PHP_CLI_SERVER_WORKERS=4 \
+    "${SETSID[@]}" php -d variables_order=EGPCS -S "127.0.0.1:$PHP_PORT" -t examples/php/demo/public &
+PHP_PID=$!
+
+log "starting wsbridge on 127.0.0.1:$PORT (internal API on 127.0.0.1:$API_PORT)"
+WSBRIDGE_LISTEN="127.0.0.1:$PORT" \
+WSBRIDGE_INTERNAL_LISTEN="127.0.0.1:$API_PORT" \
+WSBRIDGE_UPSTREAM="http://127.0.0.1:$PHP_PORT" \
+WSBRIDGE_WEBHOOK_URL="http://127.0.0.1:$PHP_PORT/webhook.php" \
+WSBRIDGE_WEBHOOK_SECRET="$SECRET" \
+    "$BIN" &
+WS_PID=$!
+
+# Wait (about 10 s at most) until the page answers through wsbridge.
+ready=0
+for _ in $(seq 1 50); do
+    kill -0 "$PHP_PID" 2>/dev/null || die "PHP exited during startup (is port $PHP_PORT free?)"
+    kill -0 "$WS_PID" 2>/dev/null || die "wsbridge exited during startup (are ports $PORT and $API_PORT free?)"
+    if curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:$PORT/" 2>/dev/null; then
+        ready=1
+        break
+    fi
+    sleep 0.2
+done
+[ "$ready" -eq 1 ] || die "http://127.0.0.1:$PORT/ did not answer within 10 s"
+
+# --- self-check (DEMO_CHECK=1) ---------------------------------------------------------------
+if [ "${DEMO_CHECK:-}" = "1" ]; then
+    ok=1
+    check() { # check <description> <command...>
+        local what="$1"; shift
+        if "$@"; then log "ok:   $what"; else log "FAIL: $what"; ok=0; fi
+    }
+    page_served() {
+        curl -fsS --max-time 5 "http://127.0.0.1:$PORT/" | grep -q 'id="messages"'
+    }
+    unsigned_webhook_refused() {
+        # Proves the secret reached PHP: an unsigned webhook through the proxy gets a 401.
+        [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 -X POST \
+            -H 'Content-Type: application/json' -H 'WsBridge-Event: open' \
+            --data '{"type":"open"}' "http://127.0.0.1:$PORT/webhook.php")" = "401" ]
+    }
+    push_delivered() {
+        # Proves PHP reaches the internal API: nobody is connected, so it delivers to 0.
+        curl -fsS --max-time 5 --data-urlencode 'text=self-check' "http://127.0.0.1:$PORT/push.php" \
+            | grep -q 'delivered'
+    }
+    check "index.html served through wsbridge" page_served
+    check "unsigned webhook refused with 401" unsigned_webhook_refused
+    check "push.php published through the internal API" push_delivered
+    [ "$ok" -eq 1 ] || die "self-check failed"
+    log "self-check passed"
+    exit 0
+fi
+
+cat <<EOF
+
+  Open http://127.0.0.1:$PORT/ in two browser tabs
+  Push a notice: http://127.0.0.1:$PORT/push.php
+
+  Press Ctrl-C to stop.
+
+EOF
+
+# Run until Ctrl-C or until either server exits.
+set +e
+wait -n "$PHP_PID" "$WS_PID"
+status=$?
+set -e
+die "a server exited (status $status); stopping"
