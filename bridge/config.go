@@ -160,6 +160,9 @@ func (c *Config) validate() []problem {
 	for _, p := range slices.Compact(slices.Clone(c.WSPaths)) {
 		if !strings.HasPrefix(p, "/") {
 			add("WS_PATH", "path %q must start with /", p)
+		} else if strings.ContainsAny(p, "{} \t?#") {
+			// ServeMux would read braces as wildcards (or refuse the pattern at start).
+			add("WS_PATH", "path %q: use a plain path without {, }, spaces, ? or #", p)
 		}
 	}
 	if len(c.WSPaths) == 0 {

@@ -214,6 +214,8 @@ func TestLoadConfig(t *testing.T) {
 			want: map[string]string{"WSBRIDGE_LISTEN": `want host:port, got "8080"`}},
 		{name: "ws path without slash", environ: withWebhook("WSBRIDGE_WS_PATH=/ws,chat"),
 			want: map[string]string{"WSBRIDGE_WS_PATH": `"chat" must start with /`}},
+		{name: "ws path with a wildcard", environ: withWebhook("WSBRIDGE_WS_PATH=/ws/{id}"),
+			want: map[string]string{"WSBRIDGE_WS_PATH": `"/ws/{id}": use a plain path`}},
 		{name: "bad origin pattern", environ: withWebhook("WSBRIDGE_ALLOWED_ORIGINS=example.com,[a-"),
 			want: map[string]string{"WSBRIDGE_ALLOWED_ORIGINS": `bad pattern "[a-"`}},
 		{name: "ftp upstream", environ: withWebhook("WSBRIDGE_UPSTREAM=ftp://files.test/"),

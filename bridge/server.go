@@ -234,7 +234,16 @@ func Listen(addr string) (net.Listener, error) {
 		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("remove stale socket %s: %w", path, err)
 		}
-		return net.Listen("unix", path)
+		ln, err := net.Listen("unix", path)
+		if err != nil {
+			return nil, err
+		}
+		// The push API can reach every client: only the owner and its group may connect.
+		if err := os.Chmod(path, 0o660); err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("restrict socket %s: %w", path, err)
+		}
+		return ln, nil
 	}
 	return net.Listen("tcp", addr)
 }

@@ -466,11 +466,17 @@ func TestProcessUnixSocket(t *testing.T) {
 	if code := getJSON(t, client, "http://wsbridge/v1/stats", &stats); code != http.StatusOK || stats.Connections == nil || *stats.Connections != 0 {
 		t.Errorf("GET /v1/stats over the socket = %d, connections %v; want 200, 0", code, stats.Connections)
 	}
+	if fi, err := os.Stat(sock); err != nil || fi.Mode().Perm() != 0o660 {
+		t.Errorf("socket mode: %v %v, want 0660 (owner and group only)", fi.Mode(), err)
+	}
 	transport.CloseIdleConnections()
 
 	p.signal(t, syscall.SIGTERM)
 	if code := p.exitCode(t); code != 0 {
 		t.Errorf("exit status %d, want 0", code)
+	}
+	if _, err := os.Stat(sock); !os.IsNotExist(err) {
+		t.Errorf("socket file left behind after exit: %v", err)
 	}
 }
 
