@@ -30,7 +30,7 @@ if ! command -v php >/dev/null 2>&1; then
     log "php not found: installing php-cli and php-curl"
     as_root apt-get update
     as_root apt-get install -y php-cli php-curl
-elif ! php -m | grep -qix curl; then
+elif ! php -r 'exit(extension_loaded("curl") ? 0 : 1);'; then
     log "the PHP curl extension is missing: installing php-curl"
     as_root apt-get update
     as_root apt-get install -y php-curl
