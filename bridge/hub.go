@@ -210,21 +210,25 @@ func (h *Hub) publishLocal(to Targets, except string, f Frame) int {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	n := 0
-	send := func(m *member) {
+	h.eachLocked(to, func(m *member) {
 		if m.info.ID != except && m.client.Send(f) {
 			n++
 		}
-	}
+	})
+	return n
+}
+
+// eachLocked calls fn once for every distinct local member selected by to.
+func (h *Hub) eachLocked(to Targets, fn func(*member)) {
 	if to.All {
 		for _, m := range h.conns {
-			send(m)
+			fn(m)
 		}
-		return n
+		return
 	}
-	// A single channel or user, the common case, needs no de-duplication.
-	single := len(to.Connections)+len(to.Users)+len(to.Channels) == 1
+	// A single connection, user or channel, the common case, needs no de-duplication.
 	var seen map[string]struct{}
-	if !single {
+	if len(to.Connections)+len(to.Users)+len(to.Channels) > 1 {
 		seen = make(map[string]struct{})
 	}
 	visit := func(m *member) {
@@ -234,7 +238,7 @@ func (h *Hub) publishLocal(to Targets, except string, f Frame) int {
 			}
 			seen[m.info.ID] = struct{}{}
 		}
-		send(m)
+		fn(m)
 	}
 	for _, id := range to.Connections {
 		if m, ok := h.conns[id]; ok {
@@ -251,7 +255,6 @@ func (h *Hub) publishLocal(to Targets, except string, f Frame) int {
 			visit(m)
 		}
 	}
-	return n
 }
 
 // CloseConnections asks the targeted connections to close and returns how many local ones were
@@ -312,34 +315,7 @@ func (h *Hub) match(to Targets) []*member {
 // matchLocked returns the distinct local members selected by to.
 func (h *Hub) matchLocked(to Targets) []*member {
 	var out []*member
-	seen := make(map[string]struct{})
-	add := func(m *member) {
-		if _, dup := seen[m.info.ID]; !dup {
-			seen[m.info.ID] = struct{}{}
-			out = append(out, m)
-		}
-	}
-	if to.All {
-		for _, m := range h.conns {
-			add(m)
-		}
-		return out
-	}
-	for _, id := range to.Connections {
-		if m, ok := h.conns[id]; ok {
-			add(m)
-		}
-	}
-	for _, u := range to.Users {
-		for _, m := range h.users[u] {
-			add(m)
-		}
-	}
-	for _, ch := range to.Channels {
-		for _, m := range h.channels[ch] {
-			add(m)
-		}
-	}
+	h.eachLocked(to, func(m *member) { out = append(out, m) })
 	return out
 }
 
