@@ -145,7 +145,7 @@ func (c *conn) sendClose(ctx context.Context, st State) {
 	in, out := c.counters.In.Load(), c.counters.Out.Load()
 	ev.Code, ev.Reason, ev.Initiator = &code, &reason, by
 	ev.DurationMS, ev.MessagesIn, ev.MessagesOut = &dur, &in, &out
-	c.log.Debug("connection closed", "code", code, "reason", reason, "initiator", by, "dur", time.Duration(dur)*time.Millisecond)
+	c.log.Debug("connection closed", "code", code, "reason", reason, "initiator", by, "dur", (time.Duration(dur) * time.Millisecond).String())
 	reply, err := c.srv.call(ctx, ev, c.traceparent)
 	if err != nil {
 		c.log.Error("close webhook failed", "event", ev.EventID, "err", err)

@@ -212,7 +212,7 @@ func (s *Server) Serve(ctx context.Context, public, internal net.Listener) error
 	case runErr = <-errc:
 	}
 
-	s.log.Info("shutting down", "timeout", s.cfg.ShutdownTimeout)
+	s.log.Info("shutting down", "timeout", s.cfg.ShutdownTimeout.String())
 	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	defer cancel()
 	// http.Server.Shutdown stops the listener and waits for plain requests, but ignores

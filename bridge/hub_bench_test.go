@@ -1,0 +1,57 @@
+package bridge
+
+import (
+	"context"
+	"fmt"
+	"testing"
+)
+
+// benchClient counts frames; it stands in for a connection whose queue always has room.
+type benchClient struct {
+	id string
+	n  int
+}
+
+func (c *benchClient) ID() string                   { return c.id }
+func (c *benchClient) Send(Frame) bool              { c.n++; return true }
+func (c *benchClient) Close(int, string, Initiator) {}
+
+// BenchmarkHubPublishChannel measures fan-out of one publication to a channel of n members:
+// the frame is built once and shared by every recipient.
+func BenchmarkHubPublishChannel(b *testing.B) {
+	for _, n := range []int{100, 10000} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			h := NewHub("bench", NewMemoryBroker())
+			for i := range n {
+				id := fmt.Sprintf("bench.%d", i)
+				h.Add(&benchClient{id: id}, ConnInfo{ID: id}, &Counters{}, "", nil, []string{"room"})
+			}
+			data := `{"type":"chat","text":"hello"}`
+			p := &Publication{To: Targets{Channels: []string{"room"}}, Data: &data}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				if got, _ := h.Publish(context.Background(), p); got != n {
+					b.Fatalf("delivered %d, want %d", got, n)
+				}
+			}
+			b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "deliveries/s")
+		})
+	}
+}
+
+// BenchmarkDecodePublication measures the push API's strict decoding and validation of one item.
+func BenchmarkDecodePublication(b *testing.B) {
+	body := []byte(`{"to": {"channels": ["room:42"], "users": ["7"]}, "except": "n.ABC", "data": "{\"type\":\"chat\",\"text\":\"hello\"}"}`)
+	l := Limits{MaxNameLen: 200, MaxMetaSize: 8192}
+	b.ReportAllocs()
+	for b.Loop() {
+		var p Publication
+		if err := decodeStrict(body, &p); err != nil {
+			b.Fatal(err)
+		}
+		if err := p.Validate(l); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
