@@ -136,6 +136,7 @@ func (s *Server) apply(ctx context.Context, c *conn, r *Reply) {
 	for i := range r.Publish {
 		if _, err := s.hub.Publish(ctx, &r.Publish[i]); err != nil {
 			c.log.Error("publish from reply failed", "err", err)
+			continue
 		}
 		s.stats.publishes.Add(1)
 	}
@@ -154,9 +155,6 @@ func (s *Server) enter() bool {
 	s.active.Add(1)
 	return true
 }
-
-// Draining reports whether shutdown has begun.
-func (s *Server) Draining() bool { return s.draining.Load() }
 
 // Shutdown closes every connection with 1001 and waits until each close webhook was answered,
 // or ctx ends. New connections are refused with 503 from the moment it is called, and
