@@ -102,26 +102,28 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	if reply.Subprotocol != nil && *reply.Subprotocol != "" {
 		opts.Subprotocols = []string{*reply.Subprotocol}
 	}
-	ws, err := websocket.Accept(w, r, opts)
+	// Register before the upgrade completes, so that from the moment the client sees the
+	// socket open, pushes reach it and presence lists it.
 	c.opened = time.Now()
+	meta := reply.Meta
+	if string(meta) == "null" {
+		meta = nil
+	}
+	s.hub.Add(c, ConnInfo{ID: id, RemoteAddr: r.RemoteAddr, Path: r.URL.Path, Subprotocol: deref(reply.Subprotocol), ConnectedAt: c.opened},
+		&c.counters, deref(reply.UserID), meta, reply.Join)
+	ws, err := websocket.Accept(w, r, opts)
 	if err != nil {
 		// Accept has answered the client. PHP accepted the connection, so it is told that it
 		// ended: every accepted open gets exactly one close.
 		s.stats.rejected.Add(1)
 		c.log.Warn("upgrade failed after PHP accepted it", "err", err)
 		c.Close(int(websocket.StatusAbnormalClosure), "upgrade failed", InitiatorServer)
-		c.sendClose(s.base, State{UserID: deref(reply.UserID), Meta: reply.Meta, Channels: reply.Join})
+		c.sendClose(s.base, s.hub.Remove(id))
 		return
 	}
 	s.stats.accepted.Add(1)
 	ws.SetReadLimit(s.cfg.MaxMessageSize)
-	c.ws = ws
-	meta := reply.Meta
-	if string(meta) == "null" {
-		meta = nil
-	}
-	s.hub.Add(c, ConnInfo{ID: id, RemoteAddr: r.RemoteAddr, Path: r.URL.Path, Subprotocol: ws.Subprotocol(), ConnectedAt: c.opened},
-		&c.counters, deref(reply.UserID), meta, reply.Join)
+	c.setSocket(ws)
 	// Shutdown may have closed every connection between enter and Add; this one was not in
 	// the hub yet, so it closes itself.
 	if s.draining.Load() {

@@ -16,8 +16,11 @@ import (
 // into message webhooks one at a time, a writer goroutine that owns the socket's writes, and a
 // ping goroutine that detects dead peers.
 type conn struct {
-	id          string
-	srv         *Server
+	id  string
+	srv *Server
+	// ws is set once, after the upgrade. The connection is in the hub (and may be sent to or
+	// closed) a moment before that; only dropSlow can run then, and it reads ws under closeMu.
+	// Every other use is in goroutines started after setSocket.
 	ws          *websocket.Conn
 	log         *slog.Logger
 	traceparent string
@@ -49,6 +52,12 @@ func (c *conn) Close(code int, reason string, by Initiator) {
 		c.closeMu.Unlock()
 		close(c.closing)
 	})
+}
+
+func (c *conn) setSocket(ws *websocket.Conn) {
+	c.closeMu.Lock()
+	c.ws = ws
+	c.closeMu.Unlock()
 }
 
 func (c *conn) closeInfo() (int, string, Initiator) {

@@ -31,7 +31,12 @@ func (c *conn) Send(f Frame) bool {
 // inside broadcasts.
 func (c *conn) dropSlow(reason string) {
 	c.Close(int(websocket.StatusPolicyViolation), reason, InitiatorSlowConsumer)
-	go c.ws.CloseNow()
+	c.closeMu.Lock()
+	ws := c.ws
+	c.closeMu.Unlock()
+	if ws != nil { // nil: not upgraded yet; the writer drops it as soon as it starts
+		go ws.CloseNow()
+	}
 }
 
 // writeLoop is the only goroutine that writes data frames to the socket, so frames go out in
@@ -75,27 +80,25 @@ func (c *conn) write(ctx context.Context, f Frame) bool {
 // finish flushes queued frames and closes the socket with the recorded code.
 func (c *conn) finish(ctx context.Context) {
 	code, reason, by := c.closeInfo()
-	if by != InitiatorSlowConsumer {
-	drain:
-		for {
-			select {
-			case f := <-c.queue:
-				if !c.write(ctx, f) {
-					return
-				}
-			default:
-				break drain
-			}
-		}
-	}
-	// 1005 and 1006 describe a close without a frame: they must never be sent, so the socket
-	// is dropped instead (a dead peer would not answer a close handshake anyway).
-	if code == int(websocket.StatusAbnormalClosure) || code == int(websocket.StatusNoStatusRcvd) {
+	// A slow consumer is not reading, so neither queued frames nor a close frame would get
+	// through. 1005 and 1006 describe a close without a frame and must never be sent. In all
+	// these cases the socket is simply dropped.
+	if by == InitiatorSlowConsumer || code == int(websocket.StatusAbnormalClosure) || code == int(websocket.StatusNoStatusRcvd) {
 		c.ws.CloseNow()
 		return
 	}
-	// Close waits for the peer's close frame; the read loop receives it and ends.
-	c.ws.Close(websocket.StatusCode(code), reason)
+	for {
+		select {
+		case f := <-c.queue:
+			if !c.write(ctx, f) {
+				return
+			}
+		default:
+			// Close waits for the peer's close frame; the read loop receives it and ends.
+			c.ws.Close(websocket.StatusCode(code), reason)
+			return
+		}
+	}
 }
 
 // pingLoop detects dead peers: a client that does not answer a ping within PING_TIMEOUT is
