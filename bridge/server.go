@@ -175,11 +175,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		left := s.hub.Stats().Connections
 		err = fmt.Errorf("shutdown: gave up waiting for %d connection(s) and their close webhooks: %w", left, ctx.Err())
 		s.cancelBase()
-		// With base cancelled every read and webhook returns at once; only a close handshake
-		// already under way may take up to coder/websocket's fixed 5 s more.
+		// With base cancelled every read and webhook returns at once. A close handshake already
+		// under way cannot be cut short (coder/websocket waits up to 5 s for the peer), so the
+		// stragglers get one second and are then abandoned: the deadline is the operator's.
 		select {
 		case <-done:
-		case <-time.After(6 * time.Second):
+		case <-time.After(time.Second):
 		}
 	}
 	s.cancelBase()
