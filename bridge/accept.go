@@ -37,7 +37,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "server is shutting down", http.StatusServiceUnavailable)
 		return
 	}
-	defer s.active.Done()
+	defer s.leave()
 
 	id := s.newConnID()
 	c := &conn{

@@ -3,6 +3,7 @@ package bridge
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -577,5 +578,32 @@ func TestOversizeRepliesAreRefused(t *testing.T) {
 	php.setHandler(func(hookCall) (int, any) { return 200, huge })
 	if _, resp, err := b.dialErr(t, "", nil); err == nil || resp.StatusCode != http.StatusBadGateway {
 		t.Errorf("oversize open reply: %v %v, want 502", err, resp)
+	}
+}
+
+// Shutdown is bounded: when PHP does not answer the close webhooks in time, Shutdown gives up at
+// its deadline, says how many connections were left, and cuts off what still runs.
+func TestShutdownGivesUpAtItsDeadline(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	php := newFakePHP(t, func(c hookCall) (int, any) {
+		if c.Event.Type == EventClose {
+			<-release
+		}
+		return 204, nil
+	})
+	t.Cleanup(func() { close(release) }) // runs before the fake PHP closes (cleanups are LIFO)
+	b := newBridge(t, php, nil)
+	b.openConn(t, "")
+	b.openConn(t, "")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	err := b.srv.Shutdown(ctx)
+	if err == nil || !strings.Contains(err.Error(), "gave up waiting for 2 connection(s)") {
+		t.Fatalf("Shutdown = %v, want it to give up", err)
+	}
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("error %v does not wrap the deadline", err)
 	}
 }

@@ -38,6 +38,7 @@ type Server struct {
 	mu       sync.Mutex
 	draining atomic.Bool
 	active   sync.WaitGroup
+	pending  atomic.Int64 // connections counted in active, for the shutdown report
 
 	stats serverStats
 }
@@ -153,7 +154,14 @@ func (s *Server) enter() bool {
 		return false
 	}
 	s.active.Add(1)
+	s.pending.Add(1)
 	return true
+}
+
+// leave ends what enter began, once the connection's close webhook was answered.
+func (s *Server) leave() {
+	s.pending.Add(-1)
+	s.active.Done()
 }
 
 // Shutdown closes every connection with 1001 and waits until each close webhook was answered,
@@ -172,8 +180,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	select {
 	case <-done:
 	case <-ctx.Done():
-		left := s.hub.Stats().Connections
-		err = fmt.Errorf("shutdown: gave up waiting for %d connection(s) and their close webhooks: %w", left, ctx.Err())
+		err = fmt.Errorf("shutdown: gave up waiting for %d connection(s) to close and deliver their close webhook: %w", s.pending.Load(), ctx.Err())
 		s.cancelBase()
 		// With base cancelled every read and webhook returns at once. A close handshake already
 		// under way cannot be cut short (coder/websocket waits up to 5 s for the peer), so the
