@@ -105,12 +105,8 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	// Register before the upgrade completes, so that from the moment the client sees the
 	// socket open, pushes reach it and presence lists it.
 	c.opened = time.Now()
-	meta := reply.Meta
-	if string(meta) == "null" {
-		meta = nil
-	}
 	s.hub.Add(c, ConnInfo{ID: id, RemoteAddr: r.RemoteAddr, Path: r.URL.Path, Subprotocol: deref(reply.Subprotocol), ConnectedAt: c.opened},
-		&c.counters, deref(reply.UserID), meta, reply.Join)
+		&c.counters, deref(reply.UserID), reply.Meta, reply.Join)
 	ws, err := websocket.Accept(w, r, opts)
 	if err != nil {
 		// Accept has answered the client. PHP accepted the connection, so it is told that it

@@ -85,7 +85,7 @@ func NewHub(node string, broker Broker) *Hub {
 
 // Add registers a connection with its initial state.
 func (h *Hub) Add(c Client, info ConnInfo, counters *Counters, user string, meta json.RawMessage, channels []string) {
-	m := &member{client: c, info: info, counters: counters, meta: meta, channels: make(map[string]struct{}, len(channels))}
+	m := &member{client: c, info: info, counters: counters, meta: storedMeta(meta), channels: make(map[string]struct{}, len(channels))}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.conns[info.ID] = m
@@ -139,10 +139,7 @@ func (h *Hub) Update(id string, user *string, meta json.RawMessage, join, leave 
 		h.setUserLocked(m, *user)
 	}
 	if meta != nil {
-		if string(meta) == "null" {
-			meta = nil
-		}
-		m.meta = meta
+		m.meta = storedMeta(meta)
 	}
 	for _, ch := range leave {
 		h.leaveLocked(m, ch)
@@ -150,6 +147,15 @@ func (h *Hub) Update(id string, user *string, meta json.RawMessage, join, leave 
 	for _, ch := range join {
 		h.joinLocked(m, ch)
 	}
+}
+
+// storedMeta keeps a reply's meta as stored: JSON null clears it, so later webhooks carry null
+// rather than a stored "null".
+func storedMeta(meta json.RawMessage) json.RawMessage {
+	if string(meta) == "null" {
+		return nil
+	}
+	return meta
 }
 
 func (h *Hub) setUserLocked(m *member, user string) {
