@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"context"
 	"errors"
 	"net"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"golang.org/x/time/rate"
 )
 
 // Headers of PHP's rejection that are passed on to the client with its status and body.
@@ -26,13 +28,28 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !s.originAllowed(r) {
-		s.stats.rejected.Add(1)
+		s.metrics.rejected.WithLabelValues(rejectOrigin).Inc()
 		s.log.Warn("upgrade refused: origin not allowed", "origin", r.Header.Get("Origin"), "host", r.Host)
 		http.Error(w, "origin not allowed", http.StatusForbidden)
 		return
 	}
+	ip := s.clientIP(r)
+	release, limit := s.admission.admit(ip)
+	if limit != "" {
+		s.metrics.rejected.WithLabelValues(rejectLimit).Inc()
+		s.metrics.limit(limit)
+		s.log.Warn("upgrade refused: connection limit", "limit", limit, "client", ip)
+		w.Header().Set("Retry-After", "5")
+		if limit == "connections_per_ip" {
+			http.Error(w, "too many connections from your address", http.StatusTooManyRequests)
+		} else {
+			http.Error(w, "this server holds as many connections as it may", http.StatusServiceUnavailable)
+		}
+		return
+	}
+	defer release()
 	if !s.enter() {
-		s.stats.rejected.Add(1)
+		s.metrics.rejected.WithLabelValues(rejectDraining).Inc()
 		w.Header().Set("Retry-After", "5")
 		http.Error(w, "server is shutting down", http.StatusServiceUnavailable)
 		return
@@ -48,6 +65,10 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		queue:       make(chan Frame, s.cfg.SendQueue),
 		writerDone:  make(chan struct{}),
 		closing:     make(chan struct{}),
+		release:     release,
+	}
+	if s.cfg.MessageRate > 0 {
+		c.rate = rate.NewLimiter(rate.Limit(s.cfg.MessageRate), s.cfg.MessageBurst)
 	}
 	offered := subprotocols(r)
 	ev := s.newEvent(EventOpen, id, State{})
@@ -60,21 +81,22 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		Subprotocols: offered,
 	}
 
-	res, err := s.hooks.send(r.Context(), ev, c.traceparent)
+	hctx, cancel := context.WithTimeout(r.Context(), s.cfg.HandshakeTimeout)
+	res, err := s.hooks.send(hctx, ev, c.traceparent, failFast)
+	cancel()
 	if errors.Is(err, errMalformedReply) {
 		s.refuseMalformedOpen(w, c, ev, err)
 		return
 	}
 	if err != nil {
-		s.stats.rejected.Add(1)
-		s.stats.webhookErrors.Add(1)
+		s.metrics.rejected.WithLabelValues(rejectUnavailable).Inc()
 		c.log.Error("upgrade refused with 503: open webhook failed", "event", ev.EventID, "err", err)
 		w.Header().Set("Retry-After", "5")
 		http.Error(w, "the application is unavailable", http.StatusServiceUnavailable)
 		return
 	}
 	if !res.OK() {
-		s.stats.rejected.Add(1)
+		s.metrics.rejected.WithLabelValues(rejectPHP).Inc()
 		c.log.Debug("upgrade refused by PHP", "status", res.Status)
 		for _, h := range rejectHeaders {
 			if v := res.Header.Get(h); v != "" {
@@ -85,12 +107,9 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		w.Write(res.Body)
 		return
 	}
-	reply, err := DecodeReply(EventOpen, res.Body, s.limits)
-	if err == nil && reply.Subprotocol != nil && *reply.Subprotocol != "" && !slices.Contains(offered, *reply.Subprotocol) {
-		err = errors.New(`"subprotocol" names one the client did not offer`)
-	}
-	if err != nil {
-		s.refuseMalformedOpen(w, c, ev, err)
+	reply := res.Reply
+	if reply.Subprotocol != nil && *reply.Subprotocol != "" && !slices.Contains(offered, *reply.Subprotocol) {
+		s.refuseMalformedOpen(w, c, ev, errors.New(`"subprotocol" names one the client did not offer`))
 		return
 	}
 
@@ -111,13 +130,14 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		// Accept has answered the client. PHP accepted the connection, so it is told that it
 		// ended: every accepted open gets exactly one close.
-		s.stats.rejected.Add(1)
+		s.metrics.rejected.WithLabelValues(rejectUpgradeFailed).Inc()
 		c.log.Warn("upgrade failed after PHP accepted it", "err", err)
 		c.Close(int(websocket.StatusAbnormalClosure), "upgrade failed", InitiatorServer)
-		c.sendClose(s.base, s.hub.Remove(id))
+		c.ended(s.base)
 		return
 	}
-	s.stats.accepted.Add(1)
+	s.metrics.accepted.Inc()
+	s.metrics.connections.Inc()
 	ws.SetReadLimit(s.cfg.MaxMessageSize)
 	c.setSocket(ws)
 	// Shutdown may have closed every connection between enter and Add; this one was not in
@@ -125,16 +145,19 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	if s.draining.Load() {
 		c.Close(1001, "server shutdown", InitiatorShutdown)
 	}
-	c.log.Debug("connection opened", "user", deref(reply.UserID))
+	c.log.Debug("connection opened", "user", deref(reply.UserID), "client", ip)
 	s.apply(s.base, c, &Reply{Send: reply.Send, Publish: reply.Publish, Close: reply.Close})
 	c.run(s.base)
+	s.metrics.connections.Dec()
 }
 
 // refuseMalformedOpen answers 502: PHP said yes in a way that cannot be carried out, and
 // accepting the client without what PHP asked for (its user id, its channels) would be wrong.
 func (s *Server) refuseMalformedOpen(w http.ResponseWriter, c *conn, ev *Event, err error) {
-	s.stats.rejected.Add(1)
-	s.stats.webhookErrors.Add(1)
+	s.metrics.rejected.WithLabelValues(rejectMalformed).Inc()
+	if l := limitName(err); l != "" {
+		s.metrics.limit(l)
+	}
 	c.log.Error("upgrade refused with 502: open reply refused", "event", ev.EventID, "err", err)
 	http.Error(w, "the application sent an invalid answer", http.StatusBadGateway)
 }

@@ -39,17 +39,31 @@ type Config struct {
 	WebhookSecret      string        `env:"WEBHOOK_SECRET,unset" desc:"HMAC-SHA256 key that signs every webhook (WsBridge-Signature header). Empty: webhooks are not signed."`
 	WebhookSecretFile  string        `env:"WEBHOOK_SECRET_FILE,file" desc:"Path of a file holding WEBHOOK_SECRET (surrounding whitespace is trimmed). Set one of the two."`
 	WebhookConcurrency int           `env:"WEBHOOK_CONCURRENCY" envDefault:"8" desc:"Most webhook requests in flight at once, over all connections. Set it to the PHP-FPM pool's pm.max_children (or a little below) so webhooks wait here rather than in FPM's backlog."`
-	WebhookTimeout     time.Duration `env:"WEBHOOK_TIMEOUT" envDefault:"10s" desc:"Longest wait for PHP's answer to one webhook, including the wait for a free concurrency slot. An open webhook that times out rejects the upgrade with 503."`
+	WebhookTimeout     time.Duration `env:"WEBHOOK_TIMEOUT" envDefault:"10s" desc:"Longest wait for PHP's answer to one webhook attempt, including the wait for a free concurrency slot. A timed-out attempt is retried (WEBHOOK_RETRIES)."`
+	WebhookRetries     int           `env:"WEBHOOK_RETRIES" envDefault:"3" desc:"Extra attempts for a webhook that got no answer (connection refused or cut, timeout) or a 5xx answer, with the same WsBridge-Event-Id so PHP can tell a retry from a new event. 0: no retries."`
+	WebhookBackoff     time.Duration `env:"WEBHOOK_BACKOFF" envDefault:"100ms" desc:"Wait before the first retry; it doubles for each further retry, up to WEBHOOK_BACKOFF_MAX, and half of each wait is random (jitter) so that many connections do not retry in step."`
+	WebhookBackoffMax  time.Duration `env:"WEBHOOK_BACKOFF_MAX" envDefault:"2s" desc:"Longest wait between two attempts of one webhook."`
+	BreakerFailures    int           `env:"BREAKER_FAILURES" envDefault:"10" desc:"Consecutive failed webhook attempts (no answer or 5xx, over all connections) after which PHP is considered down: new connections get 503 at once, message webhooks stop trying until BREAKER_COOLDOWN has passed, close webhooks wait for PHP to come back, and /readyz answers 503. 0: never."`
+	BreakerCooldown    time.Duration `env:"BREAKER_COOLDOWN" envDefault:"1s" desc:"Time PHP is left alone once considered down; then one webhook is let through as a probe, and its success lets all others through again."`
+	CloseRate          float64       `env:"CLOSE_RATE" envDefault:"500" desc:"Most close webhooks started per second (token bucket, burst CLOSE_BURST), so a mass disconnect does not take every PHP worker from the connections that stay. Closes wait in a queue meanwhile; none is dropped. Lifted during shutdown, when only WEBHOOK_CONCURRENCY bounds the drain."`
+	CloseBurst         int           `env:"CLOSE_BURST" envDefault:"50" desc:"Close webhooks that may start at once before CLOSE_RATE applies."`
+	HandshakeTimeout   time.Duration `env:"HANDSHAKE_TIMEOUT" envDefault:"15s" desc:"Longest time from an upgrade request to PHP's answer to its open webhook, retries included; past it the client gets 503."`
 	WebhookMaxReply    int64         `env:"WEBHOOK_MAX_REPLY" envDefault:"1048576" desc:"Largest webhook reply body PHP may send, in bytes; a larger one is refused as malformed."`
 	ForwardHeaders     []string      `env:"FORWARD_HEADERS" envDefault:"Cookie,Authorization,User-Agent,Origin,Accept-Language,X-Forwarded-For" desc:"Comma-separated handshake headers copied into the open webhook's request.headers. X-Forwarded-For gets the client's address appended. WsBridge-* headers cannot be forwarded."`
 
-	MaxMessageSize int64         `env:"MAX_MESSAGE_SIZE" envDefault:"65536" desc:"Largest message a client may send, in bytes; a larger one closes the connection with 1009."`
-	MaxMetaSize    int           `env:"MAX_META_SIZE" envDefault:"8192" desc:"Largest meta object PHP may store on a connection, in bytes of JSON."`
-	MaxNameLength  int           `env:"MAX_NAME_LENGTH" envDefault:"200" desc:"Longest channel name or user id, in bytes."`
-	SendQueue      int           `env:"SEND_QUEUE" envDefault:"256" desc:"Messages that may wait to be written to one client. A client that falls further behind is disconnected at once (close webhook: initiator slow_consumer, code 1008, reason \"slow consumer\")."`
-	WriteTimeout   time.Duration `env:"WRITE_TIMEOUT" envDefault:"10s" desc:"Longest time one write to a client may take; a client that does not read for that long is disconnected (initiator slow_consumer, reason \"write timeout\")."`
-	PingInterval   time.Duration `env:"PING_INTERVAL" envDefault:"25s" desc:"Time between keepalive pings to each client. Keep it below proxies' idle timeouts (nginx: 60s)."`
-	PingTimeout    time.Duration `env:"PING_TIMEOUT" envDefault:"10s" desc:"Longest wait for a client's pong; no pong in time drops the connection (close webhook: initiator server, code 1006, reason \"ping timeout\")."`
+	MaxConnections      int           `env:"MAX_CONNECTIONS" envDefault:"100000" desc:"Most WebSocket connections this node holds; an upgrade beyond it gets 503 with Retry-After before PHP is asked. 0: no limit."`
+	MaxConnectionsPerIP int           `env:"MAX_CONNECTIONS_PER_IP" envDefault:"0" desc:"Most connections from one client address (see CLIENT_IP_HEADER); one more gets 429 before PHP is asked. 0: no limit. Behind a proxy, set CLIENT_IP_HEADER or every client shares the proxy's address."`
+	ClientIPHeader      string        `env:"CLIENT_IP_HEADER" desc:"Header that carries the real client address when a trusted proxy (nginx) stands in front: X-Real-IP, or X-Forwarded-For (its last address is used). Used for MAX_CONNECTIONS_PER_IP and logs. Empty: the TCP peer address. Set it only when every request comes through that proxy, or clients can claim any address."`
+	MessageRate         float64       `env:"MESSAGE_RATE" envDefault:"100" desc:"Most messages per second one client may send, on average (token bucket, burst MESSAGE_BURST); a client that sends faster is closed with 1008 \"message rate exceeded\". 0: no limit."`
+	MessageBurst        int           `env:"MESSAGE_BURST" envDefault:"200" desc:"Messages a client may send at once before MESSAGE_RATE applies."`
+	MaxChannels         int           `env:"MAX_CHANNELS" envDefault:"100" desc:"Most channels one connection may be in. A reply that would go beyond it is refused whole; a push API join that would is refused with 409."`
+	MaxMessageSize      int64         `env:"MAX_MESSAGE_SIZE" envDefault:"65536" desc:"Largest message a client may send, in bytes; a larger one closes the connection with 1009."`
+	MaxMetaSize         int           `env:"MAX_META_SIZE" envDefault:"8192" desc:"Largest meta object PHP may store on a connection, in bytes of JSON."`
+	MaxNameLength       int           `env:"MAX_NAME_LENGTH" envDefault:"200" desc:"Longest channel name or user id, in bytes."`
+	SendQueue           int           `env:"SEND_QUEUE" envDefault:"256" desc:"Messages that may wait to be written to one client. A client that falls further behind is disconnected at once (close webhook: initiator slow_consumer, code 1008, reason \"slow consumer\")."`
+	WriteTimeout        time.Duration `env:"WRITE_TIMEOUT" envDefault:"10s" desc:"Longest time one write to a client may take; a client that does not read for that long is disconnected (initiator slow_consumer, reason \"write timeout\")."`
+	PingInterval        time.Duration `env:"PING_INTERVAL" envDefault:"25s" desc:"Time between keepalive pings to each client. Keep it below proxies' idle timeouts (nginx: 60s)."`
+	PingTimeout         time.Duration `env:"PING_TIMEOUT" envDefault:"10s" desc:"Longest wait for a client's pong; no pong in time drops the connection (close webhook: initiator server, code 1006, reason \"ping timeout\")."`
 
 	MaxPushBody   int64 `env:"MAX_PUSH_BODY" envDefault:"1048576" desc:"Largest push API request body, in bytes."`
 	MaxBatch      int   `env:"MAX_BATCH" envDefault:"1000" desc:"Most publications in one batch request."`
@@ -230,6 +244,30 @@ func (c *Config) validate() []problem {
 		{"MAX_MESSAGE_SIZE", c.MaxMessageSize}, {"MAX_META_SIZE", int64(c.MaxMetaSize)},
 		{"MAX_NAME_LENGTH", int64(c.MaxNameLength)}, {"SEND_QUEUE", int64(c.SendQueue)},
 		{"MAX_PUSH_BODY", c.MaxPushBody}, {"MAX_BATCH", int64(c.MaxBatch)}, {"MAX_LIST_RESULT", int64(c.MaxListResult)},
+		{"MAX_CHANNELS", int64(c.MaxChannels)}, {"MESSAGE_BURST", int64(c.MessageBurst)}, {"CLOSE_BURST", int64(c.CloseBurst)},
+	}
+	nonNegative := []struct {
+		key string
+		v   int
+	}{
+		{"WEBHOOK_RETRIES", c.WebhookRetries}, {"BREAKER_FAILURES", c.BreakerFailures},
+		{"MAX_CONNECTIONS", c.MaxConnections}, {"MAX_CONNECTIONS_PER_IP", c.MaxConnectionsPerIP},
+	}
+	for _, p := range nonNegative {
+		if p.v < 0 {
+			add(p.key, "must be 0 or more, got %d", p.v)
+		}
+	}
+	if c.MessageRate < 0 {
+		add("MESSAGE_RATE", "must be 0 (no limit) or more, got %g", c.MessageRate)
+	}
+	if c.CloseRate <= 0 {
+		add("CLOSE_RATE", "must be greater than 0, got %g", c.CloseRate)
+	}
+	switch http.CanonicalHeaderKey(c.ClientIPHeader) {
+	case "", "X-Real-Ip", "X-Forwarded-For", "True-Client-Ip", "Cf-Connecting-Ip":
+	default:
+		add("CLIENT_IP_HEADER", "%q: use X-Real-IP, X-Forwarded-For, True-Client-IP or CF-Connecting-IP", c.ClientIPHeader)
 	}
 	for _, p := range positive {
 		if p.v <= 0 {
@@ -241,12 +279,16 @@ func (c *Config) validate() []problem {
 		v   time.Duration
 	}{
 		{"WEBHOOK_TIMEOUT", c.WebhookTimeout}, {"WRITE_TIMEOUT", c.WriteTimeout}, {"PING_INTERVAL", c.PingInterval},
-		{"PING_TIMEOUT", c.PingTimeout}, {"SHUTDOWN_TIMEOUT", c.ShutdownTimeout},
+		{"PING_TIMEOUT", c.PingTimeout}, {"SHUTDOWN_TIMEOUT", c.ShutdownTimeout}, {"WEBHOOK_BACKOFF", c.WebhookBackoff},
+		{"WEBHOOK_BACKOFF_MAX", c.WebhookBackoffMax}, {"BREAKER_COOLDOWN", c.BreakerCooldown}, {"HANDSHAKE_TIMEOUT", c.HandshakeTimeout},
 	}
 	for _, d := range durations {
 		if d.v <= 0 {
 			add(d.key, "must be a positive duration such as 10s, got %s", d.v)
 		}
+	}
+	if c.WebhookBackoffMax < c.WebhookBackoff {
+		add("WEBHOOK_BACKOFF_MAX", "%s is shorter than WEBHOOK_BACKOFF (%s)", c.WebhookBackoffMax, c.WebhookBackoff)
 	}
 	if c.NodeID != "" && !nodeIDPattern.MatchString(c.NodeID) {
 		add("NODE_ID", "%q: use 1-32 letters, digits, - or _", c.NodeID)
@@ -293,7 +335,7 @@ func (c *Config) webhookURL(t EventType) *url.URL {
 }
 
 func (c *Config) limits() Limits {
-	return Limits{MaxNameLen: c.MaxNameLength, MaxMetaSize: c.MaxMetaSize}
+	return Limits{MaxNameLen: c.MaxNameLength, MaxMetaSize: c.MaxMetaSize, MaxChannels: c.MaxChannels}
 }
 
 func checkHTTPURL(u *url.URL) error {

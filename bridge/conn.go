@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"golang.org/x/time/rate"
 )
 
 // conn is one accepted WebSocket: a read loop (the HTTP handler's goroutine) that turns frames
@@ -26,6 +27,9 @@ type conn struct {
 	traceparent string
 	opened      time.Time
 	counters    Counters
+
+	rate    *rate.Limiter // MESSAGE_RATE; nil: no limit
+	release func()        // gives back the admission place (MAX_CONNECTIONS*)
 
 	queue      chan Frame
 	writerDone chan struct{}
@@ -84,8 +88,16 @@ func (c *conn) readLoop(ctx context.Context) {
 			continue
 		default:
 		}
+		if c.rate != nil && !c.rate.Allow() {
+			c.srv.metrics.limit("message_rate")
+			c.log.Warn("closing: message rate exceeded", "rate", c.srv.cfg.MessageRate, "burst", c.srv.cfg.MessageBurst)
+			c.Close(int(websocket.StatusPolicyViolation), "message rate exceeded", InitiatorServer)
+			continue
+		}
 		seq++
 		c.counters.In.Add(1)
+		c.srv.metrics.messagesIn.Inc()
+		c.srv.metrics.bytesIn.Add(float64(len(data)))
 		c.busy.Store(true)
 		c.deliverMessage(ctx, seq, typ == websocket.MessageBinary, data)
 		c.busy.Store(false)
@@ -100,6 +112,7 @@ func (c *conn) readFailed(err error) {
 	case errors.As(err, &ce):
 		c.Close(int(ce.Code), ce.Reason, InitiatorClient)
 	case errors.Is(err, websocket.ErrMessageTooBig):
+		c.srv.metrics.limit("message_size")
 		c.Close(int(websocket.StatusMessageTooBig), "message too big", InitiatorServer)
 	default:
 		// The socket ended without a close frame: the client vanished or the network broke.
@@ -118,23 +131,27 @@ func (c *conn) deliverMessage(ctx context.Context, seq uint64, binary bool, data
 		s := string(data)
 		ev.Data = &s
 	}
-	reply, err := c.srv.call(ctx, ev, c.traceparent)
+	reply, err := c.srv.call(ctx, ev, c.traceparent, holdCounts)
+	if err == nil {
+		err = c.srv.apply(ctx, c, reply)
+	}
 	switch {
-	case errors.Is(err, errMalformedReply):
+	case err == nil:
+	case errors.Is(err, errMalformedReply), limitName(err) != "":
 		// PHP has the message; only its answer is refused, whole. The connection goes on.
 		c.log.Error("message reply refused", "event", ev.EventID, "seq", seq, "err", err)
-	case err != nil:
-		// The message did not reach PHP. Going on would silently lose it, so the client is
-		// told with 1011 and PHP gets a close webhook that says why.
+	case ctx.Err() != nil:
+		// Shutdown gave up waiting; the connection is being cut off anyway.
+	default:
+		// The message did not reach PHP, even after the retries. Going on would silently
+		// lose it, so the client is told with 1011 and PHP gets a close webhook that says why.
 		c.log.Error("message webhook failed; closing the connection", "event", ev.EventID, "seq", seq, "err", err)
 		c.Close(int(websocket.StatusInternalError), "message not delivered", InitiatorServer)
-	default:
-		c.srv.apply(ctx, c, reply)
 	}
 }
 
 // run serves an accepted connection until it ends, then reports the close to PHP. It returns
-// only after the close webhook was answered (or failed), which is what shutdown waits for.
+// only after the close webhook was answered (or given up), which is what shutdown waits for.
 func (c *conn) run(ctx context.Context) {
 	go c.writeLoop(ctx)
 	go c.pingLoop(ctx)
@@ -142,23 +159,24 @@ func (c *conn) run(ctx context.Context) {
 	// The read loop ends when the socket is closed; make sure the writer stops too even if
 	// the socket ended without anyone calling Close (then readFailed did).
 	<-c.writerDone
-	st := c.srv.hub.Remove(c.id)
-	c.sendClose(ctx, st)
+	c.ended(ctx)
 }
 
-// sendClose delivers the close webhook for a connection PHP accepted.
-func (c *conn) sendClose(ctx context.Context, st State) {
+// ended takes the connection out of the hub, gives its admission place back (the client may
+// reconnect at once) and delivers its close webhook.
+func (c *conn) ended(ctx context.Context) {
+	st := c.srv.hub.Remove(c.id)
+	c.release()
 	code, reason, by := c.closeInfo()
+	c.srv.metrics.closed.WithLabelValues(string(by)).Inc()
+	if by == InitiatorSlowConsumer {
+		c.srv.metrics.slowConsumer.Inc()
+	}
 	ev := c.srv.newEvent(EventClose, c.id, st)
 	dur := time.Since(c.opened).Milliseconds()
 	in, out := c.counters.In.Load(), c.counters.Out.Load()
 	ev.Code, ev.Reason, ev.Initiator = &code, &reason, by
 	ev.DurationMS, ev.MessagesIn, ev.MessagesOut = &dur, &in, &out
 	c.log.Debug("connection closed", "code", code, "reason", reason, "initiator", by, "dur", (time.Duration(dur) * time.Millisecond).String())
-	reply, err := c.srv.call(ctx, ev, c.traceparent)
-	if err != nil {
-		c.log.Error("close webhook failed", "event", ev.EventID, "err", err)
-		return
-	}
-	c.srv.apply(ctx, c, reply)
+	c.srv.deliverClose(ctx, c, ev)
 }

@@ -228,7 +228,7 @@ func TestMessageOrderingOnOneConnection(t *testing.T) {
 		}
 		return 204, nil
 	})
-	b := newBridge(t, php, func(c *Config) { c.WebhookConcurrency = 16 })
+	b := newBridge(t, php, func(c *Config) { c.WebhookConcurrency = 16; c.MessageRate = 0 })
 	c, id := b.openConn(t, "")
 	go func() {
 		for i := range n {

@@ -203,6 +203,25 @@ func payload(text, b64 *string) (data []byte, binary bool, err error) {
 type Limits struct {
 	MaxNameLen  int // bytes in a channel name, user id or connection id
 	MaxMetaSize int // bytes of the JSON meta object
+	MaxChannels int // channels one connection may be in (0: no limit)
+}
+
+// LimitError is input refused because it goes beyond a configured limit. Limit names the limit
+// as the wsbridge_limit_hits_total metric labels it.
+type LimitError struct {
+	Limit string
+	Msg   string
+}
+
+func (e *LimitError) Error() string { return e.Msg }
+
+// limitName returns the limit that err hit, or "".
+func limitName(err error) string {
+	var le *LimitError
+	if errors.As(err, &le) {
+		return le.Limit
+	}
+	return ""
 }
 
 // validateName refuses names that could not be used safely as an id, a map key and a URL segment.
@@ -270,6 +289,9 @@ func (r *Reply) validate(typ EventType, l Limits) error {
 	if err := validateNames("join", r.Join, l.MaxNameLen); err != nil {
 		return err
 	}
+	if l.MaxChannels > 0 && len(r.Join) > l.MaxChannels {
+		return &LimitError{"channels", fmt.Sprintf(`"join" names %d channels, more than the limit of %d (WSBRIDGE_MAX_CHANNELS)`, len(r.Join), l.MaxChannels)}
+	}
 	if err := validateNames("leave", r.Leave, l.MaxNameLen); err != nil {
 		return err
 	}
@@ -289,7 +311,7 @@ func (r *Reply) validate(typ EventType, l Limits) error {
 // validateMeta accepts a JSON object (or null, which clears the meta) of at most max bytes.
 func validateMeta(m json.RawMessage, max int) error {
 	if len(m) > max {
-		return fmt.Errorf(`"meta" is %d bytes, more than the limit of %d (WSBRIDGE_MAX_META_SIZE)`, len(m), max)
+		return &LimitError{"meta_size", fmt.Sprintf(`"meta" is %d bytes, more than the limit of %d (WSBRIDGE_MAX_META_SIZE)`, len(m), max)}
 	}
 	t := bytes.TrimSpace(m)
 	if string(t) == "null" || (len(t) > 0 && t[0] == '{') {

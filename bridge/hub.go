@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"fmt"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -65,6 +66,9 @@ type State struct {
 type Hub struct {
 	node   string
 	broker Broker
+	// maxChannels caps the channels of one connection (0: no cap). Joins beyond it are refused
+	// whole, never half-applied.
+	maxChannels int
 
 	mu       sync.RWMutex
 	conns    map[string]*member
@@ -128,12 +132,29 @@ func (m *member) state() State {
 
 // Update applies the state changes of one webhook reply to a connection, all under one lock so
 // that no other reader sees half of them.
-func (h *Hub) Update(id string, user *string, meta json.RawMessage, join, leave []string) {
+func (h *Hub) Update(id string, user *string, meta json.RawMessage, join, leave []string) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	m, ok := h.conns[id]
 	if !ok {
-		return
+		return nil
+	}
+	if h.maxChannels > 0 {
+		// Checked before anything changes, so a refused reply leaves no trace.
+		n := len(m.channels)
+		for _, ch := range leave {
+			if _, in := m.channels[ch]; in && !slices.Contains(join, ch) {
+				n--
+			}
+		}
+		for _, ch := range slices.Compact(slices.Sorted(slices.Values(join))) {
+			if _, in := m.channels[ch]; !in {
+				n++
+			}
+		}
+		if n > h.maxChannels {
+			return &LimitError{"channels", fmt.Sprintf("the connection would be in %d channels, more than the limit of %d (WSBRIDGE_MAX_CHANNELS)", n, h.maxChannels)}
+		}
 	}
 	if user != nil {
 		h.setUserLocked(m, *user)
@@ -147,6 +168,7 @@ func (h *Hub) Update(id string, user *string, meta json.RawMessage, join, leave 
 	for _, ch := range join {
 		h.joinLocked(m, ch)
 	}
+	return nil
 }
 
 // storedMeta keeps a reply's meta as stored: JSON null clears it, so later webhooks carry null
@@ -281,7 +303,10 @@ func (h *Hub) closeLocal(to Targets, req CloseRequest, by Initiator) int {
 // Subscribe makes the targeted connections join (or, with leave, leave) a channel and returns
 // how many local connections changed.
 func (h *Hub) Subscribe(ctx context.Context, channel string, to Targets, leave bool) (int, error) {
-	n := h.subscribeLocal(channel, to, leave)
+	n, err := h.subscribeLocal(channel, to, leave)
+	if err != nil {
+		return 0, err
+	}
 	op := OpJoin
 	if leave {
 		op = OpLeave
@@ -289,11 +314,23 @@ func (h *Hub) Subscribe(ctx context.Context, channel string, to Targets, leave b
 	return n, h.broker.Publish(ctx, Envelope{Origin: h.node, Op: op, Targets: to, Channel: channel})
 }
 
-func (h *Hub) subscribeLocal(channel string, to Targets, leave bool) int {
+func (h *Hub) subscribeLocal(channel string, to Targets, leave bool) (int, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	n := 0
-	for _, m := range h.matchLocked(to) {
+	matched := h.matchLocked(to)
+	if !leave && h.maxChannels > 0 {
+		full := 0
+		for _, m := range matched {
+			if _, in := m.channels[channel]; !in && len(m.channels) >= h.maxChannels {
+				full++
+			}
+		}
+		if full > 0 {
+			return 0, &LimitError{"channels", fmt.Sprintf("%d of the %d connections are already in %d channels, the limit (WSBRIDGE_MAX_CHANNELS); none joined", full, len(matched), h.maxChannels)}
+		}
+	}
+	for _, m := range matched {
 		_, in := m.channels[channel]
 		switch {
 		case leave && in:
@@ -304,7 +341,7 @@ func (h *Hub) subscribeLocal(channel string, to Targets, leave bool) int {
 			n++
 		}
 	}
-	return n
+	return n, nil
 }
 
 // CloseAll asks every local connection to close; used at shutdown.
@@ -340,6 +377,8 @@ func (h *Hub) Deliver(e Envelope) {
 			h.closeLocal(e.Targets, *e.Close, InitiatorAPI)
 		}
 	case OpJoin, OpLeave:
+		// Another node already answered its caller; a join refused by the channel cap here
+		// is logged by nobody, but counted where the cap is configured (the same on every node).
 		h.subscribeLocal(e.Channel, e.Targets, e.Op == OpLeave)
 	}
 }

@@ -35,6 +35,7 @@ func (s *Server) InternalHandler() http.Handler {
 	mux.Handle("/v1/", s.requireToken(api))
 	mux.HandleFunc("GET /healthz", s.handleHealth)
 	mux.HandleFunc("GET /readyz", s.handleReady)
+	mux.Handle("GET /metrics", s.metrics.handler())
 	return mux
 }
 
@@ -76,6 +77,7 @@ func (s *Server) handlePublish(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if len(pubs) > s.cfg.MaxBatch {
+			s.metrics.limit("batch")
 			apiError(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("batch of %d items, more than MAX_BATCH=%d", len(pubs), s.cfg.MaxBatch))
 			return
 		}
@@ -99,14 +101,13 @@ func (s *Server) handlePublish(w http.ResponseWriter, r *http.Request) {
 	results := make([]publishResult, len(pubs))
 	total := 0
 	for i := range pubs {
-		n, err := s.hub.Publish(r.Context(), &pubs[i])
+		n, err := s.publish(r.Context(), &pubs[i])
 		if err != nil {
 			// Local delivery happened; only forwarding to other nodes failed.
 			s.log.Error("publish: broker failed", "err", err)
 			apiError(w, http.StatusBadGateway, "broker_error", fmt.Sprintf("delivered locally, but forwarding to other nodes failed: %v", err))
 			return
 		}
-		s.stats.publishes.Add(1)
 		results[i] = publishResult{Delivered: n}
 		total += n
 	}
@@ -192,6 +193,11 @@ func (s *Server) handleSubscribe(leave bool) http.HandlerFunc {
 			return
 		}
 		n, err := s.hub.Subscribe(r.Context(), channel, to, leave)
+		if l := limitName(err); l != "" {
+			s.metrics.limit(l)
+			apiError(w, http.StatusConflict, "limit", err.Error())
+			return
+		}
 		if err != nil {
 			apiError(w, http.StatusBadGateway, "broker_error", err.Error())
 			return
@@ -240,10 +246,11 @@ func (s *Server) handleStats(w http.ResponseWriter, r *http.Request) {
 		"connections":      hs.Connections,
 		"users":            hs.Users,
 		"channels":         hs.Channels,
-		"accepted_total":   s.stats.accepted.Load(),
-		"rejected_total":   s.stats.rejected.Load(),
-		"publishes_total":  s.stats.publishes.Load(),
-		"webhook_failures": s.stats.webhookErrors.Load(),
+		"accepted_total":   counterValue(s.metrics.accepted),
+		"rejected_total":   counterValue(s.metrics.rejected),
+		"publishes_total":  counterValue(s.metrics.publishes),
+		"webhook_failures": s.webhookFailures(),
+		"php_down":         s.hooks.breaker.open(),
 	})
 }
 
@@ -252,9 +259,17 @@ func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 }
 
 // handleReady answers 503 once shutdown has begun, so a load balancer stops sending clients.
+// handleReady answers 503 once shutdown has begun, and while PHP is unreachable: considered
+// down after repeated failures, or, when no webhook succeeded lately, not accepting a TCP
+// connection at the webhook URL's address. A load balancer then sends browsers elsewhere rather
+// than to a bridge that can only answer 503.
 func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 	if s.draining.Load() {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "draining"})
+		return
+	}
+	if err := s.hooks.reachable(r.Context()); err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "php_unreachable", "detail": err.Error()})
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
@@ -266,6 +281,7 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request, required bool)
 	var tooLarge *http.MaxBytesError
 	switch {
 	case errors.As(err, &tooLarge):
+		s.metrics.limit("push_body")
 		apiError(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("body larger than MAX_PUSH_BODY=%d bytes", s.cfg.MaxPushBody))
 		return nil, false
 	case err != nil:

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
 // Server is one wsbridge node: the public listener's WebSocket endpoints and reverse proxy, the
@@ -40,13 +42,12 @@ type Server struct {
 	active   sync.WaitGroup
 	pending  atomic.Int64 // connections counted in active, for the shutdown report
 
-	stats serverStats
-}
-
-type serverStats struct {
-	accepted, rejected atomic.Uint64
-	webhookErrors      atomic.Uint64
-	publishes          atomic.Uint64
+	metrics *metrics
+	// drainStarted is closed when shutdown begins: queued close webhooks stop waiting for
+	// CLOSE_RATE and go as fast as WEBHOOK_CONCURRENCY allows.
+	drainStarted chan struct{}
+	closeLimiter *rate.Limiter
+	admission    admission
 }
 
 // New builds a server from a validated configuration. broker nil means a single node
@@ -71,8 +72,14 @@ func New(cfg Config, log *slog.Logger, broker Broker) *Server {
 		start:      time.Now(),
 		base:       base,
 		cancelBase: cancel,
+
+		metrics:      newMetrics(),
+		drainStarted: make(chan struct{}),
+		closeLimiter: rate.NewLimiter(rate.Limit(cfg.CloseRate), cfg.CloseBurst),
+		admission:    admission{max: cfg.MaxConnections, maxPerIP: cfg.MaxConnectionsPerIP, perIP: map[string]int{}},
 	}
-	s.hooks = newWebhooks(s.cfg)
+	s.hub.maxChannels = cfg.MaxChannels
+	s.hooks = newWebhooks(s.cfg, s.metrics)
 	return s
 }
 
@@ -101,49 +108,61 @@ func (s *Server) newEvent(t EventType, connID string, st State) *Event {
 	}
 }
 
-// errMalformedReply marks a reply PHP sent with a 2xx status but that DecodeReply refused: the
-// event reached PHP, only its answer is unusable.
+// errMalformedReply marks a reply PHP sent with a 2xx status but that was refused: the event
+// reached PHP, only its answer is unusable.
 var errMalformedReply = errors.New("malformed reply")
 
-// call sends a message or close webhook and decodes PHP's reply. A non-2xx status or a
+// call sends a message or close webhook and returns PHP's decoded reply. A non-2xx status or a
 // malformed reply is an error, and nothing of such a reply is applied.
-func (s *Server) call(ctx context.Context, ev *Event, traceparent string) (*Reply, error) {
-	res, err := s.hooks.send(ctx, ev, traceparent)
+func (s *Server) call(ctx context.Context, ev *Event, traceparent string, hold holdPolicy) (*Reply, error) {
+	res, err := s.hooks.send(ctx, ev, traceparent, hold)
+	if l := limitName(err); l != "" {
+		s.metrics.limit(l)
+	}
 	if err != nil {
-		s.stats.webhookErrors.Add(1)
 		return nil, err
 	}
 	if !res.OK() {
-		s.stats.webhookErrors.Add(1)
 		return nil, fmt.Errorf("PHP answered the %s webhook with status %d", ev.Type, res.Status)
 	}
-	reply, err := DecodeReply(ev.Type, res.Body, s.limits)
-	if err != nil {
-		s.stats.webhookErrors.Add(1)
-		return nil, fmt.Errorf("%w: %s reply refused: %w", errMalformedReply, ev.Type, err)
-	}
-	return reply, nil
+	return res.Reply, nil
 }
 
 // apply carries out a reply for connection c: state first, then frames to c, then
-// publications, then the close, so a "send" before a "close" reaches the client.
-func (s *Server) apply(ctx context.Context, c *conn, r *Reply) {
+// publications, then the close, so a "send" before a "close" reaches the client. State that
+// cannot be applied (a join beyond MAX_CHANNELS) refuses the whole reply.
+func (s *Server) apply(ctx context.Context, c *conn, r *Reply) error {
 	if r.UserID != nil || r.Meta != nil || len(r.Join) > 0 || len(r.Leave) > 0 {
-		s.hub.Update(c.id, r.UserID, r.Meta, r.Join, r.Leave)
+		if err := s.hub.Update(c.id, r.UserID, r.Meta, r.Join, r.Leave); err != nil {
+			if l := limitName(err); l != "" {
+				s.metrics.limit(l)
+			}
+			return err
+		}
 	}
 	for _, f := range r.Send {
 		c.Send(f)
 	}
 	for i := range r.Publish {
-		if _, err := s.hub.Publish(ctx, &r.Publish[i]); err != nil {
+		if _, err := s.publish(ctx, &r.Publish[i]); err != nil {
 			c.log.Error("publish from reply failed", "err", err)
-			continue
 		}
-		s.stats.publishes.Add(1)
 	}
 	if r.Close != nil {
 		c.Close(r.Close.Code, r.Close.Reason, InitiatorPHP)
 	}
+	return nil
+}
+
+// publish carries out one publication and counts it.
+func (s *Server) publish(ctx context.Context, p *Publication) (int, error) {
+	n, err := s.hub.Publish(ctx, p)
+	if err != nil {
+		return n, err
+	}
+	s.metrics.publishes.Inc()
+	s.metrics.deliveries.Add(float64(n))
+	return n, nil
 }
 
 // enter registers a starting connection unless shutdown has begun.
@@ -169,7 +188,9 @@ func (s *Server) leave() {
 // /readyz answers 503.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
-	s.draining.Store(true)
+	if !s.draining.Swap(true) {
+		close(s.drainStarted)
+	}
 	s.mu.Unlock()
 	n := s.hub.CloseAll(1001, "server shutdown", InitiatorShutdown)
 	s.log.Info("shutdown: closing connections", "count", n)

@@ -10,9 +10,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 )
 
@@ -23,21 +25,27 @@ const (
 	HeaderConnection = "WsBridge-Connection"
 	HeaderEventID    = "WsBridge-Event-Id"
 	HeaderSignature  = "WsBridge-Signature"
+	HeaderAttempt    = "WsBridge-Attempt"
 )
 
 // webhooks sends events to PHP. It is built like the outbound half of httputil.ReverseProxy:
 // one tuned client, an explicit header policy, every body drained, closed and size-limited,
-// and a concurrency cap sized to the PHP-FPM pool.
+// and a concurrency cap sized to the PHP-FPM pool. On top of that it retries with backoff and
+// holds back while PHP is down (breaker).
 type webhooks struct {
-	cfg    *Config
-	client *http.Client
-	secret []byte
+	cfg     *Config
+	client  *http.Client
+	secret  []byte
+	limits  Limits
+	metrics *metrics
+	breaker *breaker
+	lastOK  atomic.Int64 // unix nanoseconds of PHP's last answer below 500
 	// slots caps the requests in flight over all connections. A webhook waits for a slot
-	// within its own timeout rather than piling up inside PHP-FPM's backlog.
+	// within its attempt's timeout rather than piling up inside PHP-FPM's backlog.
 	slots chan struct{}
 }
 
-func newWebhooks(cfg *Config) *webhooks {
+func newWebhooks(cfg *Config, m *metrics) *webhooks {
 	transport := &http.Transport{
 		Proxy:       nil, // webhooks go straight to the PHP backend, never via HTTP_PROXY
 		DialContext: (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
@@ -50,10 +58,22 @@ func newWebhooks(cfg *Config) *webhooks {
 		ResponseHeaderTimeout: cfg.WebhookTimeout,
 	}
 	return &webhooks{
-		cfg:    cfg,
-		client: &http.Client{Transport: transport, CheckRedirect: noRedirects},
-		secret: []byte(cfg.WebhookSecret),
-		slots:  make(chan struct{}, cfg.WebhookConcurrency),
+		cfg:     cfg,
+		client:  &http.Client{Transport: transport, CheckRedirect: noRedirects},
+		secret:  []byte(cfg.WebhookSecret),
+		limits:  cfg.limits(),
+		metrics: m,
+		breaker: newBreaker(cfg.BreakerFailures, cfg.BreakerCooldown, func(open, tripped bool) {
+			if open {
+				m.breakerOpen.Set(1)
+			} else {
+				m.breakerOpen.Set(0)
+			}
+			if tripped {
+				m.breakerTrips.Inc()
+			}
+		}),
+		slots: make(chan struct{}, cfg.WebhookConcurrency),
 	}
 }
 
@@ -65,30 +85,110 @@ type webhookResult struct {
 	Status int
 	Header http.Header
 	Body   []byte
+	Reply  *Reply // decoded when the status is 2xx
 }
 
 // OK reports a 2xx status.
 func (r *webhookResult) OK() bool { return r.Status >= 200 && r.Status < 300 }
 
-// errBackend marks failures to get any answer from PHP: unreachable, timed out, cut off.
-var errBackend = errors.New("PHP backend unavailable")
+var (
+	// errBackend marks failures to get any answer from PHP: unreachable, timed out, cut off,
+	// or held back because PHP is considered down.
+	errBackend = errors.New("PHP backend unavailable")
+	// errBreakerOpen marks an attempt that was not sent because PHP is considered down.
+	errBreakerOpen = fmt.Errorf("%w: held back after repeated failures (BREAKER_FAILURES)", errBackend)
+)
 
-// send posts ev and returns PHP's answer, whatever its status. An error means no usable answer
-// arrived; it wraps errBackend unless ctx itself was cancelled by the caller.
-func (w *webhooks) send(ctx context.Context, ev *Event, traceparent string) (*webhookResult, error) {
-	ctx, cancel := context.WithTimeout(ctx, w.cfg.WebhookTimeout)
-	defer cancel()
+// holdPolicy says what a webhook does while the breaker holds PHP back.
+type holdPolicy int
 
+const (
+	// failFast gives up at once: an open webhook, whose client should get 503 now.
+	failFast holdPolicy = iota
+	// holdCounts counts each held-back attempt as a failed one and waits for the next probe
+	// time: a message webhook, whose client is paused meanwhile and must not wait forever.
+	holdCounts
+	// holdWaits waits for PHP to come back without counting: a close webhook, which has no
+	// client waiting and must not be lost to an outage shorter than its context.
+	holdWaits
+)
+
+// send posts ev and returns PHP's answer, whatever its status, retrying (same event id) on no
+// answer and on 5xx up to WEBHOOK_RETRIES times. A 2xx answer's reply is decoded into
+// res.Reply. An error means no usable answer arrived; it wraps errBackend, or errMalformedReply
+// for a 2xx reply that was refused (too large, or not a valid reply: nothing of it applies).
+func (w *webhooks) send(ctx context.Context, ev *Event, traceparent string, hold holdPolicy) (*webhookResult, error) {
 	body, err := json.Marshal(ev)
 	if err != nil {
 		return nil, fmt.Errorf("encode %s event: %w", ev.Type, err)
 	}
+	for attempt := 1; ; attempt++ {
+		ok, probe, retryAt, changed := w.breaker.enter(time.Now())
+		var res *webhookResult
+		if ok {
+			start := time.Now()
+			res, err = w.attempt(ctx, ev, body, traceparent, attempt)
+			success := err == nil && res.Status < 500 || errors.Is(err, errMalformedReply)
+			if ctx.Err() != nil && !success {
+				// The caller gave up (shutdown, handshake deadline); PHP is not to blame.
+				w.breaker.exit(probe, true)
+			} else {
+				w.breaker.exit(probe, success)
+			}
+			w.metrics.webhookAttempt(ev.Type, attemptOutcome(res, err), time.Since(start))
+			if success || !retryable(res, err) || ctx.Err() != nil {
+				return res, err
+			}
+		} else {
+			w.metrics.webhookAttempt(ev.Type, outcomeBreakerOpen, 0)
+			err = errBreakerOpen
+			if hold == failFast {
+				return nil, err
+			}
+			if hold == holdWaits {
+				attempt-- // not sent, so not an attempt
+			}
+		}
+		if attempt > w.cfg.WebhookRetries {
+			return res, err
+		}
+		wait := w.backoff(attempt)
+		if !ok && !retryAt.IsZero() {
+			wait = max(wait, time.Until(retryAt))
+		}
+		if !ok && hold == holdWaits {
+			wait = time.Until(retryAt) // zero when a probe is in flight: changed wakes us
+		}
+		if !sleep(ctx, wait, changed) {
+			return res, err
+		}
+		if ok {
+			w.metrics.webhookRetries.WithLabelValues(string(ev.Type)).Inc()
+		}
+	}
+}
+
+// attempt is one POST of body; the per-attempt timeout covers the wait for a slot too.
+func (w *webhooks) attempt(ctx context.Context, ev *Event, body []byte, traceparent string, n int) (*webhookResult, error) {
+	ctx, cancel := context.WithTimeout(ctx, w.cfg.WebhookTimeout)
+	defer cancel()
 	select {
 	case w.slots <- struct{}{}:
-		defer func() { <-w.slots }()
-	case <-ctx.Done():
-		return nil, fmt.Errorf("%w: no free webhook slot (WEBHOOK_CONCURRENCY=%d) within %s", errBackend, cap(w.slots), w.cfg.WebhookTimeout)
+	default:
+		w.metrics.webhookSlotWait.Inc()
+		select {
+		case w.slots <- struct{}{}:
+			w.metrics.webhookSlotWait.Dec()
+		case <-ctx.Done():
+			w.metrics.webhookSlotWait.Dec()
+			return nil, fmt.Errorf("%w: no free webhook slot (WEBHOOK_CONCURRENCY=%d) within %s", errBackend, cap(w.slots), w.cfg.WebhookTimeout)
+		}
 	}
+	w.metrics.webhooksInFlight.Inc()
+	defer func() {
+		w.metrics.webhooksInFlight.Dec()
+		<-w.slots
+	}()
 
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.cfg.webhookURL(ev.Type).String(), bytes.NewReader(body))
 	if err != nil {
@@ -100,7 +200,9 @@ func (w *webhooks) send(ctx context.Context, ev *Event, traceparent string) (*we
 	h.Set(HeaderEvent, string(ev.Type))
 	h.Set(HeaderConnection, ev.ConnectionID)
 	h.Set(HeaderEventID, ev.EventID)
+	h.Set(HeaderAttempt, strconv.Itoa(n))
 	if len(w.secret) > 0 {
+		// Signed per attempt, so a retry carries a fresh timestamp within PHP's tolerance.
 		h.Set(HeaderSignature, Sign(w.secret, time.Now(), body))
 	}
 	if traceparent != "" {
@@ -123,7 +225,99 @@ func (w *webhooks) send(ctx context.Context, ev *Event, traceparent string) (*we
 		return &webhookResult{Status: resp.StatusCode, Header: resp.Header},
 			fmt.Errorf("%w: %s reply is larger than WEBHOOK_MAX_REPLY (%d bytes)", errMalformedReply, ev.Type, w.cfg.WebhookMaxReply)
 	}
-	return &webhookResult{Status: resp.StatusCode, Header: resp.Header, Body: b}, nil
+	res := &webhookResult{Status: resp.StatusCode, Header: resp.Header, Body: b}
+	if res.Status < 500 {
+		w.lastOK.Store(time.Now().UnixNano())
+	}
+	if res.OK() {
+		if res.Reply, err = DecodeReply(ev.Type, b, w.limits); err != nil {
+			return res, fmt.Errorf("%w: %s reply refused: %w", errMalformedReply, ev.Type, err)
+		}
+	}
+	return res, nil
+}
+
+// reachable reports why PHP cannot be reached, or nil: it is considered down (breaker), or no
+// webhook succeeded in the last 10 s and its address refuses a TCP connection.
+func (w *webhooks) reachable(ctx context.Context) error {
+	if w.breaker.open() {
+		return errBreakerOpen
+	}
+	if time.Since(time.Unix(0, w.lastOK.Load())) < 10*time.Second {
+		return nil
+	}
+	addrs := map[string]bool{}
+	for _, t := range []EventType{EventOpen, EventMessage, EventClose} {
+		u := w.cfg.webhookURL(t)
+		port := u.Port()
+		if port == "" {
+			port = map[string]string{"http": "80", "https": "443"}[u.Scheme]
+		}
+		addrs[net.JoinHostPort(u.Hostname(), port)] = true
+	}
+	for addr := range addrs {
+		dctx, cancel := context.WithTimeout(ctx, time.Second)
+		c, err := (&net.Dialer{}).DialContext(dctx, "tcp", addr)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("webhook address %s: %w", addr, err)
+		}
+		c.Close()
+	}
+	return nil
+}
+
+// retryable: no answer at all, or a 5xx (PHP-FPM restarting, nginx's 502/504, a fatal error).
+// A 4xx is PHP's decision and is final.
+func retryable(res *webhookResult, err error) bool {
+	if err != nil {
+		return errors.Is(err, errBackend)
+	}
+	return res.Status >= 500
+}
+
+func attemptOutcome(res *webhookResult, err error) string {
+	switch {
+	case errors.Is(err, errMalformedReply):
+		return outcomeMalformed
+	case err != nil:
+		return outcomeError
+	case !res.OK():
+		return outcomeStatus
+	}
+	return outcomeOK
+}
+
+// backoff returns the wait before retry n (n ≥ 1): WEBHOOK_BACKOFF doubled per retry, capped at
+// WEBHOOK_BACKOFF_MAX, half of it random ("equal jitter": never shorter than half the step, and
+// retries of many connections spread out).
+func (w *webhooks) backoff(n int) time.Duration {
+	d := w.cfg.WebhookBackoff << min(n-1, 30)
+	if d <= 0 || d > w.cfg.WebhookBackoffMax {
+		d = w.cfg.WebhookBackoffMax
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+// sleep waits for d, or until wake is closed; it reports false when ctx ended first.
+func sleep(ctx context.Context, d time.Duration, wake <-chan struct{}) bool {
+	if d <= 0 && wake == nil {
+		return ctx.Err() == nil
+	}
+	var tc <-chan time.Time
+	if d > 0 {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		tc = t.C
+	}
+	select {
+	case <-tc:
+		return true
+	case <-wake:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // Sign returns the WsBridge-Signature value for body at time t:

@@ -445,10 +445,11 @@ func TestProcessUnixSocket(t *testing.T) {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	sock := filepath.Join(dir, "api.sock")
+	php := newFakePHP(t) // /readyz needs PHP reachable
 	p := startProc(t,
 		"WSBRIDGE_LISTEN="+freeAddr(t),
 		"WSBRIDGE_INTERNAL_LISTEN=unix:"+sock,
-		"WSBRIDGE_WEBHOOK_URL=http://127.0.0.1:9/never-called",
+		"WSBRIDGE_WEBHOOK_URL="+php.URL,
 	)
 	transport := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		var d net.Dialer
