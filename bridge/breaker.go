@@ -80,6 +80,13 @@ func (b *breaker) open() bool {
 	return !b.openUntil.IsZero()
 }
 
+// holding reports whether PHP is being left alone right now (open, cooldown not over).
+func (b *breaker) holding(now time.Time) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return now.Before(b.openUntil)
+}
+
 func (b *breaker) notifyLocked(open, tripped bool) {
 	close(b.changed)
 	b.changed = make(chan struct{})

@@ -101,14 +101,14 @@ func (p *fakePHP) next(t *testing.T, typ EventType) hookCall {
 	}
 }
 
-// nextFor returns the next webhook of type typ for connection id.
+// nextFor returns the next webhook of type typ (any type when typ is "") for connection id.
 func (p *fakePHP) nextFor(t *testing.T, typ EventType, id string) hookCall {
 	t.Helper()
 	deadline := time.After(waitLimit)
 	for {
 		select {
 		case c := <-p.calls:
-			if c.Event.Type == typ && c.Event.ConnectionID == id {
+			if (typ == "" || c.Event.Type == typ) && c.Event.ConnectionID == id {
 				return c
 			}
 		case <-deadline:
@@ -157,22 +157,29 @@ func startBridge(t *testing.T, cfg Config, php *fakePHP, broker *MemoryBroker) *
 	}
 	srv := New(cfg, log, br)
 	b := &testBridge{srv: srv, php: php}
-	b.public = httptest.NewServer(srv.PublicHandler())
-	b.internal = httptest.NewServer(srv.InternalHandler())
-	b.wsURL = "ws" + strings.TrimPrefix(b.public.URL, "http") + cfg.WSPaths[0]
 	if broker != nil {
 		t.Cleanup(broker.Join(srv.Node(), srv.Hub().Deliver))
 	}
+	b.public, b.internal = newServers(t, srv)
+	b.wsURL = "ws" + strings.TrimPrefix(b.public.URL, "http") + cfg.WSPaths[0]
+	return b
+}
+
+// newServers serves srv's public and internal handlers on loopback until the test ends, then
+// shuts srv down.
+func newServers(t *testing.T, srv *Server) (public, internal *httptest.Server) {
+	public = httptest.NewServer(srv.PublicHandler())
+	internal = httptest.NewServer(srv.InternalHandler())
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 		defer cancel()
 		if err := srv.Shutdown(ctx); err != nil {
 			t.Errorf("shutdown: %v", err)
 		}
-		b.public.Close()
-		b.internal.Close()
+		public.Close()
+		internal.Close()
 	})
-	return b
+	return public, internal
 }
 
 // testWriter sends logs to t.Log so they show only for failing tests.

@@ -108,8 +108,9 @@ const (
 	// holdCounts counts each held-back attempt as a failed one and waits for the next probe
 	// time: a message webhook, whose client is paused meanwhile and must not wait forever.
 	holdCounts
-	// holdWaits waits for PHP to come back without counting: a close webhook, which has no
-	// client waiting and must not be lost to an outage shorter than its context.
+	// holdWaits waits for PHP to come back without spending retries while it is unreachable
+	// (held back, connection refused, 502/503/504): a close webhook, which has no client
+	// waiting and must outlast an FPM restart. Timeouts and other 5xx still count.
 	holdWaits
 )
 
@@ -122,48 +123,42 @@ func (w *webhooks) send(ctx context.Context, ev *Event, traceparent string, hold
 	if err != nil {
 		return nil, fmt.Errorf("encode %s event: %w", ev.Type, err)
 	}
-	for attempt := 1; ; attempt++ {
+	sent, spent := 0, 0 // attempts sent; failures that count against WEBHOOK_RETRIES
+	for round := 1; ; round++ {
 		ok, probe, retryAt, changed := w.breaker.enter(time.Now())
 		var res *webhookResult
 		if ok {
-			start := time.Now()
-			res, err = w.attempt(ctx, ev, body, traceparent, attempt)
-			success := err == nil && res.Status < 500 || errors.Is(err, errMalformedReply)
-			if ctx.Err() != nil && !success {
-				// The caller gave up (shutdown, handshake deadline); PHP is not to blame.
-				w.breaker.exit(probe, true)
-			} else {
-				w.breaker.exit(probe, success)
+			sent++
+			if sent > 1 {
+				w.metrics.webhookRetries.WithLabelValues(string(ev.Type)).Inc()
 			}
+			start := time.Now()
+			res, err = w.attempt(ctx, ev, body, traceparent, sent)
+			success := err == nil && res.Status < 500 || errors.Is(err, errMalformedReply)
+			// When the caller gave up (shutdown, handshake deadline), PHP is not to blame.
+			w.breaker.exit(probe, success || ctx.Err() != nil)
 			w.metrics.webhookAttempt(ev.Type, attemptOutcome(res, err), time.Since(start))
 			if success || !retryable(res, err) || ctx.Err() != nil {
 				return res, err
 			}
 		} else {
 			w.metrics.webhookAttempt(ev.Type, outcomeBreakerOpen, 0)
-			err = errBreakerOpen
+			res, err = nil, errBreakerOpen
 			if hold == failFast {
 				return nil, err
 			}
-			if hold == holdWaits {
-				attempt-- // not sent, so not an attempt
+		}
+		if hold != holdWaits || !(errors.Is(err, errBreakerOpen) || unreachable(res, err)) {
+			if spent++; spent > w.cfg.WebhookRetries {
+				return res, err
 			}
 		}
-		if attempt > w.cfg.WebhookRetries {
-			return res, err
-		}
-		wait := w.backoff(attempt)
-		if !ok && !retryAt.IsZero() {
-			wait = max(wait, time.Until(retryAt))
-		}
-		if !ok && hold == holdWaits {
-			wait = time.Until(retryAt) // zero when a probe is in flight: changed wakes us
+		wait := w.backoff(round)
+		if !ok {
+			wait = max(wait, time.Until(retryAt)) // retryAt is zero while a probe is out
 		}
 		if !sleep(ctx, wait, changed) {
 			return res, err
-		}
-		if ok {
-			w.metrics.webhookRetries.WithLabelValues(string(ev.Type)).Inc()
 		}
 	}
 }
@@ -211,7 +206,7 @@ func (w *webhooks) attempt(ctx context.Context, ev *Event, body []byte, tracepar
 
 	resp, err := w.client.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s webhook: %v", errBackend, ev.Type, err)
+		return nil, fmt.Errorf("%w: %s webhook: %w", errBackend, ev.Type, err)
 	}
 	defer resp.Body.Close()
 	// Read one byte more than allowed to tell "exactly at the limit" from "over it".
@@ -237,10 +232,12 @@ func (w *webhooks) attempt(ctx context.Context, ev *Event, body []byte, tracepar
 	return res, nil
 }
 
-// reachable reports why PHP cannot be reached, or nil: it is considered down (breaker), or no
-// webhook succeeded in the last 10 s and its address refuses a TCP connection.
+// reachable reports why PHP cannot be reached, or nil: it is considered down and being left
+// alone (breaker cooldown), or no webhook succeeded in the last 10 s and its address refuses a
+// TCP connection. After the cooldown a reachable address is enough: a bridge taken out of
+// rotation gets no traffic to probe PHP with, and must not stay unready for ever.
 func (w *webhooks) reachable(ctx context.Context) error {
-	if w.breaker.open() {
+	if w.breaker.holding(time.Now()) {
 		return errBreakerOpen
 	}
 	if time.Since(time.Unix(0, w.lastOK.Load())) < 10*time.Second {
@@ -274,6 +271,21 @@ func retryable(res *webhookResult, err error) bool {
 		return errors.Is(err, errBackend)
 	}
 	return res.Status >= 500
+}
+
+// unreachable tells "PHP is not there" from "PHP failed on this event": the connection was
+// refused, or the gateway in front of PHP says so (502, 503, 504: FPM restarting or
+// overloaded). A close webhook waits through such an outage without spending its retries.
+func unreachable(res *webhookResult, err error) bool {
+	if err != nil {
+		var op *net.OpError
+		return errors.As(err, &op) && op.Op == "dial"
+	}
+	switch res.Status {
+	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return true
+	}
+	return false
 }
 
 func attemptOutcome(res *webhookResult, err error) string {
