@@ -424,7 +424,9 @@ func TestMetricsEndpoint(t *testing.T) {
 	b := newBridge(t, php, nil)
 	c, _ := b.openConn(t, "")
 	write(t, c, "hi")
-	php.next(t, EventMessage)
+	waitFor(t, "message webhook answered", func() bool {
+		return metricValue(t, b.srv, "wsbridge_webhook_duration_seconds", "event", "message") == 1
+	})
 	resp, err := http.Get(b.internal.URL + "/metrics")
 	if err != nil {
 		t.Fatal(err)
