@@ -39,13 +39,28 @@ func requireTool(t *testing.T, name, pkg string) string {
 	return ""
 }
 
-// phpServer is `php -S` serving testdata/php, the way a developer runs a small app.
+// phpServer is `php -S` serving testdata/php, the way a developer runs a small app. It can be
+// stopped and started again on the same address, as a deploy or a crash would.
 type phpServer struct {
 	URL      string
 	closeLog string
+	php      string
+	addr     string
+	dir      string
+	env      []string
+	cmd      *exec.Cmd
 }
 
 func startPHP(t *testing.T, secret string) *phpServer {
+	t.Helper()
+	p := newPHP(t, "WSBRIDGE_WEBHOOK_SECRET="+secret)
+	p.start(t)
+	return p
+}
+
+// newPHP prepares a php -S on a free loopback port with env added to its environment; the test
+// ends it.
+func newPHP(t *testing.T, env ...string) *phpServer {
 	t.Helper()
 	php := requireTool(t, "php", "php-cli")
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -55,20 +70,24 @@ func startPHP(t *testing.T, secret string) *phpServer {
 	addr := ln.Addr().String()
 	ln.Close() // php -S needs a port number; this one was free a moment ago
 	dir := t.TempDir()
-	p := &phpServer{URL: "http://" + addr, closeLog: filepath.Join(dir, "close.log")}
-	cmd := exec.Command(php, "-d", "variables_order=EGPCS", "-d", "session.save_path="+dir, "-S", addr, "-t", "testdata/php")
-	cmd.Env = append(os.Environ(), "PHP_CLI_SERVER_WORKERS=4", "WSBRIDGE_WEBHOOK_SECRET="+secret, "CLOSE_LOG="+p.closeLog)
+	p := &phpServer{URL: "http://" + addr, closeLog: filepath.Join(dir, "close.log"), php: php, addr: addr, dir: dir}
+	p.env = append(append(os.Environ(), "PHP_CLI_SERVER_WORKERS=4", "CLOSE_LOG="+p.closeLog), env...)
+	t.Cleanup(p.stop)
+	return p
+}
+
+func (p *phpServer) start(t *testing.T) {
+	t.Helper()
+	cmd := exec.Command(p.php, "-d", "variables_order=EGPCS", "-d", "session.save_path="+p.dir, "-S", p.addr, "-t", "testdata/php")
+	cmd.Env = p.env
 	// With PHP_CLI_SERVER_WORKERS, php -S forks workers that outlive a killed master and keep
-	// the port; a process group of its own lets the cleanup stop them all.
+	// the port; a process group of its own lets stop end them all.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		cmd.Wait()
-	})
+	p.cmd = cmd
 	// php -S prints "Development Server ... started" once it listens; errors go there too.
 	started := make(chan bool, 1)
 	go func() {
@@ -84,9 +103,18 @@ func startPHP(t *testing.T, secret string) *phpServer {
 	select {
 	case <-started:
 	case <-time.After(waitLimit):
-		t.Fatalf("php -S did not start on %s", addr)
+		t.Fatalf("php -S did not start on %s", p.addr)
 	}
-	return p
+}
+
+// stop kills PHP at once, mid-request if need be, as a crash or `kill -9` would.
+func (p *phpServer) stop() {
+	if p.cmd == nil {
+		return
+	}
+	syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	p.cmd.Wait()
+	p.cmd = nil
 }
 
 // closeEvents reads the close webhooks PHP recorded.
