@@ -47,7 +47,7 @@ $h = static fn (string $s) => htmlspecialchars($s, ENT_QUOTES);
     <form id="say">
       <input id="text" autocomplete="off" placeholder="Message #lobby — or /pm user text, /join room, /leave room, /kick user">
       <button>Send</button>
-      <label class="file">📎<input id="file" type="file"></label>
+      <label class="file" title="send a file or picture (64 KiB at most)">File…<input id="file" type="file"></label>
     </form>
   </main>
 </div>

@@ -43,7 +43,7 @@ final class Signature
                 $signatures[] = $value;
             }
         }
-        if ($timestamp === null || !ctype_digit($timestamp) || $signatures === []) {
+        if ($timestamp === null || preg_match('/^[0-9]{1,12}$/D', $timestamp) !== 1 || $signatures === []) {
             throw new SignatureException(SignatureException::MALFORMED, 'malformed ' . self::HEADER . ' header');
         }
         $age = ($now ?? time()) - (int) $timestamp;
