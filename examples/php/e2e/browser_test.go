@@ -26,7 +26,9 @@ type app struct {
 // PHP to wsbridge's internal API. browser.mjs then drives Debian's chromium through them.
 func TestBrowser(t *testing.T) {
 	nginx := requireTool(t, "nginx", "nginx", "/usr/sbin/nginx")
-	fpm := requireTool(t, "php-fpm", "php-fpm", "php-fpm8.2", "/usr/sbin/php-fpm8.2")
+	// Debian names the binary after the PHP version (php-fpm8.2) and keeps it in /usr/sbin.
+	fpms, _ := filepath.Glob("/usr/sbin/php-fpm*")
+	fpm := requireTool(t, "php-fpm", append([]string{"php-fpm"}, fpms...)...)
 	requireTool(t, "php-cli", "php")
 	node := requireTool(t, "nodejs", "node")
 	chromium := requireTool(t, "chromium", "chromium", "/usr/bin/chromium")

@@ -4,9 +4,7 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -246,22 +244,3 @@ func startBridge(t *testing.T, name string, env map[string]string) *bridge {
 	})
 	return b
 }
-
-// logLines returns the program's log lines containing s (wsbridge logs JSON lines).
-func (p *proc) logLines(s string) []string {
-	f, err := os.Open(p.log)
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
-	var out []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if strings.Contains(sc.Text(), s) {
-			out = append(out, sc.Text())
-		}
-	}
-	return out
-}
-
-var errNotYet = errors.New("not yet")
