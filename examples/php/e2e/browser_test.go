@@ -52,10 +52,16 @@ func TestBrowser(t *testing.T) {
 			params: map[string]string{}},
 	}
 	const token = "e2e-api-token"
+	// The bridges first: nginx's config needs their ports, they need only nginx's port numbers.
 	for _, a := range apps {
-		addr := freeAddr(t)
-		a.url = "http://" + addr
-		a.bridge = &bridge{public: freeAddr(t), internal: freeAddr(t)}
+		a.url = "http://" + freeAddr(t)
+		a.bridge = startBridge(t, "wsbridge-"+a.name, map[string]string{
+			"WSBRIDGE_WEBHOOK_URL":    a.url + "/webhook.php",
+			"WSBRIDGE_WEBHOOK_SECRET": a.secret,
+			"WSBRIDGE_API_TOKEN":      token,
+			// As the docs say: at or below the FPM pool (pm.max_children = 4 below).
+			"WSBRIDGE_WEBHOOK_CONCURRENCY": "3",
+		})
 		a.params["WSBRIDGE_WEBHOOK_SECRET"] = a.secret
 		a.params["WSBRIDGE_API"] = "http://" + a.bridge.internal
 		a.params["WSBRIDGE_API_TOKEN"] = token
@@ -63,15 +69,6 @@ func TestBrowser(t *testing.T) {
 	ng := startNginx(t, nginx, dir, sock, apps)
 	for _, a := range apps {
 		ng.waitHTTP(t, a.url+"/")
-		a.bridge = startBridge(t, "wsbridge-"+a.name, map[string]string{
-			"WSBRIDGE_LISTEN":          a.bridge.public,
-			"WSBRIDGE_INTERNAL_LISTEN": a.bridge.internal,
-			"WSBRIDGE_WEBHOOK_URL":     a.url + "/webhook.php",
-			"WSBRIDGE_WEBHOOK_SECRET":  a.secret,
-			"WSBRIDGE_API_TOKEN":       token,
-			// As the docs say: at or below the FPM pool (pm.max_children = 4 below).
-			"WSBRIDGE_WEBHOOK_CONCURRENCY": "3",
-		})
 	}
 
 	artifacts := os.Getenv("WSBRIDGE_ARTIFACTS")

@@ -5,6 +5,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -151,26 +152,34 @@ func (p *proc) dump(t *testing.T) {
 	t.Logf("--- %s output:\n%s", p.name, b)
 }
 
-// waitUntil polls ready until it succeeds, the program exits, or startLimit passes.
-func (p *proc) waitUntil(t *testing.T, what string, ready func() error) {
-	t.Helper()
+var errExited = errors.New("exited")
+
+// untilReady polls ready until it succeeds, the program exits (errExited), or startLimit passes.
+func (p *proc) untilReady(ready func() error) error {
 	deadline := time.Now().Add(startLimit)
 	for {
 		err := ready()
 		if err == nil {
-			return
+			return nil
 		}
 		select {
 		case <-p.done:
-			p.dump(t)
-			t.Fatalf("%s exited before %s", p.name, what)
+			return fmt.Errorf("%w before it was ready: %v", errExited, err)
 		default:
 		}
 		if time.Now().After(deadline) {
-			p.dump(t)
-			t.Fatalf("%s: no %s within %v: %v", p.name, what, startLimit, err)
+			return fmt.Errorf("not ready within %v: %v", startLimit, err)
 		}
 		time.Sleep(50 * time.Millisecond) // polling interval of a readiness probe, not a sync
+	}
+}
+
+// waitUntil is untilReady that fails the test, with the program's output.
+func (p *proc) waitUntil(t *testing.T, what string, ready func() error) {
+	t.Helper()
+	if err := p.untilReady(ready); err != nil {
+		p.dump(t)
+		t.Fatalf("%s: waiting for %s: %v", p.name, what, err)
 	}
 }
 
@@ -187,23 +196,6 @@ func (p *proc) waitHTTP(t *testing.T, url string) {
 	})
 }
 
-// waitUnixHTTP waits until an HTTP server answers on a unix socket.
-func (p *proc) waitUnixHTTP(t *testing.T, sock, path string) {
-	t.Helper()
-	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
-		},
-	}}
-	p.waitUntil(t, "answer on "+sock, func() error {
-		resp, err := c.Get("http://wsbridge" + path)
-		if err == nil {
-			resp.Body.Close()
-		}
-		return err
-	})
-}
-
 // bridge is a running wsbridge binary.
 type bridge struct {
 	*proc
@@ -211,36 +203,65 @@ type bridge struct {
 	internal string // host:port, or unix:/path
 }
 
-// startBridge runs the wsbridge binary with the given WSBRIDGE_* settings on free loopback
-// ports (unless env sets them) and waits until both listeners answer.
+// startBridge runs the wsbridge binary with the given WSBRIDGE_* settings and waits until both
+// listeners answer. Ports not set in env are picked free on loopback; since a port picked free
+// can be taken (by another test's process or an outgoing connection) before wsbridge binds it,
+// a start that fails with "address already in use" is retried with new ports.
 func startBridge(t *testing.T, name string, env map[string]string) *bridge {
 	t.Helper()
 	bin := wsbridgeBinary(t)
-	b := &bridge{public: env["WSBRIDGE_LISTEN"], internal: env["WSBRIDGE_INTERNAL_LISTEN"]}
-	if b.public == "" {
-		b.public = freeAddr(t)
-	}
-	if b.internal == "" {
-		b.internal = freeAddr(t)
-	}
-	vars := []string{"WSBRIDGE_LISTEN=" + b.public, "WSBRIDGE_INTERNAL_LISTEN=" + b.internal, "WSBRIDGE_SHUTDOWN_TIMEOUT=10s"}
-	for k, v := range env {
-		if k != "WSBRIDGE_LISTEN" && k != "WSBRIDGE_INTERNAL_LISTEN" {
-			vars = append(vars, k+"="+v)
+	for attempt := 1; ; attempt++ {
+		b := &bridge{public: env["WSBRIDGE_LISTEN"], internal: env["WSBRIDGE_INTERNAL_LISTEN"]}
+		if b.public == "" {
+			b.public = freeAddr(t)
 		}
-	}
-	b.proc = start(t, name, vars, bin)
-	if sock, ok := strings.CutPrefix(b.internal, "unix:"); ok {
-		b.waitUnixHTTP(t, sock, "/readyz")
-	} else {
-		b.waitHTTP(t, "http://"+b.internal+"/readyz")
-	}
-	b.waitUntil(t, "public listener", func() error {
-		c, err := net.DialTimeout("tcp", b.public, time.Second)
+		if b.internal == "" {
+			b.internal = freeAddr(t)
+		}
+		vars := []string{"WSBRIDGE_LISTEN=" + b.public, "WSBRIDGE_INTERNAL_LISTEN=" + b.internal, "WSBRIDGE_SHUTDOWN_TIMEOUT=10s"}
+		for k, v := range env {
+			if k != "WSBRIDGE_LISTEN" && k != "WSBRIDGE_INTERNAL_LISTEN" {
+				vars = append(vars, k+"="+v)
+			}
+		}
+		b.proc = start(t, name, vars, bin)
+		err := b.untilReady(func() error {
+			if err := probeHTTP(b.internal, "/readyz"); err != nil {
+				return err
+			}
+			c, err := net.DialTimeout("tcp", b.public, time.Second)
+			if err == nil {
+				c.Close()
+			}
+			return err
+		})
 		if err == nil {
-			c.Close()
+			return b
 		}
-		return err
-	})
-	return b
+		log, _ := os.ReadFile(b.log)
+		if attempt < 3 && errors.Is(err, errExited) && strings.Contains(string(log), "address already in use") {
+			t.Logf("%s: a port was taken meanwhile; retrying with new ports", name)
+			continue
+		}
+		b.dump(t)
+		t.Fatalf("%s: %v", name, err)
+	}
+}
+
+// probeHTTP GETs path on addr (host:port or unix:/path) and returns nil on any HTTP answer.
+func probeHTTP(addr, path string) error {
+	tr := &http.Transport{}
+	host := addr
+	if sock, ok := strings.CutPrefix(addr, "unix:"); ok {
+		host = "wsbridge"
+		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+		}
+	}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Timeout: 2 * time.Second, Transport: tr}).Get("http://" + host + path)
+	if err == nil {
+		resp.Body.Close()
+	}
+	return err
 }
