@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs the wsbridge PHP chat demo: builds wsbridge, starts PHP's built-in server with the demo,
-# starts wsbridge in front of it, and waits until Ctrl-C.
+# Runs the chat example (examples/php/chat): builds wsbridge, starts PHP's built-in server with
+# the app, starts wsbridge in front of it, prints the URL, and waits until Ctrl-C.
 #
 # Environment (all optional):
 #   PORT=8080       public port of wsbridge (open this one in the browser)
@@ -83,8 +83,10 @@ command -v setsid >/dev/null 2>&1 && SETSID=(setsid)
 log "starting PHP on 127.0.0.1:$PHP_PORT"
 WSBRIDGE_WEBHOOK_SECRET="$SECRET" \
 WSBRIDGE_API="http://127.0.0.1:$API_PORT" \
+CHAT_DATA_DIR="$TMP_DIR/data" \
 PHP_CLI_SERVER_WORKERS=4 \
-    "${SETSID[@]}" php -d variables_order=EGPCS -S "127.0.0.1:$PHP_PORT" -t examples/php/demo/public &
+    "${SETSID[@]}" php -d variables_order=EGPCS -d session.save_path="$TMP_DIR" \
+    -S "127.0.0.1:$PHP_PORT" -t examples/php/chat/public &
 PHP_PID=$!
 
 log "starting wsbridge on 127.0.0.1:$PORT (internal API on 127.0.0.1:$API_PORT)"
@@ -117,7 +119,7 @@ if [ "${DEMO_CHECK:-}" = "1" ]; then
         if "$@"; then log "ok:   $what"; else log "FAIL: $what"; ok=0; fi
     }
     page_served() {
-        curl -fsS --max-time 5 "http://127.0.0.1:$PORT/" | grep -q 'id="messages"'
+        curl -fsS --max-time 5 "http://127.0.0.1:$PORT/" | grep -q 'action="/login.php"'
     }
     unsigned_webhook_refused() {
         # Proves the secret reached PHP: an unsigned webhook through the proxy gets a 401.
@@ -125,14 +127,22 @@ if [ "${DEMO_CHECK:-}" = "1" ]; then
             -H 'Content-Type: application/json' -H 'WsBridge-Event: open' \
             --data '{"type":"open"}' "http://127.0.0.1:$PORT/webhook.php")" = "401" ]
     }
-    push_delivered() {
-        # Proves PHP reaches the internal API: nobody is connected, so it delivers to 0.
-        curl -fsS --max-time 5 --data-urlencode 'text=self-check' "http://127.0.0.1:$PORT/push.php" \
-            | grep -q 'delivered'
+    login_works() {
+        # A session cookie through the proxy, then the chat page for that user.
+        local jar="$TMP_DIR/cookies"
+        curl -fsS -o /dev/null --max-time 5 -c "$jar" -d 'name=bob&password=demo' "http://127.0.0.1:$PORT/login.php" &&
+            curl -fsS --max-time 5 -b "$jar" "http://127.0.0.1:$PORT/" | grep -q 'data-user="bob"'
     }
-    check "index.html served through wsbridge" page_served
+    anonymous_socket_refused() {
+        # The open webhook ran in PHP and refused a handshake without a session: 401.
+        [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 -H 'Connection: Upgrade' -H 'Upgrade: websocket' \
+            -H 'Sec-WebSocket-Version: 13' -H 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==' \
+            "http://127.0.0.1:$PORT/ws")" = "401" ]
+    }
+    check "login page served through wsbridge" page_served
     check "unsigned webhook refused with 401" unsigned_webhook_refused
-    check "push.php published through the internal API" push_delivered
+    check "login sets a session the chat page sees" login_works
+    check "socket without a session refused by PHP with 401" anonymous_socket_refused
     [ "$ok" -eq 1 ] || die "self-check failed"
     log "self-check passed"
     exit 0
@@ -140,8 +150,8 @@ fi
 
 cat <<EOF
 
-  Open http://127.0.0.1:$PORT/ in two browser tabs
-  Push a notice: http://127.0.0.1:$PORT/push.php
+  Open http://127.0.0.1:$PORT/ in two browsers (or a private window)
+  and log in as ann (admin), bob or cat; the password is "demo".
 
   Press Ctrl-C to stop.
 

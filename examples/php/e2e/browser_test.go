@@ -1,0 +1,208 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// app is one example app served by nginx, with its own wsbridge.
+type app struct {
+	name, root string
+	url        string // http://127.0.0.1:port, what the browser opens
+	secret     string
+	bridge     *bridge
+	params     map[string]string // fastcgi_params: the app's settings, read with getenv()
+}
+
+// TestBrowser runs the chat and notify examples as in production: nginx in front (pages and
+// PHP through php-fpm, /ws proxied to wsbridge), webhooks from wsbridge to nginx, pushes from
+// PHP to wsbridge's internal API. browser.mjs then drives Debian's chromium through them.
+func TestBrowser(t *testing.T) {
+	nginx := requireTool(t, "nginx", "nginx", "/usr/sbin/nginx")
+	// Debian names the binary after the PHP version (php-fpm8.2) and keeps it in /usr/sbin.
+	fpms, _ := filepath.Glob("/usr/sbin/php-fpm*")
+	fpm := requireTool(t, "php-fpm", append([]string{"php-fpm"}, fpms...)...)
+	requireTool(t, "php-cli", "php")
+	node := requireTool(t, "nodejs", "node")
+	chromium := requireTool(t, "chromium", "chromium", "/usr/bin/chromium")
+	if _, err := os.Stat("node_modules/playwright-core/package.json"); err != nil {
+		missing(t, "playwright-core is not installed: run `npm ci` in examples/php/e2e")
+	}
+
+	dir := t.TempDir()
+	for _, d := range []string{"sessions", "chat-data", "nginx-tmp"} {
+		if err := os.Mkdir(filepath.Join(dir, d), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sock := filepath.Join(dir, "fpm.sock")
+	startFPM(t, fpm, dir, sock)
+
+	apps := []*app{
+		{name: "chat", root: filepath.Join(repoRoot, "examples/php/chat/public"), secret: "chat-secret",
+			params: map[string]string{"CHAT_DATA_DIR": filepath.Join(dir, "chat-data")}},
+		{name: "notify", root: filepath.Join(repoRoot, "examples/php/notify/public"), secret: "notify-secret",
+			params: map[string]string{}},
+	}
+	const token = "e2e-api-token"
+	// The bridges first: nginx's config needs their ports, they need only nginx's port numbers.
+	for _, a := range apps {
+		a.url = "http://" + freeAddr(t)
+		a.bridge = startBridge(t, "wsbridge-"+a.name, map[string]string{
+			"WSBRIDGE_WEBHOOK_URL":    a.url + "/webhook.php",
+			"WSBRIDGE_WEBHOOK_SECRET": a.secret,
+			"WSBRIDGE_API_TOKEN":      token,
+			// As the docs say: at or below the FPM pool (pm.max_children = 4 below).
+			"WSBRIDGE_WEBHOOK_CONCURRENCY": "3",
+		})
+		a.params["WSBRIDGE_WEBHOOK_SECRET"] = a.secret
+		a.params["WSBRIDGE_API"] = "http://" + a.bridge.internal
+		a.params["WSBRIDGE_API_TOKEN"] = token
+	}
+	ng := startNginx(t, nginx, dir, sock, apps)
+	for _, a := range apps {
+		ng.waitHTTP(t, a.url+"/")
+	}
+
+	artifacts := os.Getenv("WSBRIDGE_ARTIFACTS")
+	if artifacts == "" {
+		artifacts = t.TempDir()
+	} else if err := os.MkdirAll(artifacts, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cliEnv, _ := json.Marshal(apps[1].params)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, "browser.mjs")
+	cmd.Env = append(os.Environ(),
+		"CHAT_URL="+apps[0].url, "NOTIFY_URL="+apps[1].url, "NOTIFY_CLI_ENV="+string(cliEnv),
+		"ARTIFACTS="+artifacts, "CHROMIUM="+chromium)
+	// Setpgid + WaitDelay: a timeout kills node, and chromium with it is reaped via the group.
+	out, err := cmd.CombinedOutput()
+	t.Logf("browser.mjs:\n%s", out)
+	if err != nil {
+		t.Fatalf("browser.mjs: %v (screenshots in %s)", err, artifacts)
+	}
+	if !strings.Contains(string(out), " passed, 0 failed") {
+		t.Fatal("browser.mjs did not report its checks")
+	}
+	if _, err := os.Stat(filepath.Join(artifacts, "chat.png")); err != nil {
+		t.Errorf("no screenshot of the chat: %v", err)
+	}
+	t.Logf("screenshots: %s", artifacts)
+}
+
+// startFPM runs php-fpm in the foreground with one pool on a unix socket in dir.
+func startFPM(t *testing.T, fpm, dir, sock string) {
+	t.Helper()
+	var user string
+	if os.Geteuid() == 0 {
+		user = "user = root\ngroup = root\n" // with -R below; FPM refuses root otherwise
+	}
+	conf := fmt.Sprintf(`[global]
+pid = %[1]s/fpm.pid
+error_log = %[1]s/fpm-error.log
+daemonize = no
+
+[app]
+%[2]slisten = %[3]s
+listen.mode = 0666
+pm = static
+pm.max_children = 4
+catch_workers_output = yes
+php_admin_value[session.save_path] = %[1]s/sessions
+php_admin_value[error_log] = %[1]s/php-error.log
+php_admin_flag[log_errors] = on
+`, dir, user, sock)
+	path := filepath.Join(dir, "php-fpm.conf")
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := start(t, "php-fpm", nil, fpm, "-R", "-F", "-y", path)
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, f := range []string{"fpm-error.log", "php-error.log"} {
+				b, _ := os.ReadFile(filepath.Join(dir, f))
+				t.Logf("--- %s:\n%s", f, b)
+			}
+		}
+	})
+	p.waitUntil(t, "socket "+sock, func() error { _, err := os.Stat(sock); return err })
+}
+
+// startNginx runs nginx in the foreground with one server per app: static files and *.php
+// through php-fpm, /ws proxied to the app's wsbridge (the snippet docs/php.md shows).
+func startNginx(t *testing.T, nginx, dir, sock string, apps []*app) *proc {
+	t.Helper()
+	var servers strings.Builder
+	for _, a := range apps {
+		var params strings.Builder
+		for k, v := range a.params {
+			fmt.Fprintf(&params, "            fastcgi_param %s %q;\n", k, v)
+		}
+		fmt.Fprintf(&servers, `
+    server {
+        listen %s;
+        root %s;
+        index index.php;
+
+        location = /ws {
+            proxy_pass http://%s;
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection "upgrade";
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_read_timeout 1h;
+        }
+        location ~ \.php$ {
+            try_files $uri =404;
+            include /etc/nginx/fastcgi_params;
+            fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;
+%s            fastcgi_pass unix:%s;
+        }
+    }
+`, strings.TrimPrefix(a.url, "http://"), a.root, a.bridge.public, params.String(), sock)
+	}
+	user := ""
+	if os.Geteuid() == 0 {
+		user = "user root;" // the workers must reach the FPM socket and the work tree
+	}
+	conf := fmt.Sprintf(`%[1]s
+daemon off;
+master_process on;
+worker_processes 1;
+pid %[2]s/nginx.pid;
+error_log %[2]s/nginx-error.log;
+events { worker_connections 256; }
+http {
+    access_log off;
+    client_body_temp_path %[2]s/nginx-tmp/body;
+    proxy_temp_path %[2]s/nginx-tmp/proxy;
+    fastcgi_temp_path %[2]s/nginx-tmp/fastcgi;
+    uwsgi_temp_path %[2]s/nginx-tmp/uwsgi;
+    scgi_temp_path %[2]s/nginx-tmp/scgi;
+    types { text/html html; text/css css; application/javascript js; image/png png; }
+    default_type application/octet-stream;
+%[3]s}
+`, user, dir, servers.String())
+	path := filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := start(t, "nginx", nil, nginx, "-p", dir, "-c", path, "-e", filepath.Join(dir, "nginx-error.log"))
+	t.Cleanup(func() {
+		if t.Failed() {
+			b, _ := os.ReadFile(filepath.Join(dir, "nginx-error.log"))
+			t.Logf("--- nginx-error.log:\n%s", b)
+		}
+	})
+	return p
+}
