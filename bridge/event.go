@@ -76,14 +76,14 @@ type HandshakeRequest struct {
 // Reply is what PHP may answer to any webhook. Every field is optional; an empty body or a 204
 // means "nothing to do". Which fields an event type allows is checked by DecodeReply.
 type Reply struct {
-	UserID      *string         `json:"user_id"`     // open only
-	Meta        json.RawMessage `json:"meta"`        // replaces the stored meta; a JSON object, or null to clear it
-	Join        []string        `json:"join"`        // channels this connection joins
-	Leave       []string        `json:"leave"`       // channels this connection leaves
-	Send        []Frame         `json:"send"`        // frames to this connection
-	Publish     []Publication   `json:"publish"`     // messages to other targets, as in POST /v1/publish
-	Close       *CloseRequest   `json:"close"`       // close this connection after sending "send"
-	Subprotocol *string         `json:"subprotocol"` // open only: one of the requested subprotocols
+	UserID      *string         `json:"user_id,omitempty"`     // open only
+	Meta        json.RawMessage `json:"meta,omitempty"`        // replaces the stored meta; a JSON object, or null to clear it
+	Join        []string        `json:"join,omitempty"`        // channels this connection joins
+	Leave       []string        `json:"leave,omitempty"`       // channels this connection leaves
+	Send        []Frame         `json:"send,omitempty"`        // frames to this connection
+	Publish     []Publication   `json:"publish,omitempty"`     // messages to other targets, as in POST /v1/publish
+	Close       *CloseRequest   `json:"close,omitempty"`       // close this connection after sending "send"
+	Subprotocol *string         `json:"subprotocol,omitempty"` // open only: one of the requested subprotocols
 }
 
 // CloseRequest asks for a connection to be closed with a code and reason.
