@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -524,5 +525,43 @@ func TestLogsCarryNoSecretsOrBodies(t *testing.T) {
 		if err := json.Unmarshal([]byte(line), &rec); err != nil || rec["msg"] == nil || rec["level"] == nil {
 			t.Errorf("log line is not a JSON record with msg and level: %s", line)
 		}
+	}
+}
+
+// TestReliabilityDocDefaults keeps the limits table of docs/reliability.md equal to the code's
+// defaults.
+func TestReliabilityDocDefaults(t *testing.T) {
+	raw, err := os.ReadFile("../docs/reliability.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defaults := map[string]string{}
+	for _, v := range ConfigVars() {
+		defaults[v.Name] = v.Default
+	}
+	rows := 0
+	for _, line := range strings.Split(string(raw), "\n") {
+		cells := strings.Split(line, "|")
+		if len(cells) < 4 || !strings.HasPrefix(strings.TrimSpace(cells[1]), "`WSBRIDGE_") {
+			continue
+		}
+		name := strings.Trim(strings.TrimSpace(cells[1]), "`")
+		doc := strings.TrimSpace(cells[2])
+		doc = strings.Trim(strings.TrimSuffix(doc, " (none)"), "`")
+		want, ok := defaults[name]
+		if !ok {
+			t.Errorf("reliability.md names %s, which is not a variable", name)
+			continue
+		}
+		if want == "" {
+			want = "0"
+		}
+		if doc != want {
+			t.Errorf("reliability.md gives %s a default of %q; the code's is %q", name, doc, want)
+		}
+		rows++
+	}
+	if rows < 10 {
+		t.Errorf("found only %d limit rows in reliability.md", rows)
 	}
 }
