@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
@@ -21,23 +20,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/wsbridge/wsbridge/bridge/testkit"
 )
-
-// requireTool returns the path of a program the end-to-end tests need. Under CI a missing
-// program fails the test (.ci/run installs it); on a developer machine the test is skipped
-// with a message naming what to install.
-func requireTool(t *testing.T, name, pkg string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err == nil {
-		return p
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatalf("%s is not installed (Debian package %s); CI must install it", name, pkg)
-	}
-	t.Skipf("%s is not installed: apt-get install %s to run this test", name, pkg)
-	return ""
-}
 
 // phpServer is `php -S` serving testdata/php, the way a developer runs a small app. It can be
 // stopped and started again on the same address, as a deploy or a crash would.
@@ -62,13 +46,8 @@ func startPHP(t *testing.T, secret string) *phpServer {
 // ends it.
 func newPHP(t *testing.T, env ...string) *phpServer {
 	t.Helper()
-	php := requireTool(t, "php", "php-cli")
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close() // php -S needs a port number; this one was free a moment ago
+	php := testkit.RequireTool(t, "php-cli", "php")
+	addr := testkit.FreeAddr(t) // php -S needs a port number
 	dir := t.TempDir()
 	p := &phpServer{URL: "http://" + addr, closeLog: filepath.Join(dir, "close.log"), php: php, addr: addr, dir: dir}
 	p.env = append(append(os.Environ(), "PHP_CLI_SERVER_WORKERS=4", "CLOSE_LOG="+p.closeLog), env...)
@@ -302,7 +281,7 @@ func TestEndToEndSignatureCheckedByPHP(t *testing.T) {
 		t.Fatalf("wrongly signed open: %v %v", err, resp)
 	}
 
-	out, err := exec.Command(requireTool(t, "php", "php-cli"), "testdata/php/vectors.php", "testdata/signature_vectors.json").CombinedOutput()
+	out, err := exec.Command(testkit.RequireTool(t, "php-cli", "php"), "testdata/php/vectors.php", "testdata/signature_vectors.json").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "0 failed") {
 		t.Fatalf("PHP against the shared vectors: %v\n%s", err, out)
 	}

@@ -26,6 +26,7 @@ import (
 	"testing"
 
 	"github.com/coder/websocket"
+	"github.com/wsbridge/wsbridge/bridge/testkit"
 )
 
 // faultPHP is php -S serving fault.php, with the faults it plays and the attempts it saw.
@@ -125,7 +126,7 @@ func faultBridge(t *testing.T, f *faultPHP, env ...string) (*Server, string) {
 }
 
 func TestFaultMatrix(t *testing.T) {
-	requireTool(t, "php", "php-cli")
+	testkit.RequireTool(t, "php-cli", "php")
 	for _, event := range []EventType{EventOpen, EventMessage, EventClose} {
 		for _, fault := range []string{"down", "slow", "error", "garbage", "huge"} {
 			t.Run(string(event)+"/"+fault, func(t *testing.T) {
@@ -633,13 +634,11 @@ func TestFaultSIGTERMWithThousandsOfConnections(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/wsbridge").CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := testkit.FreeAddr(t)
 	cmd := exec.Command(bin)
 	cmd.Env = append(os.Environ(), "WSBRIDGE_LISTEN="+addr, "WSBRIDGE_INTERNAL_LISTEN=127.0.0.1:0",
 		"WSBRIDGE_WEBHOOK_URL="+php.URL+"/fault.php", "WSBRIDGE_WEBHOOK_CONCURRENCY=8", "WSBRIDGE_LOG_LEVEL=warn")
-	stderr := &syncBuffer{}
+	stderr := &testkit.SyncBuffer{}
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

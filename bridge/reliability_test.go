@@ -11,13 +11,13 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
 	dto "github.com/prometheus/client_model/go"
+	"github.com/wsbridge/wsbridge/bridge/testkit"
 )
 
 // metricValue reads one series from the server's registry; labels are name, value pairs.
@@ -469,24 +469,6 @@ func TestHandshakeTimeoutAnswers503(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log destination for a test that reads it while the server writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestLogsCarryNoSecretsOrBodies(t *testing.T) {
 	t.Parallel()
 	const secret, token, body, reply = "webhook-secret-4c1e", "api-token-77aa", "client-body-9f3b", "php-reply-e21d"
@@ -498,7 +480,7 @@ func TestLogsCarryNoSecretsOrBodies(t *testing.T) {
 	})
 	cfg := testConfig(t, php.URL)
 	cfg.WebhookSecret, cfg.APIToken = secret, token
-	var logs syncBuffer
+	var logs testkit.SyncBuffer
 	srv := New(cfg, slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})), nil)
 	b := &testBridge{srv: srv, php: php}
 	b.public, b.internal = newServers(t, srv)

@@ -20,6 +20,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/wsbridge/wsbridge/bridge"
+	"github.com/wsbridge/wsbridge/bridge/testkit"
 )
 
 // waitLimit bounds every wait; it guards against hangs and makes no timing claim.
@@ -156,28 +157,10 @@ func TestRunBadEnvironment(t *testing.T) {
 	}
 }
 
-// syncBuffer collects a child's stderr; exec copies into it from its own goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // proc is a running wsbridge process.
 type proc struct {
 	cmd    *exec.Cmd
-	stderr *syncBuffer
+	stderr *testkit.SyncBuffer
 	exited chan struct{} // closed once Wait has returned
 }
 
@@ -192,7 +175,7 @@ func startProc(t *testing.T, environ ...string) *proc {
 			env = append(env, kv)
 		}
 	}
-	p := &proc{cmd: exec.Command(bin), stderr: &syncBuffer{}, exited: make(chan struct{})}
+	p := &proc{cmd: exec.Command(bin), stderr: &testkit.SyncBuffer{}, exited: make(chan struct{})}
 	p.cmd.Env = append(env, environ...)
 	p.cmd.Stderr = p.stderr
 	if err := p.cmd.Start(); err != nil {
@@ -258,17 +241,6 @@ func (p *proc) waitReady(t *testing.T, client *http.Client, url string) {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-}
-
-// freeAddr returns a loopback address with a port that was free a moment ago.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // hook is the part of a webhook body the fake PHP looks at.
@@ -345,7 +317,7 @@ func TestProcessGracefulShutdown(t *testing.T) {
 	t.Parallel()
 	const clients = 50
 	php := newFakePHP(t)
-	public, internal := freeAddr(t), freeAddr(t)
+	public, internal := testkit.FreeAddr(t), testkit.FreeAddr(t)
 	p := startProc(t,
 		"WSBRIDGE_LISTEN="+public,
 		"WSBRIDGE_INTERNAL_LISTEN="+internal,
@@ -447,7 +419,7 @@ func TestProcessUnixSocket(t *testing.T) {
 	sock := filepath.Join(dir, "api.sock")
 	php := newFakePHP(t) // /readyz needs PHP reachable
 	p := startProc(t,
-		"WSBRIDGE_LISTEN="+freeAddr(t),
+		"WSBRIDGE_LISTEN="+testkit.FreeAddr(t),
 		"WSBRIDGE_INTERNAL_LISTEN=unix:"+sock,
 		"WSBRIDGE_WEBHOOK_URL="+php.URL,
 	)
@@ -484,9 +456,9 @@ func TestProcessUnixSocket(t *testing.T) {
 // TestProcessPublicInternalNeedsToken refuses to expose the push API without a token.
 func TestProcessPublicInternalNeedsToken(t *testing.T) {
 	t.Parallel()
-	_, port, _ := net.SplitHostPort(freeAddr(t))
+	_, port, _ := net.SplitHostPort(testkit.FreeAddr(t))
 	p := startProc(t,
-		"WSBRIDGE_LISTEN="+freeAddr(t),
+		"WSBRIDGE_LISTEN="+testkit.FreeAddr(t),
 		"WSBRIDGE_INTERNAL_LISTEN=0.0.0.0:"+port,
 		"WSBRIDGE_WEBHOOK_URL=http://127.0.0.1:9/never-called",
 	)

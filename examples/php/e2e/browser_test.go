@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/wsbridge/wsbridge/bridge/testkit"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,15 +26,15 @@ type app struct {
 // PHP through php-fpm, /ws proxied to wsbridge), webhooks from wsbridge to nginx, pushes from
 // PHP to wsbridge's internal API. browser.mjs then drives Debian's chromium through them.
 func TestBrowser(t *testing.T) {
-	nginx := requireTool(t, "nginx", "nginx", "/usr/sbin/nginx")
+	nginx := testkit.RequireTool(t, "nginx", "nginx", "/usr/sbin/nginx")
 	// Debian names the binary after the PHP version (php-fpm8.2) and keeps it in /usr/sbin.
 	fpms, _ := filepath.Glob("/usr/sbin/php-fpm*")
-	fpm := requireTool(t, "php-fpm", append([]string{"php-fpm"}, fpms...)...)
-	requireTool(t, "php-cli", "php")
-	node := requireTool(t, "nodejs", "node")
-	chromium := requireTool(t, "chromium", "chromium", "/usr/bin/chromium")
+	fpm := testkit.RequireTool(t, "php-fpm", append([]string{"php-fpm"}, fpms...)...)
+	testkit.RequireTool(t, "php-cli", "php")
+	node := testkit.RequireTool(t, "nodejs", "node")
+	chromium := testkit.RequireTool(t, "chromium", "chromium", "/usr/bin/chromium")
 	if _, err := os.Stat("node_modules/playwright-core/package.json"); err != nil {
-		missing(t, "playwright-core is not installed: run `npm ci` in examples/php/e2e")
+		testkit.Missing(t, "playwright-core is not installed: run `npm ci` in examples/php/e2e")
 	}
 
 	dir := t.TempDir()
@@ -54,7 +55,7 @@ func TestBrowser(t *testing.T) {
 	const token = "e2e-api-token"
 	// The bridges first: nginx's config needs their ports, they need only nginx's port numbers.
 	for _, a := range apps {
-		a.url = "http://" + freeAddr(t)
+		a.url = "http://" + testkit.FreeAddr(t)
 		a.bridge = startBridge(t, "wsbridge-"+a.name, map[string]string{
 			"WSBRIDGE_WEBHOOK_URL":    a.url + "/webhook.php",
 			"WSBRIDGE_WEBHOOK_SECRET": a.secret,

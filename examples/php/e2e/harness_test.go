@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/wsbridge/wsbridge/bridge/testkit"
 	"net"
 	"net/http"
 	"os"
@@ -24,29 +25,6 @@ const startLimit = 30 * time.Second
 
 // repoRoot is where go.mod is: tests run in the package directory.
 var repoRoot, _ = filepath.Abs("../../..")
-
-// requireTool returns the path of the first of names found on PATH (or as an absolute path).
-// Under CI a missing program fails the test (.ci/run installs it); on a developer machine the
-// test is skipped with a message naming what to install.
-func requireTool(t *testing.T, pkg string, names ...string) string {
-	t.Helper()
-	for _, name := range names {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	missing(t, fmt.Sprintf("%s is not installed (Debian package %s)", strings.Join(names, " or "), pkg))
-	return ""
-}
-
-// missing fails under CI and skips elsewhere, saying what is missing.
-func missing(t *testing.T, what string) {
-	t.Helper()
-	if os.Getenv("CI") != "" {
-		t.Fatalf("%s; CI must provide it (.ci/run installs it)", what)
-	}
-	t.Skipf("%s: skipping", what)
-}
 
 var build struct {
 	once sync.Once
@@ -87,18 +65,6 @@ func TestMain(m *testing.M) {
 		os.RemoveAll(buildDir)
 	}
 	os.Exit(code)
-}
-
-// freeAddr returns a loopback address that was free a moment ago (for programs that need a
-// port number rather than a listener).
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 // proc is a started program whose output goes to a log file in the test's temp dir.
@@ -213,10 +179,10 @@ func startBridge(t *testing.T, name string, env map[string]string) *bridge {
 	for attempt := 1; ; attempt++ {
 		b := &bridge{public: env["WSBRIDGE_LISTEN"], internal: env["WSBRIDGE_INTERNAL_LISTEN"]}
 		if b.public == "" {
-			b.public = freeAddr(t)
+			b.public = testkit.FreeAddr(t)
 		}
 		if b.internal == "" {
-			b.internal = freeAddr(t)
+			b.internal = testkit.FreeAddr(t)
 		}
 		vars := []string{"WSBRIDGE_LISTEN=" + b.public, "WSBRIDGE_INTERNAL_LISTEN=" + b.internal, "WSBRIDGE_SHUTDOWN_TIMEOUT=10s"}
 		for k, v := range env {

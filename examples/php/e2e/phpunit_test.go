@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/wsbridge/wsbridge/bridge/testkit"
 )
 
 // openStub answers open webhooks as a minimal app would: the user is ?user=, the channels
@@ -67,10 +68,10 @@ func dial(t *testing.T, b *bridge, user, channels string) *websocket.Conn {
 // two real wsbridge processes: one with its push API on TCP behind a token, one on a unix socket.
 // Then it checks on the sockets that what PHP sent arrived: the kick and a binary publication.
 func TestPHPUnit(t *testing.T) {
-	requireTool(t, "php-cli", "php")
-	phpunit := requireTool(t, "phpunit", "phpunit")
+	testkit.RequireTool(t, "php-cli", "php")
+	phpunit := testkit.RequireTool(t, "phpunit", "phpunit")
 	if out, err := exec.Command("php", "-r", `exit(extension_loaded("curl") ? 0 : 1);`).CombinedOutput(); err != nil {
-		missing(t, "the PHP curl extension is not loaded (Debian package php-curl): "+string(out))
+		testkit.Missing(t, "the PHP curl extension is not loaded (Debian package php-curl): "+string(out))
 	}
 
 	stub := openStub(t)
@@ -102,7 +103,7 @@ func TestPHPUnit(t *testing.T) {
 		"WSBRIDGE_TEST_TOKEN="+token,
 		"WSBRIDGE_TEST_SOCKET="+sock,
 		"WSBRIDGE_TEST_BLOB_HEX="+hex.EncodeToString(blob),
-		"WSBRIDGE_TEST_CLOSED_URL=http://"+freeAddr(t),
+		"WSBRIDGE_TEST_CLOSED_URL=http://"+testkit.FreeAddr(t),
 	)
 	out, err := cmd.CombinedOutput()
 	t.Logf("phpunit:\n%s", out)
