@@ -48,14 +48,18 @@ var _ Client = (*conn)(nil)
 func (c *conn) ID() string { return c.id }
 
 // Close records why the connection ends and wakes the writer, which closes the socket. Only the
-// first call counts, so the close webhook reports the real cause, not its echo.
-func (c *conn) Close(code int, reason string, by Initiator) {
+// first call counts, so the close webhook reports the real cause, not its echo; it alone reports
+// true.
+func (c *conn) Close(code int, reason string, by Initiator) bool {
+	first := false
 	c.closeOnce.Do(func() {
+		first = true
 		c.closeMu.Lock()
 		c.code, c.reason, c.initiator = code, reason, by
 		c.closeMu.Unlock()
 		close(c.closing)
 	})
+	return first
 }
 
 func (c *conn) setSocket(ws *websocket.Conn) {

@@ -20,8 +20,8 @@ type Client interface {
 	// slow consumer.
 	Send(Frame) bool
 	// Close asks the client to close with a code and reason and returns at once. The first
-	// request wins; later ones are ignored.
-	Close(code int, reason string, by Initiator)
+	// request wins; later ones are ignored and report false.
+	Close(code int, reason string, by Initiator) bool
 }
 
 // Counters are a connection's message counts, updated by the connection and read by the hub.
@@ -292,12 +292,16 @@ func (h *Hub) CloseConnections(ctx context.Context, to Targets, req CloseRequest
 	return n, h.broker.Publish(ctx, Envelope{Origin: h.node, Op: OpClose, Targets: to, Close: &req})
 }
 
+// closeLocal closes the matching local connections and counts those this call closed: one that
+// was already closing (asked twice, or ending on its own) is not counted again.
 func (h *Hub) closeLocal(to Targets, req CloseRequest, by Initiator) int {
-	ms := h.match(to)
-	for _, m := range ms {
-		m.client.Close(req.Code, req.Reason, by)
+	n := 0
+	for _, m := range h.match(to) {
+		if m.client.Close(req.Code, req.Reason, by) {
+			n++
+		}
 	}
-	return len(ms)
+	return n
 }
 
 // Subscribe makes the targeted connections join (or, with leave, leave) a channel and returns

@@ -14,7 +14,7 @@ type benchClient struct {
 
 func (c *benchClient) ID() string                   { return c.id }
 func (c *benchClient) Send(Frame) bool              { c.n++; return true }
-func (c *benchClient) Close(int, string, Initiator) {}
+func (c *benchClient) Close(int, string, Initiator) bool { return true }
 
 // BenchmarkHubPublishChannel measures fan-out of one publication to a channel of n members:
 // the frame is built once and shared by every recipient.

@@ -199,6 +199,10 @@ func TestCloseUserAndJoinLeaveByAPI(t *testing.T) {
 	if st := b.api(t, "POST", "/v1/users/ann/close", `{"code": 4003, "reason": "logged out"}`, &closed); st != 200 || closed["closed"] != 2 {
 		t.Fatalf("close user: %d %v", st, closed)
 	}
+	// Asked again while those two are still closing: nothing more was closed.
+	if st := b.api(t, "POST", "/v1/users/ann/close", `{"code": 4004, "reason": "again"}`, &closed); st != 200 || closed["closed"] != 0 {
+		t.Errorf("second close of the same user: %d %v, want 0 closed", st, closed)
+	}
 	for _, i := range []int{0, 1} {
 		if ce := readClose(t, cs[i].ws); ce.Code != 4003 || ce.Reason != "logged out" {
 			t.Errorf("client %d closed with %v", i, ce)
