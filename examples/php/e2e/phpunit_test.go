@@ -77,8 +77,9 @@ func TestPHPUnit(t *testing.T) {
 	stub := openStub(t)
 	const token = "phpunit-token"
 	tcp := startBridge(t, "wsbridge-tcp", map[string]string{
-		"WSBRIDGE_WEBHOOK_URL": stub.URL,
-		"WSBRIDGE_API_TOKEN":   token,
+		"WSBRIDGE_WEBHOOK_URL":  stub.URL,
+		"WSBRIDGE_API_TOKEN":    token,
+		"WSBRIDGE_MAX_CHANNELS": "3", // testJoinBeyondTheChannelLimit
 	})
 	sock := filepath.Join(t.TempDir(), "api.sock")
 	unix := startBridge(t, "wsbridge-unix", map[string]string{

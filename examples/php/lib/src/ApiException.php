@@ -12,7 +12,7 @@ class ApiException extends ClientException
 {
     public function __construct(
         public readonly int $status,
-        /** The API's error code: bad_request, unauthorized, not_found, too_large, broker_error. */
+        /** The API's error code: bad_request, unauthorized, not_found, too_large, limit, broker_error. */
         public readonly string $error,
         public readonly string $detail,
         string $request,
@@ -32,6 +32,7 @@ class ApiException extends ClientException
             'unauthorized' => UnauthorizedException::class,
             'not_found' => NotFoundException::class,
             'too_large' => TooLargeException::class,
+            'limit' => LimitException::class,
             'broker_error' => BrokerException::class,
             default => self::class,
         };

@@ -8,6 +8,7 @@ use PHPUnit\Framework\TestCase;
 use WsBridge\ApiException;
 use WsBridge\BadRequestException;
 use WsBridge\Client;
+use WsBridge\LimitException;
 use WsBridge\NotFoundException;
 use WsBridge\Publication;
 use WsBridge\TooLargeException;
@@ -103,6 +104,23 @@ final class ClientTest extends TestCase
         self::assertSame(1, $api->channel('room:b')['count']);
         self::assertSame(1, $api->leave('room:b', users: ['alice']));
         self::assertSame(0, $api->connections(channel: 'room:b')['count']);
+    }
+
+    public function testJoinBeyondTheChannelLimit(): void
+    {
+        $api = self::api(); // this bridge runs with WSBRIDGE_MAX_CHANNELS=3; alice is in room:a
+        self::assertSame(2, $api->join('room:c', users: ['alice']));
+        self::assertSame(2, $api->join('room:d', users: ['alice']));
+        try {
+            $api->join('room:e', users: ['alice']);
+            self::fail('a fourth channel was joined');
+        } catch (LimitException $e) {
+            self::assertSame([409, 'limit'], [$e->status, $e->error]);
+            self::assertStringContainsString('WSBRIDGE_MAX_CHANNELS', $e->detail);
+        }
+        self::assertSame(0, $api->channel('room:e')['count'], 'a refused join joined nobody');
+        $api->leave('room:c', users: ['alice']);
+        $api->leave('room:d', users: ['alice']);
     }
 
     public function testTypedErrorsCarryTheApisWords(): void
