@@ -73,6 +73,18 @@ func (b *breaker) exit(probe, success bool) {
 	}
 }
 
+// abandon records an attempt the caller gave up on (shutdown, a handshake deadline): it says
+// nothing about PHP, so only a probe's place is given back.
+func (b *breaker) abandon(probe bool) {
+	if !probe {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.probing = false
+	b.notifyLocked(true, false) // waiters may probe now
+}
+
 // open reports whether PHP is considered down.
 func (b *breaker) open() bool {
 	b.mu.Lock()

@@ -135,8 +135,11 @@ func (w *webhooks) send(ctx context.Context, ev *Event, traceparent string, hold
 			start := time.Now()
 			res, err = w.attempt(ctx, ev, body, traceparent, sent)
 			success := err == nil && res.Status < 500 || errors.Is(err, errMalformedReply)
-			// When the caller gave up (shutdown, handshake deadline), PHP is not to blame.
-			w.breaker.exit(probe, success || ctx.Err() != nil)
+			if !success && ctx.Err() != nil {
+				w.breaker.abandon(probe) // the caller gave up; PHP is not to blame
+			} else {
+				w.breaker.exit(probe, success)
+			}
 			w.metrics.webhookAttempt(ev.Type, attemptOutcome(res, err), time.Since(start))
 			if success || !retryable(res, err) || ctx.Err() != nil {
 				return res, err
