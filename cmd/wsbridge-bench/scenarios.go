@@ -34,6 +34,14 @@ type env struct {
 	log     io.Writer
 }
 
+// cpu is the bridge's CPU seconds so far (0 when its pid is unknown).
+func (e *env) cpu() float64 {
+	if e.pid == 0 {
+		return 0
+	}
+	return cpuSeconds(e.pid)
+}
+
 func (e *env) logf(format string, args ...any) { fmt.Fprintf(e.log, format+"\n", args...) }
 
 // post sends one push API request and returns its status and body.
@@ -186,11 +194,13 @@ type Phase struct {
 	ItemsPerSec   float64 `json:"items_per_sec"` // publications the API took per second
 	DeliveriesSec float64 `json:"deliveries_per_sec"`
 	Latency       Dist    `json:"latency"`
+	// BridgeCPUus is the bridge's CPU time (user + system) per delivery, in microseconds.
+	BridgeCPUus float64 `json:"bridge_cpu_us_per_delivery,omitempty"`
 }
 
 func (p Phase) String() string {
-	return fmt.Sprintf("%-22s %6d items in %6.2fs API (%8.0f/s); %8d/%d deliveries in %6.2fs = %9.0f deliveries/s; latency %s",
-		p.Name, p.Items, p.APISeconds, p.ItemsPerSec, p.Delivered, p.Expected, p.Seconds, p.DeliveriesSec, p.Latency)
+	return fmt.Sprintf("%-22s %6d items in %6.2fs API (%8.0f/s); %8d/%d deliveries in %6.2fs = %9.0f deliveries/s (bridge CPU %.1f µs each); latency %s",
+		p.Name, p.Items, p.APISeconds, p.ItemsPerSec, p.Delivered, p.Expected, p.Seconds, p.DeliveriesSec, p.BridgeCPUus, p.Latency)
 }
 
 // runPhase posts bodies (each carrying items publications) with workers in parallel, paced to
@@ -198,6 +208,7 @@ func (p Phase) String() string {
 func (e *env) runPhase(ctx context.Context, f *fleet, name string, bodies func(i int, now time.Time) []byte, requests, items int, expected int64, rate float64, workers int) (Phase, error) {
 	f.takeLatencies()
 	base := f.frames.Load()
+	cpu0 := e.cpu()
 	var next atomic.Int64
 	var firstErr error
 	var errOnce sync.Once
@@ -238,6 +249,9 @@ func (e *env) runPhase(ctx context.Context, f *fleet, name string, bodies func(i
 	p := Phase{Name: name, Requests: requests, Items: items, Expected: expected, Delivered: got,
 		Seconds: el.Seconds(), APISeconds: api.Seconds(), ItemsPerSec: float64(items) / api.Seconds(),
 		DeliveriesSec: float64(got) / el.Seconds(), Latency: f.takeLatencies()}
+	if got > 0 && e.pid != 0 {
+		p.BridgeCPUus = (e.cpu() - cpu0) * 1e6 / float64(got)
+	}
 	e.logf("%s", p)
 	return p, nil
 }
@@ -340,6 +354,8 @@ type WebhookRun struct {
 	Messages  int64   `json:"messages"`
 	PerSec    float64 `json:"per_sec"`
 	LatencyMS Dist    `json:"latency"`
+	// BridgeCPUus is the bridge's CPU time per message, in microseconds.
+	BridgeCPUus float64 `json:"bridge_cpu_us_per_message,omitempty"`
 }
 
 // WebhookResult compares client messages through the bridge with wrk hitting PHP directly.
@@ -392,6 +408,7 @@ func (e *env) echoLoop(ctx context.Context, clients int) (WebhookRun, error) {
 		return WebhookRun{}, err
 	}
 	f.takeLatencies()
+	cpu0 := e.cpu()
 	var total atomic.Int64
 	var firstErr error
 	var errOnce sync.Once
@@ -421,7 +438,11 @@ func (e *env) echoLoop(ctx context.Context, clients int) (WebhookRun, error) {
 	wg.Wait()
 	el := time.Since(t0)
 	r := WebhookRun{Clients: clients, Messages: total.Load(), PerSec: float64(total.Load()) / el.Seconds(), LatencyMS: f.takeLatencies()}
-	e.logf("webhook via bridge, %3d clients: %6d messages in %s = %7.0f msg/s; round trip %s", clients, r.Messages, el.Round(time.Millisecond), r.PerSec, r.LatencyMS)
+	if r.Messages > 0 && e.pid != 0 {
+		r.BridgeCPUus = (e.cpu() - cpu0) * 1e6 / float64(r.Messages)
+	}
+	e.logf("webhook via bridge, %3d clients: %6d messages in %s = %7.0f msg/s (bridge CPU %.1f µs each); round trip %s",
+		clients, r.Messages, el.Round(time.Millisecond), r.PerSec, r.BridgeCPUus, r.LatencyMS)
 	return r, firstErr
 }
 

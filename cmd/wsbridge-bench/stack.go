@@ -315,6 +315,23 @@ func rssKiB(pid int) (int64, error) {
 	return 0, errors.New("no VmRSS line")
 }
 
+// cpuSeconds reads the user + system CPU time pid has used, from /proc/PID/stat (fields 14
+// and 15, in clock ticks of 1/100 s, USER_HZ on Linux).
+func cpuSeconds(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The command name (field 2) may hold spaces; the fields after its closing ")" do not.
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (u + st) / 100
+}
+
 // gcTrace keeps the last line GODEBUG=gctrace=1 printed: the live heap after marking and the
 // stack bytes scanned, in MB, as the runtime itself counts them.
 type gcTrace struct {
