@@ -45,7 +45,6 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		srv:         s,
 		log:         s.log.With("conn", id),
 		traceparent: r.Header.Get("Traceparent"),
-		queue:       make(chan Frame, s.cfg.SendQueue),
 		writerDone:  make(chan struct{}),
 		closing:     make(chan struct{}),
 	}

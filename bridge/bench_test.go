@@ -95,7 +95,7 @@ func BenchmarkConnWriter(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer client.CloseNow()
-	c := &conn{id: "bench", srv: s, queue: make(chan Frame, s.cfg.SendQueue), writerDone: make(chan struct{}), closing: make(chan struct{})}
+	c := &conn{id: "bench", srv: s, writerDone: make(chan struct{}), closing: make(chan struct{})}
 	c.setSocket(<-accepted)
 	go c.writeLoop(context.Background())
 

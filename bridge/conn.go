@@ -13,8 +13,8 @@ import (
 )
 
 // conn is one accepted WebSocket: a read loop (the HTTP handler's goroutine) that turns frames
-// into message webhooks one at a time, a writer goroutine that owns the socket's writes, and a
-// ping goroutine that detects dead peers.
+// into message webhooks one at a time, and a writer goroutine that owns the socket's writes and
+// starts a short-lived ping every PING_INTERVAL to detect dead peers.
 type conn struct {
 	id  string
 	srv *Server
@@ -27,7 +27,8 @@ type conn struct {
 	opened      time.Time
 	counters    Counters
 
-	queue      chan Frame
+	queue      sendQueue
+	wtimer     *time.Timer // the write timeout, re-armed per write; owned by the writer
 	writerDone chan struct{}
 	busy       atomic.Bool // a message webhook is in flight and reads are paused
 
@@ -137,7 +138,6 @@ func (c *conn) deliverMessage(ctx context.Context, seq uint64, binary bool, data
 // only after the close webhook was answered (or failed), which is what shutdown waits for.
 func (c *conn) run(ctx context.Context) {
 	go c.writeLoop(ctx)
-	go c.pingLoop(ctx)
 	c.readLoop(ctx)
 	// The read loop ends when the socket is closed; make sure the writer stops too even if
 	// the socket ended without anyone calling Close (then readFailed did).

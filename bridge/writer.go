@@ -2,6 +2,8 @@ package bridge
 
 import (
 	"context"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -16,13 +18,82 @@ func (c *conn) Send(f Frame) bool {
 		return false
 	default:
 	}
-	select {
-	case c.queue <- f:
-		return true
-	default:
+	if !c.queue.push(f, c.srv.cfg.SendQueue) {
 		c.dropSlow("slow consumer")
 		return false
 	}
+	return true
+}
+
+// sendQueue holds the frames waiting for a connection's writer, at most SEND_QUEUE of them.
+// It is a slice that grows with use, not a channel of SEND_QUEUE slots made up front: most
+// connections are idle most of the time, and a 256-slot channel of frames cost every one of
+// them 9.5 KiB of heap. Its zero value is an empty queue.
+type sendQueue struct {
+	mu     sync.Mutex
+	frames []Frame // frames[head:] wait, oldest first
+	head   int
+	// wake holds a token when frames may be waiting; the writer sleeps on it. Made on first
+	// use under mu, since Send may run before the writer starts.
+	wake chan struct{}
+}
+
+// push appends f unless limit frames already wait. It never blocks.
+func (q *sendQueue) push(f Frame, limit int) bool {
+	q.mu.Lock()
+	if len(q.frames)-q.head >= limit {
+		q.mu.Unlock()
+		return false
+	}
+	if len(q.frames) == cap(q.frames) && q.head > 0 {
+		// Reuse the written-out front rather than grow: the slice stays within about twice
+		// the limit even when the writer never quite catches up.
+		n := copy(q.frames, q.frames[q.head:])
+		clear(q.frames[n:])
+		q.frames, q.head = q.frames[:n], 0
+	}
+	q.frames = append(q.frames, f)
+	wake := q.wakeLocked()
+	q.mu.Unlock()
+	select {
+	case wake <- struct{}{}:
+	default: // a token is already there
+	}
+	return true
+}
+
+// pop takes the oldest frame. When the queue runs empty a large slice is let go, so that a
+// burst does not leave an idle connection holding its peak.
+func (q *sendQueue) pop() (Frame, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.head == len(q.frames) {
+		if cap(q.frames) > 16 {
+			q.frames = nil
+		} else {
+			q.frames = q.frames[:0]
+		}
+		q.head = 0
+		return Frame{}, false
+	}
+	f := q.frames[q.head]
+	q.frames[q.head] = Frame{} // the writer is done with it after this; do not pin its bytes
+	q.head++
+	return f, true
+}
+
+// signal returns the channel that gets a token after a push.
+func (q *sendQueue) signal() <-chan struct{} {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.wakeLocked()
+}
+
+func (q *sendQueue) wakeLocked() chan struct{} {
+	if q.wake == nil {
+		q.wake = make(chan struct{}, 1)
+	}
+	return q.wake
 }
 
 // dropSlow cuts off a client that does not read. No close frame is attempted: the writer is
@@ -42,16 +113,53 @@ func (c *conn) dropSlow(reason string) {
 // writeLoop is the only goroutine that writes data frames to the socket, so frames go out in
 // queue order and one place owns the write timeout. When a close is requested it writes what is
 // already queued (unless the client is the reason the queue is full), then closes the socket.
+// It also keeps the keepalive clock, so that a connection needs no goroutine of its own just to
+// wait for the next ping.
 func (c *conn) writeLoop(ctx context.Context) {
 	defer close(c.writerDone)
+	// Writes get a context that is never cancelled. coder/websocket registers a write whose
+	// context can be cancelled with context.AfterFunc, which takes the parent's lock: with the
+	// server's base context that is one lock and one map shared by every connection's every
+	// write, the hottest spot of a broadcast. The write timer bounds each write instead, and a
+	// shutdown that gives up cancels the reads, which closes the socket under a blocked write.
+	wctx := context.WithoutCancel(ctx)
+	wake := c.queue.signal()
+	tick := time.NewTicker(c.srv.cfg.PingInterval)
+	defer tick.Stop()
+	var pinging atomic.Bool
+	// A ping waits up to PING_TIMEOUT for the pong; it must not hold up writes, so it runs
+	// apart, one at a time, as a loop of pings would.
+	ping := func() {
+		if pinging.CompareAndSwap(false, true) {
+			go func() {
+				defer pinging.Store(false)
+				c.ping(ctx)
+			}()
+		}
+	}
 	for {
+		// A requested close goes first (finish flushes what is queued anyway), and a due ping
+		// is started even while frames keep coming.
 		select {
-		case f := <-c.queue:
-			if !c.write(ctx, f) {
+		case <-c.closing:
+			c.finish(wctx)
+			return
+		case <-tick.C:
+			ping()
+		default:
+		}
+		if f, ok := c.queue.pop(); ok {
+			if !c.write(wctx, f) {
 				return
 			}
+			continue
+		}
+		select {
+		case <-wake:
+		case <-tick.C:
+			ping()
 		case <-c.closing:
-			c.finish(ctx)
+			c.finish(wctx)
 			return
 		}
 	}
@@ -64,10 +172,15 @@ func (c *conn) write(ctx context.Context, f Frame) bool {
 	}
 	// A timer rather than a context deadline: coder/websocket closes the socket when a write's
 	// context expires, and the read loop would then report the close as the client's doing
-	// before the writer could say why. Here the cause is recorded first.
-	timer := time.AfterFunc(c.srv.cfg.WriteTimeout, func() { c.dropSlow("write timeout") })
+	// before the writer could say why. Here the cause is recorded first. One timer per
+	// connection, made at its first write and re-armed for each, rather than one per frame.
+	if c.wtimer == nil {
+		c.wtimer = time.AfterFunc(c.srv.cfg.WriteTimeout, func() { c.dropSlow("write timeout") })
+	} else {
+		c.wtimer.Reset(c.srv.cfg.WriteTimeout)
+	}
 	err := c.ws.Write(ctx, typ, f.Data)
-	timer.Stop()
+	c.wtimer.Stop()
 	if err != nil {
 		c.Close(int(websocket.StatusAbnormalClosure), "write failed", InitiatorServer)
 		c.ws.CloseNow()
@@ -88,43 +201,32 @@ func (c *conn) finish(ctx context.Context) {
 		return
 	}
 	for {
-		select {
-		case f := <-c.queue:
-			if !c.write(ctx, f) {
-				return
-			}
-		default:
+		f, ok := c.queue.pop()
+		if !ok {
 			// Close waits for the peer's close frame; the read loop receives it and ends.
 			c.ws.Close(websocket.StatusCode(code), reason)
+			return
+		}
+		if !c.write(ctx, f) {
 			return
 		}
 	}
 }
 
-// pingLoop detects dead peers: a client that does not answer a ping within PING_TIMEOUT is
+// ping detects a dead peer: a client that does not answer a ping within PING_TIMEOUT is
 // closed. coder/websocket's Ping does not close the connection on timeout, so this does.
-func (c *conn) pingLoop(ctx context.Context) {
-	t := time.NewTicker(c.srv.cfg.PingInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-c.closing:
-			return
-		case <-t.C:
-		}
-		// Pongs are read by the read loop, which pauses while PHP answers a message webhook
-		// (that pause is the backpressure on the client). A ping during the pause would time
-		// out on a healthy client, so a ping is only judged if no message arrived meanwhile.
-		if c.busy.Load() {
-			continue
-		}
-		before := c.counters.In.Load()
-		pctx, cancel := context.WithTimeout(ctx, c.srv.cfg.PingTimeout)
-		err := c.ws.Ping(pctx)
-		cancel()
-		if err != nil && !c.busy.Load() && c.counters.In.Load() == before {
-			c.Close(int(websocket.StatusAbnormalClosure), "ping timeout", InitiatorServer)
-			return
-		}
+func (c *conn) ping(ctx context.Context) {
+	// Pongs are read by the read loop, which pauses while PHP answers a message webhook
+	// (that pause is the backpressure on the client). A ping during the pause would time
+	// out on a healthy client, so a ping is only judged if no message arrived meanwhile.
+	if c.busy.Load() {
+		return
+	}
+	before := c.counters.In.Load()
+	pctx, cancel := context.WithTimeout(ctx, c.srv.cfg.PingTimeout)
+	err := c.ws.Ping(pctx)
+	cancel()
+	if err != nil && !c.busy.Load() && c.counters.In.Load() == before {
+		c.Close(int(websocket.StatusAbnormalClosure), "ping timeout", InitiatorServer)
 	}
 }
