@@ -17,7 +17,7 @@ while [ "$i" -le "$RUNS" ]; do
 	"$BENCH" -bridge "$BIN" -scenario idle -counts 1000,10000,19800 -json "$OUT/idle-$i.json"
 	"$BENCH" -bridge "$BIN" -scenario connect -n 10000 -json "$OUT/connect-go-$i.json"
 	"$BENCH" -bridge "$BIN" -scenario connect -n 2000 -php -json "$OUT/connect-php-$i.json"
-	"$BENCH" -bridge "$BIN" -scenario broadcast -n 10000 -m 100 -rate 20 -json "$OUT/broadcast-$i.json"
+	"$BENCH" -bridge "$BIN" -scenario broadcast -n 10000 -m 100 -rate 5 -json "$OUT/broadcast-$i.json"
 	"$BENCH" -bridge "$BIN" -scenario push -n 10000 -json "$OUT/push-$i.json"
 	"$BENCH" -bridge "$BIN" -scenario webhook -php -clients 8 -duration 10s -json "$OUT/webhook-$i.json"
 	i=$((i + 1))

@@ -196,11 +196,14 @@ type Phase struct {
 	Latency       Dist    `json:"latency"`
 	// BridgeCPUus is the bridge's CPU time (user + system) per delivery, in microseconds.
 	BridgeCPUus float64 `json:"bridge_cpu_us_per_delivery,omitempty"`
+	// ToolCPUus is this load generator's CPU time per delivery: on a shared machine, what
+	// the clients cost is CPU the bridge did not get.
+	ToolCPUus float64 `json:"tool_cpu_us_per_delivery,omitempty"`
 }
 
 func (p Phase) String() string {
-	return fmt.Sprintf("%-22s %6d items in %6.2fs API (%8.0f/s); %8d/%d deliveries in %6.2fs = %9.0f deliveries/s (bridge CPU %.1f µs each); latency %s",
-		p.Name, p.Items, p.APISeconds, p.ItemsPerSec, p.Delivered, p.Expected, p.Seconds, p.DeliveriesSec, p.BridgeCPUus, p.Latency)
+	return fmt.Sprintf("%-22s %6d items in %6.2fs API (%8.0f/s); %8d/%d deliveries in %6.2fs = %9.0f deliveries/s (CPU µs each: bridge %.1f, clients %.1f); latency %s",
+		p.Name, p.Items, p.APISeconds, p.ItemsPerSec, p.Delivered, p.Expected, p.Seconds, p.DeliveriesSec, p.BridgeCPUus, p.ToolCPUus, p.Latency)
 }
 
 // runPhase posts bodies (each carrying items publications) with workers in parallel, paced to
@@ -208,7 +211,7 @@ func (p Phase) String() string {
 func (e *env) runPhase(ctx context.Context, f *fleet, name string, bodies func(i int, now time.Time) []byte, requests, items int, expected int64, rate float64, workers int) (Phase, error) {
 	f.takeLatencies()
 	base := f.frames.Load()
-	cpu0 := e.cpu()
+	cpu0, self0 := e.cpu(), cpuSeconds(os.Getpid())
 	var next atomic.Int64
 	var firstErr error
 	var errOnce sync.Once
@@ -251,6 +254,7 @@ func (e *env) runPhase(ctx context.Context, f *fleet, name string, bodies func(i
 		DeliveriesSec: float64(got) / el.Seconds(), Latency: f.takeLatencies()}
 	if got > 0 && e.pid != 0 {
 		p.BridgeCPUus = (e.cpu() - cpu0) * 1e6 / float64(got)
+		p.ToolCPUus = (cpuSeconds(os.Getpid()) - self0) * 1e6 / float64(got)
 	}
 	e.logf("%s", p)
 	return p, nil
