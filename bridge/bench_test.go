@@ -97,7 +97,7 @@ func BenchmarkConnWriter(b *testing.B) {
 	defer client.CloseNow()
 	c := &conn{id: "bench", srv: s, writerDone: make(chan struct{}), closing: make(chan struct{})}
 	c.setSocket(<-accepted)
-	go c.writeLoop(context.Background())
+	c.startWriter(context.Background())
 
 	var read atomic.Int64
 	progress := make(chan struct{}, 1)

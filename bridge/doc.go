@@ -14,9 +14,9 @@
 //	an environment variable                           config.go (configdoc.go renders the docs table)
 //	the process: listeners, signals, shutdown order   cmd/wsbridge/main.go, server.go
 //
-// Goroutines per connection: the HTTP handler's goroutine reads and calls PHP, one writer
-// owns every write through a bounded queue and starts a short-lived ping every PING_INTERVAL
-// to detect dead peers. Nothing that
-// delivers to a connection (a broadcast, the push API, another connection's reply) ever waits
-// for it: a full queue closes the slow client instead.
+// Goroutines per connection: the HTTP handler's goroutine reads and calls PHP; a writer,
+// started only while frames wait, owns every write through a bounded queue; a timer pings every
+// PING_INTERVAL to detect dead peers. Nothing that delivers to a connection (a broadcast, the
+// push API, another connection's reply) ever waits for it: a full queue closes the slow client
+// instead.
 package bridge

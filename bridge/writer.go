@@ -3,7 +3,6 @@ package bridge
 import (
 	"context"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -22,6 +21,7 @@ func (c *conn) Send(f Frame) bool {
 		c.dropSlow("slow consumer")
 		return false
 	}
+	c.kick()
 	return true
 }
 
@@ -33,9 +33,6 @@ type sendQueue struct {
 	mu     sync.Mutex
 	frames []Frame // frames[head:] wait, oldest first
 	head   int
-	// wake holds a token when frames may be waiting; the writer sleeps on it. Made on first
-	// use under mu, since Send may run before the writer starts.
-	wake chan struct{}
 }
 
 // push appends f unless limit frames already wait. It never blocks.
@@ -53,12 +50,7 @@ func (q *sendQueue) push(f Frame, limit int) bool {
 		q.frames, q.head = q.frames[:n], 0
 	}
 	q.frames = append(q.frames, f)
-	wake := q.wakeLocked()
 	q.mu.Unlock()
-	select {
-	case wake <- struct{}{}:
-	default: // a token is already there
-	}
 	return true
 }
 
@@ -82,18 +74,11 @@ func (q *sendQueue) pop() (Frame, bool) {
 	return f, true
 }
 
-// signal returns the channel that gets a token after a push.
-func (q *sendQueue) signal() <-chan struct{} {
+// empty reports whether no frame waits.
+func (q *sendQueue) empty() bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return q.wakeLocked()
-}
-
-func (q *sendQueue) wakeLocked() chan struct{} {
-	if q.wake == nil {
-		q.wake = make(chan struct{}, 1)
-	}
-	return q.wake
+	return q.head == len(q.frames)
 }
 
 // dropSlow cuts off a client that does not read. No close frame is attempted: the writer is
@@ -110,58 +95,100 @@ func (c *conn) dropSlow(reason string) {
 	}
 }
 
-// writeLoop is the only goroutine that writes data frames to the socket, so frames go out in
-// queue order and one place owns the write timeout. When a close is requested it writes what is
-// already queued (unless the client is the reason the queue is full), then closes the socket.
-// It also keeps the keepalive clock, so that a connection needs no goroutine of its own just to
-// wait for the next ping.
-func (c *conn) writeLoop(ctx context.Context) {
-	defer close(c.writerDone)
+// startWriter lets the connection write, once its socket is set. Until then frames queue and a
+// close is only recorded. ctx is the connection's; pings honour it.
+//
+// There is no writer goroutine waiting on an idle connection: Send (and Close) start one when
+// there is something to do, and it ends when the queue is empty. At most one runs at a time,
+// so frames still go out in queue order and one place owns the write timeout. An idle
+// connection thereby costs one goroutine (its reader) rather than three.
+func (c *conn) startWriter(ctx context.Context) {
+	c.ctx = ctx
+	t := time.AfterFunc(c.srv.cfg.PingInterval, c.pingTick)
+	c.closeMu.Lock()
+	c.pinger = t
+	c.closeMu.Unlock()
+	// From here on kick may start a writer; anything queued or a close requested meanwhile
+	// is picked up now.
+	c.idle.Store(true)
+	if !c.queue.empty() || c.isClosing() {
+		c.kick()
+	}
+}
+
+// kick starts a writer unless one is running (or the socket is not there yet).
+func (c *conn) kick() {
+	if c.idle.CompareAndSwap(true, false) {
+		go c.drain()
+	}
+}
+
+func (c *conn) isClosing() bool {
+	select {
+	case <-c.closing:
+		return true
+	default:
+		return false
+	}
+}
+
+// drain writes queued frames until none is left, or, once a close is requested, writes what is
+// queued (unless the client is the reason the queue is full) and closes the socket. That last
+// drain closes writerDone and leaves idle false, so no writer ever starts again.
+func (c *conn) drain() {
 	// Writes get a context that is never cancelled. coder/websocket registers a write whose
 	// context can be cancelled with context.AfterFunc, which takes the parent's lock: with the
 	// server's base context that is one lock and one map shared by every connection's every
 	// write, the hottest spot of a broadcast. The write timer bounds each write instead, and a
 	// shutdown that gives up cancels the reads, which closes the socket under a blocked write.
-	wctx := context.WithoutCancel(ctx)
-	wake := c.queue.signal()
-	tick := time.NewTicker(c.srv.cfg.PingInterval)
-	defer tick.Stop()
-	var pinging atomic.Bool
-	// A ping waits up to PING_TIMEOUT for the pong; it must not hold up writes, so it runs
-	// apart, one at a time, as a loop of pings would.
-	ping := func() {
-		if pinging.CompareAndSwap(false, true) {
-			go func() {
-				defer pinging.Store(false)
-				c.ping(ctx)
-			}()
-		}
-	}
+	wctx := context.WithoutCancel(c.ctx)
 	for {
-		// A requested close goes first (finish flushes what is queued anyway), and a due ping
-		// is started even while frames keep coming.
-		select {
-		case <-c.closing:
+		// A requested close goes first: finish flushes what is queued anyway.
+		if c.isClosing() {
+			c.stopPinger()
 			c.finish(wctx)
+			close(c.writerDone)
 			return
-		case <-tick.C:
-			ping()
-		default:
 		}
 		if f, ok := c.queue.pop(); ok {
 			if !c.write(wctx, f) {
+				c.stopPinger()
+				close(c.writerDone)
 				return
 			}
 			continue
 		}
-		select {
-		case <-wake:
-		case <-tick.C:
-			ping()
-		case <-c.closing:
-			c.finish(wctx)
+		c.idle.Store(true)
+		// A Send or Close between the empty pop and the Store saw a writer running and
+		// started none: look again, and carry on if nobody else has taken over.
+		if (c.queue.empty() && !c.isClosing()) || !c.idle.CompareAndSwap(true, false) {
 			return
 		}
+	}
+}
+
+// pingTick runs every PING_INTERVAL on the timer's own short-lived goroutine: a ping waits up
+// to PING_TIMEOUT for the pong, and must hold up neither writes nor reads.
+func (c *conn) pingTick() {
+	if c.isClosing() {
+		return
+	}
+	c.ping(c.ctx)
+	if c.isClosing() {
+		return
+	}
+	c.closeMu.Lock()
+	t := c.pinger
+	c.closeMu.Unlock()
+	t.Reset(c.srv.cfg.PingInterval)
+}
+
+func (c *conn) stopPinger() {
+	c.closeMu.Lock()
+	t := c.pinger
+	c.closeMu.Unlock()
+	if t != nil {
+		t.Stop()
 	}
 }
 
