@@ -260,6 +260,19 @@ func (e *env) runPhase(ctx context.Context, f *fleet, name string, bodies func(i
 	return p, nil
 }
 
+// connected returns a fleet of n connected clients; the caller closes it.
+func (e *env) connected(ctx context.Context, n int) (*fleet, error) {
+	f, err := newFleet(e.wsURL, n)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := f.connect(ctx, n, e.opt.dialConc); err != nil {
+		f.close()
+		return nil, err
+	}
+	return f, nil
+}
+
 // BroadcastResult is the fan-out scenario's outcome.
 type BroadcastResult struct {
 	Subscribers int     `json:"subscribers"`
@@ -267,14 +280,11 @@ type BroadcastResult struct {
 }
 
 func runBroadcast(ctx context.Context, e *env) (*BroadcastResult, error) {
-	f, err := newFleet(e.wsURL, e.opt.conns)
+	f, err := e.connected(ctx, e.opt.conns)
 	if err != nil {
 		return nil, err
 	}
 	defer f.close()
-	if _, err := f.connect(ctx, e.opt.conns, e.opt.dialConc); err != nil {
-		return nil, err
-	}
 	res := &BroadcastResult{Subscribers: e.opt.conns}
 	body := func(i int, now time.Time) []byte {
 		return fmt.Appendf(nil, `{"to":{"channels":["bench"]},"data":%q}`, stamp("b "+strconv.Itoa(i), now))
@@ -304,14 +314,11 @@ type PushResult struct {
 }
 
 func runPush(ctx context.Context, e *env) (*PushResult, error) {
-	f, err := newFleet(e.wsURL, e.opt.conns)
+	f, err := e.connected(ctx, e.opt.conns)
 	if err != nil {
 		return nil, err
 	}
 	defer f.close()
-	if _, err := f.connect(ctx, e.opt.conns, e.opt.dialConc); err != nil {
-		return nil, err
-	}
 	cs := f.clients
 	n := len(cs)
 	res := &PushResult{Conns: n}
@@ -403,14 +410,11 @@ func runWebhook(ctx context.Context, e *env) (*WebhookResult, error) {
 // echoLoop runs clients that each send a stamped message and wait for PHP's echo, for the
 // configured duration, and counts the round trips.
 func (e *env) echoLoop(ctx context.Context, clients int) (WebhookRun, error) {
-	f, err := newFleet(e.wsURL, clients)
+	f, err := e.connected(ctx, clients)
 	if err != nil {
 		return WebhookRun{}, err
 	}
 	defer f.close()
-	if _, err := f.connect(ctx, clients, e.opt.dialConc); err != nil {
-		return WebhookRun{}, err
-	}
 	f.takeLatencies()
 	cpu0 := e.cpu()
 	var total atomic.Int64
