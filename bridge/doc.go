@@ -14,8 +14,10 @@
 //	an environment variable                           config.go (configdoc.go renders the docs table)
 //	the process: listeners, signals, shutdown order   cmd/wsbridge/main.go, server.go
 //
-// Goroutines per connection: the HTTP handler's goroutine reads and calls PHP, one writer
-// owns every write through a bounded queue, one pinger detects dead peers. Nothing that
-// delivers to a connection (a broadcast, the push API, another connection's reply) ever waits
-// for it: a full queue closes the slow client instead.
+// Goroutines per connection: one reads and calls PHP (started as the upgrade handler returns, so
+// the handler's deep stack is not kept); a writer,
+// started only while frames wait, owns every write through a bounded queue; a timer pings every
+// PING_INTERVAL to detect dead peers. Nothing that delivers to a connection (a broadcast, the
+// push API, another connection's reply) ever waits for it: a full queue closes the slow client
+// instead.
 package bridge

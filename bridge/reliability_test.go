@@ -428,6 +428,11 @@ func TestMetricsEndpoint(t *testing.T) {
 	waitFor(t, "message webhook answered", func() bool {
 		return metricValue(t, b.srv, "wsbridge_webhook_duration_seconds", "event", "message") == 1
 	})
+	b.api(t, "POST", "/v1/publish", map[string]any{"to": map[string]any{"all": true}, "data": "pushed"}, nil)
+	if got := read(t, c); got != "pushed" {
+		t.Fatalf("read %q", got)
+	}
+	waitFor(t, "write counted", func() bool { return metricValue(t, b.srv, "wsbridge_messages_sent_total") == 1 })
 	resp, err := http.Get(b.internal.URL + "/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -439,6 +444,8 @@ func TestMetricsEndpoint(t *testing.T) {
 		`wsbridge_webhook_requests_total{event="open",outcome="ok"} 1`,
 		"wsbridge_messages_received_total 1",
 		"wsbridge_received_bytes_total 2",
+		"wsbridge_sent_bytes_total 6",
+		"wsbridge_deliveries_total 1",
 		`wsbridge_webhook_duration_seconds_count{event="message"} 1`,
 		"go_goroutines",
 		"process_resident_memory_bytes",

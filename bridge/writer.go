@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/coder/websocket"
@@ -16,13 +17,68 @@ func (c *conn) Send(f Frame) bool {
 		return false
 	default:
 	}
-	select {
-	case c.queue <- f:
-		return true
-	default:
+	if !c.queue.push(f, c.srv.cfg.SendQueue) {
 		c.dropSlow("slow consumer")
 		return false
 	}
+	c.kick()
+	return true
+}
+
+// sendQueue holds the frames waiting for a connection's writer, at most SEND_QUEUE of them.
+// It is a slice that grows with use, not a channel of SEND_QUEUE slots made up front: most
+// connections are idle most of the time, and a 256-slot channel of frames cost every one of
+// them 9.5 KiB of heap. Its zero value is an empty queue.
+type sendQueue struct {
+	mu     sync.Mutex
+	frames []Frame // frames[head:] wait, oldest first
+	head   int
+}
+
+// push appends f unless limit frames already wait. It never blocks.
+func (q *sendQueue) push(f Frame, limit int) bool {
+	q.mu.Lock()
+	if len(q.frames)-q.head >= limit {
+		q.mu.Unlock()
+		return false
+	}
+	if len(q.frames) == cap(q.frames) && q.head > 0 {
+		// Reuse the written-out front rather than grow: the slice stays within about twice
+		// the limit even when the writer never quite catches up.
+		n := copy(q.frames, q.frames[q.head:])
+		clear(q.frames[n:])
+		q.frames, q.head = q.frames[:n], 0
+	}
+	q.frames = append(q.frames, f)
+	q.mu.Unlock()
+	return true
+}
+
+// pop takes the oldest frame. When the queue runs empty a large slice is let go, so that a
+// burst does not leave an idle connection holding its peak.
+func (q *sendQueue) pop() (Frame, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.head == len(q.frames) {
+		if cap(q.frames) > 16 {
+			q.frames = nil
+		} else {
+			q.frames = q.frames[:0]
+		}
+		q.head = 0
+		return Frame{}, false
+	}
+	f := q.frames[q.head]
+	q.frames[q.head] = Frame{} // the writer is done with it after this; do not pin its bytes
+	q.head++
+	return f, true
+}
+
+// empty reports whether no frame waits.
+func (q *sendQueue) empty() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.head == len(q.frames)
 }
 
 // dropSlow cuts off a client that does not read. No close frame is attempted: the writer is
@@ -39,21 +95,100 @@ func (c *conn) dropSlow(reason string) {
 	}
 }
 
-// writeLoop is the only goroutine that writes data frames to the socket, so frames go out in
-// queue order and one place owns the write timeout. When a close is requested it writes what is
-// already queued (unless the client is the reason the queue is full), then closes the socket.
-func (c *conn) writeLoop(ctx context.Context) {
-	defer close(c.writerDone)
+// startWriter lets the connection write, once its socket is set. Until then frames queue and a
+// close is only recorded. ctx is the connection's; pings honour it.
+//
+// There is no writer goroutine waiting on an idle connection: Send (and Close) start one when
+// there is something to do, and it ends when the queue is empty. At most one runs at a time,
+// so frames still go out in queue order and one place owns the write timeout. An idle
+// connection thereby costs one goroutine (its reader) rather than three.
+func (c *conn) startWriter(ctx context.Context) {
+	c.ctx = ctx
+	t := time.AfterFunc(c.srv.cfg.PingInterval, c.pingTick)
+	c.closeMu.Lock()
+	c.pinger = t
+	c.closeMu.Unlock()
+	// From here on kick may start a writer; anything queued or a close requested meanwhile
+	// is picked up now.
+	c.idle.Store(true)
+	if !c.queue.empty() || c.isClosing() {
+		c.kick()
+	}
+}
+
+// kick starts a writer unless one is running (or the socket is not there yet).
+func (c *conn) kick() {
+	if c.idle.CompareAndSwap(true, false) {
+		go c.drain()
+	}
+}
+
+func (c *conn) isClosing() bool {
+	select {
+	case <-c.closing:
+		return true
+	default:
+		return false
+	}
+}
+
+// drain writes queued frames until none is left, or, once a close is requested, writes what is
+// queued (unless the client is the reason the queue is full) and closes the socket. That last
+// drain closes writerDone and leaves idle false, so no writer ever starts again.
+func (c *conn) drain() {
+	// Writes get a context that is never cancelled. coder/websocket registers a write whose
+	// context can be cancelled with context.AfterFunc, which takes the parent's lock: with the
+	// server's base context that is one lock and one map shared by every connection's every
+	// write, the hottest spot of a broadcast. The write timer bounds each write instead, and a
+	// shutdown that gives up cancels the reads, which closes the socket under a blocked write.
+	wctx := context.WithoutCancel(c.ctx)
 	for {
-		select {
-		case f := <-c.queue:
-			if !c.write(ctx, f) {
-				return
-			}
-		case <-c.closing:
-			c.finish(ctx)
+		// A requested close goes first: finish flushes what is queued anyway.
+		if c.isClosing() {
+			c.stopPinger()
+			c.finish(wctx)
+			close(c.writerDone)
 			return
 		}
+		if f, ok := c.queue.pop(); ok {
+			if !c.write(wctx, f) {
+				c.stopPinger()
+				close(c.writerDone)
+				return
+			}
+			continue
+		}
+		c.idle.Store(true)
+		// A Send or Close between the empty pop and the Store saw a writer running and
+		// started none: look again, and carry on if nobody else has taken over.
+		if (c.queue.empty() && !c.isClosing()) || !c.idle.CompareAndSwap(true, false) {
+			return
+		}
+	}
+}
+
+// pingTick runs every PING_INTERVAL on the timer's own short-lived goroutine: a ping waits up
+// to PING_TIMEOUT for the pong, and must hold up neither writes nor reads.
+func (c *conn) pingTick() {
+	if c.isClosing() {
+		return
+	}
+	c.ping(c.ctx)
+	if c.isClosing() {
+		return
+	}
+	c.closeMu.Lock()
+	t := c.pinger
+	c.closeMu.Unlock()
+	t.Reset(c.srv.cfg.PingInterval)
+}
+
+func (c *conn) stopPinger() {
+	c.closeMu.Lock()
+	t := c.pinger
+	c.closeMu.Unlock()
+	if t != nil {
+		t.Stop()
 	}
 }
 
@@ -64,16 +199,23 @@ func (c *conn) write(ctx context.Context, f Frame) bool {
 	}
 	// A timer rather than a context deadline: coder/websocket closes the socket when a write's
 	// context expires, and the read loop would then report the close as the client's doing
-	// before the writer could say why. Here the cause is recorded first.
-	timer := time.AfterFunc(c.srv.cfg.WriteTimeout, func() { c.dropSlow("write timeout") })
+	// before the writer could say why. Here the cause is recorded first. One timer per
+	// connection, made at its first write and re-armed for each, rather than one per frame.
+	if c.wtimer == nil {
+		c.wtimer = time.AfterFunc(c.srv.cfg.WriteTimeout, func() { c.dropSlow("write timeout") })
+	} else {
+		c.wtimer.Reset(c.srv.cfg.WriteTimeout)
+	}
 	err := c.ws.Write(ctx, typ, f.Data)
-	timer.Stop()
+	c.wtimer.Stop()
 	if err != nil {
 		c.Close(int(websocket.StatusAbnormalClosure), "write failed", InitiatorServer)
 		c.ws.CloseNow()
 		return false
 	}
 	c.counters.Out.Add(1)
+	c.srv.metrics.messagesOut.Inc()
+	c.srv.metrics.bytesOut.Add(float64(len(f.Data)))
 	return true
 }
 
@@ -88,43 +230,32 @@ func (c *conn) finish(ctx context.Context) {
 		return
 	}
 	for {
-		select {
-		case f := <-c.queue:
-			if !c.write(ctx, f) {
-				return
-			}
-		default:
+		f, ok := c.queue.pop()
+		if !ok {
 			// Close waits for the peer's close frame; the read loop receives it and ends.
 			c.ws.Close(websocket.StatusCode(code), reason)
+			return
+		}
+		if !c.write(ctx, f) {
 			return
 		}
 	}
 }
 
-// pingLoop detects dead peers: a client that does not answer a ping within PING_TIMEOUT is
+// ping detects a dead peer: a client that does not answer a ping within PING_TIMEOUT is
 // closed. coder/websocket's Ping does not close the connection on timeout, so this does.
-func (c *conn) pingLoop(ctx context.Context) {
-	t := time.NewTicker(c.srv.cfg.PingInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-c.closing:
-			return
-		case <-t.C:
-		}
-		// Pongs are read by the read loop, which pauses while PHP answers a message webhook
-		// (that pause is the backpressure on the client). A ping during the pause would time
-		// out on a healthy client, so a ping is only judged if no message arrived meanwhile.
-		if c.busy.Load() {
-			continue
-		}
-		before := c.counters.In.Load()
-		pctx, cancel := context.WithTimeout(ctx, c.srv.cfg.PingTimeout)
-		err := c.ws.Ping(pctx)
-		cancel()
-		if err != nil && !c.busy.Load() && c.counters.In.Load() == before {
-			c.Close(int(websocket.StatusAbnormalClosure), "ping timeout", InitiatorServer)
-			return
-		}
+func (c *conn) ping(ctx context.Context) {
+	// Pongs are read by the read loop, which pauses while PHP answers a message webhook
+	// (that pause is the backpressure on the client). A ping during the pause would time
+	// out on a healthy client, so a ping is only judged if no message arrived meanwhile.
+	if c.busy.Load() {
+		return
+	}
+	before := c.counters.In.Load()
+	pctx, cancel := context.WithTimeout(ctx, c.srv.cfg.PingTimeout)
+	err := c.ws.Ping(pctx)
+	cancel()
+	if err != nil && !c.busy.Load() && c.counters.In.Load() == before {
+		c.Close(int(websocket.StatusAbnormalClosure), "ping timeout", InitiatorServer)
 	}
 }

@@ -1,0 +1,136 @@
+package bridge
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+func benchServer(b *testing.B, env ...string) *Server {
+	b.Helper()
+	cfg, err := LoadConfig(append([]string{"WSBRIDGE_WEBHOOK_URL=http://127.0.0.1:1/hook", "WSBRIDGE_WEBHOOK_SECRET=bench-secret"}, env...))
+	if err != nil {
+		b.Fatal(err)
+	}
+	return New(cfg, slog.New(slog.DiscardHandler), nil)
+}
+
+// BenchmarkMessageWebhookBody measures what the bridge does per client message before the HTTP
+// request: build the event with the connection's state, encode it and sign it.
+func BenchmarkMessageWebhookBody(b *testing.B) {
+	s := benchServer(b)
+	st := State{UserID: "42", Meta: json.RawMessage(`{"name":"Ada","room":7}`), Channels: []string{"lobby", "room:7"}}
+	data := `{"type":"chat","text":"hello, this is a short chat line"}`
+	secret := []byte(s.cfg.WebhookSecret)
+	b.ReportAllocs()
+	for b.Loop() {
+		ev := s.newEvent(EventMessage, "node.ABCDEFGHIJKLMNOP", st)
+		binary := false
+		ev.Seq, ev.Binary, ev.Data = 1, &binary, &data
+		body, err := json.Marshal(ev)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if sig := Sign(secret, time.Now(), body); len(sig) == 0 {
+			b.Fatal("empty signature")
+		}
+	}
+}
+
+// BenchmarkDecodePublishBatch measures the push API's decoding and validation of a batch of
+// 100 publications, one per connection, as an app pushing per-user notifications sends it.
+func BenchmarkDecodePublishBatch(b *testing.B) {
+	var sb strings.Builder
+	sb.WriteByte('[')
+	for i := range 100 {
+		if i > 0 {
+			sb.WriteByte(',')
+		}
+		fmt.Fprintf(&sb, `{"to":{"connections":["node.ABCDEFGHIJK%05d"]},"data":"{\"type\":\"notice\",\"n\":%d}"}`, i, i)
+	}
+	sb.WriteByte(']')
+	body := []byte(sb.String())
+	l := Limits{MaxNameLen: 200, MaxMetaSize: 8192}
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		var pubs []Publication
+		if err := decodeStrict(body, &pubs); err != nil {
+			b.Fatal(err)
+		}
+		for i := range pubs {
+			if err := pubs[i].Validate(l); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}
+
+// BenchmarkConnWriter measures one connection's writer: frames queued with Send, written by
+// the writer goroutine to a real WebSocket, read by a client over loopback. The sender keeps at
+// most half a queue in flight so that the client is never dropped as slow.
+func BenchmarkConnWriter(b *testing.B) {
+	s := benchServer(b, "WSBRIDGE_SEND_QUEUE=256")
+	accepted := make(chan *websocket.Conn, 1)
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ws, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			b.Error(err)
+			return
+		}
+		accepted <- ws
+	}))
+	defer hs.Close()
+	client, _, err := websocket.Dial(context.Background(), "ws"+strings.TrimPrefix(hs.URL, "http"), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer client.CloseNow()
+	c := &conn{id: "bench", srv: s, writerDone: make(chan struct{}), closing: make(chan struct{})}
+	c.setSocket(<-accepted)
+	c.startWriter(context.Background())
+
+	var read atomic.Int64
+	progress := make(chan struct{}, 1)
+	go func() {
+		for {
+			if _, _, err := client.Read(context.Background()); err != nil {
+				return
+			}
+			read.Add(1)
+			select {
+			case progress <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	f := Frame{Data: []byte(`{"type":"chat","text":"hello, this is a short chat line"}`)}
+	window := int64(s.cfg.SendQueue / 2)
+	b.ReportAllocs()
+	b.ResetTimer()
+	var sent int64
+	for range b.N {
+		for sent-read.Load() >= window {
+			<-progress
+		}
+		if !c.Send(f) {
+			b.Fatal("frame refused: the client was dropped")
+		}
+		sent++
+	}
+	for read.Load() < sent {
+		<-progress
+	}
+	b.StopTimer()
+	c.Close(int(websocket.StatusNormalClosure), "", InitiatorServer)
+	<-c.writerDone
+}

@@ -1,0 +1,242 @@
+// Command wsbridge-bench loads a wsbridge on loopback and measures it: idle memory per
+// connection, connect rate, broadcast fan-out, point-to-point pushes and the message webhook
+// path. With -bridge it starts the wsbridge binary itself (and, with -php, nginx + php-fpm
+// running a tiny webhook script; otherwise a trivial Go webhook handler in this process), runs
+// one scenario and stops everything. docs/benchmarks.md has the commands and the figures.
+//
+// Every run is bounded: connection, message and duration flags have ceilings and -timeout ends
+// the whole run. Only loopback targets are accepted.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+)
+
+type options struct {
+	scenario    string
+	bridgeBin   string
+	wsURL       string
+	apiURL      string
+	hookURL     string
+	pid         int
+	php         bool
+	fpmChildren int
+	hookConc    int
+	conns       int
+	counts      []int
+	messages    int
+	rate        float64
+	dialConc    int
+	workers     int
+	batch       int
+	hookClients int
+	duration    time.Duration
+	drain       time.Duration
+	timeout     time.Duration
+	jsonPath    string
+	bridgeEnv   []string
+}
+
+// Ceilings that keep every run bounded whatever the flags say.
+const (
+	maxConns    = 50000
+	maxSamples  = 20_000_000 // deliveries recorded in one phase
+	maxDuration = time.Minute
+	maxTimeout  = 10 * time.Minute
+)
+
+func main() {
+	// An interrupted run still stops the bridge, nginx and php-fpm it started.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	opt, err := parseFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "wsbridge-bench: %v\n", err)
+		return 2
+	}
+	ctx, cancel := context.WithTimeout(ctx, opt.timeout)
+	defer cancel()
+	rep, err := runScenario(ctx, opt, stdout)
+	if rep != nil && opt.jsonPath != "" {
+		if jerr := writeJSON(opt.jsonPath, rep); jerr != nil {
+			err = errors.Join(err, jerr)
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "wsbridge-bench: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func parseFlags(args []string, stderr io.Writer) (options, error) {
+	var o options
+	var counts string
+	fs := flag.NewFlagSet("wsbridge-bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.scenario, "scenario", "", "idle, connect, broadcast, push or webhook")
+	fs.StringVar(&o.bridgeBin, "bridge", "", "wsbridge binary to start (go build -o bin/wsbridge ./cmd/wsbridge); or attach with -ws and -api")
+	fs.StringVar(&o.wsURL, "ws", "", "attach: the bridge's WebSocket URL, e.g. ws://127.0.0.1:8080/ws (its webhook must answer like bench.php)")
+	fs.StringVar(&o.apiURL, "api", "", "attach: the bridge's internal listener, e.g. http://127.0.0.1:8081")
+	fs.StringVar(&o.hookURL, "hook", "", "attach: the webhook URL, for the wrk ceiling of -scenario webhook")
+	fs.IntVar(&o.pid, "pid", 0, "attach: the bridge's pid, for -scenario idle")
+	fs.BoolVar(&o.php, "php", false, "webhooks answered by nginx + php-fpm running bench.php (default: a trivial Go handler in this process)")
+	fs.IntVar(&o.fpmChildren, "fpm-children", 4, "php-fpm pm.max_children (static pool)")
+	fs.IntVar(&o.hookConc, "hook-concurrency", 0, "WSBRIDGE_WEBHOOK_CONCURRENCY (default: -fpm-children with -php, else 64)")
+	fs.IntVar(&o.conns, "n", 1000, "connections (connect, broadcast, push)")
+	fs.StringVar(&counts, "counts", "1000,10000,19800", "idle: increasing connection counts at which memory is read")
+	fs.IntVar(&o.messages, "m", 100, "broadcast: messages per phase (keep it below WSBRIDGE_SEND_QUEUE, 256, or flat out drops slow clients)")
+	fs.Float64Var(&o.rate, "rate", 20, "broadcast: the modest phase's messages per second")
+	fs.IntVar(&o.dialConc, "dial-concurrency", 64, "dials in flight while connecting")
+	fs.IntVar(&o.workers, "workers", 8, "push: push API requests in flight")
+	fs.IntVar(&o.batch, "batch", 100, "push: publications per batch request")
+	fs.IntVar(&o.hookClients, "clients", 8, "webhook: clients sending in a closed loop (and wrk's -c)")
+	fs.DurationVar(&o.duration, "duration", 10*time.Second, "webhook: length of each measurement")
+	fs.DurationVar(&o.drain, "drain", 30*time.Second, "longest wait for the deliveries of a phase")
+	fs.DurationVar(&o.timeout, "timeout", 5*time.Minute, "the whole run's limit")
+	fs.StringVar(&o.jsonPath, "json", "", "also write the results to this JSON file")
+	fs.Func("bridge-env", "extra KEY=VALUE for the started bridge (repeatable), e.g. WSBRIDGE_SEND_QUEUE=64", func(s string) error {
+		if !strings.HasPrefix(s, "WSBRIDGE_") && !strings.HasPrefix(s, "GO") {
+			return errors.New("only WSBRIDGE_* and GO* variables")
+		}
+		o.bridgeEnv = append(o.bridgeEnv, s)
+		return nil
+	})
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	var err error
+	if o.counts, err = parseCounts(counts); err != nil {
+		return o, err
+	}
+	switch o.scenario {
+	case "idle", "connect", "broadcast", "push", "webhook":
+	default:
+		return o, fmt.Errorf("-scenario %q: use idle, connect, broadcast, push or webhook", o.scenario)
+	}
+	if (o.bridgeBin == "") == (o.wsURL == "" || o.apiURL == "") {
+		return o, errors.New("give -bridge, or both -ws and -api (not both ways)")
+	}
+	for _, u := range []string{o.wsURL, o.apiURL, o.hookURL} {
+		if u == "" {
+			continue
+		}
+		if err := checkLoopback(u); err != nil {
+			return o, err
+		}
+	}
+	if o.hookConc == 0 {
+		o.hookConc = 64
+		if o.php {
+			o.hookConc = o.fpmChildren
+		}
+	}
+	switch {
+	case o.conns < 1 || o.conns > maxConns || o.counts[len(o.counts)-1] > maxConns:
+		return o, fmt.Errorf("connections must be within 1..%d", maxConns)
+	case o.messages < 1 || int64(o.messages)*int64(o.conns) > maxSamples:
+		return o, fmt.Errorf("-m × -n must be within 1..%d", maxSamples)
+	case o.duration <= 0 || o.duration > maxDuration, o.drain <= 0 || o.drain > maxDuration:
+		return o, fmt.Errorf("-duration and -drain must be within 0..%s", maxDuration)
+	case o.timeout <= 0 || o.timeout > maxTimeout:
+		return o, fmt.Errorf("-timeout must be within 0..%s", maxTimeout)
+	case o.dialConc < 1 || o.workers < 1 || o.batch < 1 || o.hookClients < 1 || o.hookClients > maxConns || o.rate <= 0:
+		return o, errors.New("-dial-concurrency, -workers, -batch, -clients and -rate must be positive")
+	}
+	return o, nil
+}
+
+func runScenario(ctx context.Context, opt options, out io.Writer) (*Report, error) {
+	biggest := opt.conns
+	switch opt.scenario {
+	case "idle":
+		biggest = opt.counts[len(opt.counts)-1]
+	case "webhook":
+		biggest = opt.hookClients
+	}
+	limit, err := raiseFileLimit(biggest)
+	if err != nil {
+		return nil, fmt.Errorf("raise RLIMIT_NOFILE: %w", err)
+	}
+	// The bridge needs a descriptor per connection plus its listeners and webhook connections.
+	if limit < uint64(biggest)+100 {
+		return nil, fmt.Errorf("RLIMIT_NOFILE is %d, too low for %d connections (the bridge needs about 100 more); raise the hard limit or use fewer", limit, biggest)
+	}
+	e := &env{opt: opt, wsURL: opt.wsURL, apiURL: opt.apiURL, hookURL: opt.hookURL, pid: opt.pid, log: out,
+		api: &http.Client{Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: opt.workers + 1}}}
+	if opt.bridgeBin != "" {
+		st, err := startStack(ctx, opt)
+		if st != nil {
+			defer st.stop()
+		}
+		if err != nil {
+			if st != nil && st.stderr != nil {
+				err = fmt.Errorf("%w\nbridge log:\n%s", err, st.stderr)
+			}
+			return nil, err
+		}
+		e.wsURL, e.apiURL, e.hookURL, e.pid, e.gc = st.WSURL, st.APIURL, st.HookURL, st.BridgePID, st.GC
+	}
+	hook := "go"
+	if opt.php {
+		hook = "php"
+	}
+	rep := &Report{Scenario: opt.scenario, Hook: hook, Started: time.Now().UTC(), Options: map[string]any{
+		"n": opt.conns, "counts": opt.counts, "m": opt.messages, "rate": opt.rate, "dial_concurrency": opt.dialConc,
+		"workers": opt.workers, "batch": opt.batch, "clients": opt.hookClients, "duration": opt.duration.String(),
+		"fpm_children": opt.fpmChildren, "hook_concurrency": opt.hookConc, "bridge_env": opt.bridgeEnv,
+	}}
+	e.logf("wsbridge-bench %s, webhooks answered by %s, RLIMIT_NOFILE %d", opt.scenario, hook, limit)
+	switch opt.scenario {
+	case "idle":
+		rep.Idle, err = runIdle(ctx, e)
+	case "connect":
+		rep.Connect, err = runConnect(ctx, e)
+	case "broadcast":
+		rep.Broadcast, err = runBroadcast(ctx, e)
+	case "push":
+		rep.Push, err = runPush(ctx, e)
+	case "webhook":
+		rep.Webhook, err = runWebhook(ctx, e)
+	}
+	return rep, err
+}
+
+// startStack starts what a self-contained run needs: the webhook endpoint, then the bridge.
+func startStack(ctx context.Context, opt options) (*stack, error) {
+	dir, err := os.MkdirTemp("", "wsbridge-bench")
+	if err != nil {
+		return nil, err
+	}
+	st := &stack{dir: dir}
+	if opt.php {
+		err = st.startPHP(ctx, opt.fpmChildren)
+	} else {
+		err = st.startHook()
+	}
+	if err == nil {
+		err = st.startBridge(ctx, opt.bridgeBin, opt.hookConc, opt.bridgeEnv)
+	}
+	return st, err
+}

@@ -1,0 +1,574 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// env is what a scenario runs against.
+type env struct {
+	opt     options
+	wsURL   string
+	apiURL  string
+	hookURL string   // the webhook endpoint, for the wrk ceiling
+	pid     int      // the bridge's pid; 0: memory is not measured
+	gc      *gcTrace // nil: Go heap and stacks are not measured
+	api     *http.Client
+	log     io.Writer
+}
+
+// cpu is the bridge's CPU seconds so far (0 when its pid is unknown).
+func (e *env) cpu() float64 {
+	if e.pid == 0 {
+		return 0
+	}
+	return cpuSeconds(e.pid)
+}
+
+func (e *env) logf(format string, args ...any) { fmt.Fprintf(e.log, format+"\n", args...) }
+
+// post sends one push API request and returns its status and body.
+func (e *env) post(ctx context.Context, path string, body []byte) (int, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, e.apiURL+path, bytes.NewReader(body))
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := e.api.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, b, err
+}
+
+// IdlePoint is the bridge's memory with Conns idle connections open.
+type IdlePoint struct {
+	Conns           int     `json:"conns"`
+	RSSKiB          int64   `json:"rss_kib"`
+	RSSPerConnKiB   float64 `json:"rss_per_conn_kib"`
+	HeapPerConnKiB  float64 `json:"heap_per_conn_kib,omitempty"`
+	StackPerConnKiB float64 `json:"stack_per_conn_kib,omitempty"`
+}
+
+// IdleResult is the idle-memory scenario's outcome.
+type IdleResult struct {
+	BaselineRSSKiB int64       `json:"baseline_rss_kib"`
+	Points         []IdlePoint `json:"points"`
+}
+
+func runIdle(ctx context.Context, e *env) (*IdleResult, error) {
+	if e.pid == 0 {
+		return nil, errors.New("idle needs the bridge's pid (-bridge, or -pid with -ws/-api)")
+	}
+	f, err := newFleet(e.wsURL, e.opt.counts[len(e.opt.counts)-1])
+	if err != nil {
+		return nil, err
+	}
+	defer f.close()
+	base, err := settledRSS(ctx, e.pid)
+	if err != nil {
+		return nil, err
+	}
+	_, live0, stk0 := e.nudgeGC(ctx)
+	res := &IdleResult{BaselineRSSKiB: base}
+	for _, n := range e.opt.counts {
+		t0 := time.Now()
+		if _, err := f.connect(ctx, n, e.opt.dialConc); err != nil {
+			return res, err
+		}
+		rss, err := settledRSS(ctx, e.pid)
+		if err != nil {
+			return res, err
+		}
+		p := IdlePoint{Conns: n, RSSKiB: rss, RSSPerConnKiB: float64(rss-base) / float64(n)}
+		if ok, live, stk := e.nudgeGC(ctx); ok {
+			p.HeapPerConnKiB = float64(live-live0) * 1024 / float64(n)
+			p.StackPerConnKiB = float64(stk-stk0) * 1024 / float64(n)
+		}
+		res.Points = append(res.Points, p)
+		e.logf("idle %6d conns (connected in %s): RSS %d KiB, %.1f KiB/conn over baseline %d KiB; Go heap %.1f KiB/conn, stacks %.1f KiB/conn",
+			n, time.Since(t0).Round(time.Millisecond), rss, p.RSSPerConnKiB, base, p.HeapPerConnKiB, p.StackPerConnKiB)
+	}
+	return res, nil
+}
+
+// settledRSS waits until the process's RSS stops moving (two reads 500 ms apart within 0.5 %,
+// at most 10 s) and returns it.
+func settledRSS(ctx context.Context, pid int) (int64, error) {
+	prev, err := rssKiB(pid)
+	if err != nil {
+		return 0, err
+	}
+	for range 20 {
+		select {
+		case <-ctx.Done():
+			return prev, ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+		cur, err := rssKiB(pid)
+		if err != nil {
+			return 0, err
+		}
+		if d := cur - prev; d*200 <= cur && -d*200 <= cur {
+			return cur, nil
+		}
+		prev = cur
+	}
+	return prev, nil
+}
+
+// nudgeGC makes the bridge collect garbage so that gctrace prints the live heap as it is now:
+// it posts push bodies of whitespace just under MAX_PUSH_BODY, which the API reads whole
+// (allocating) and refuses. It returns the first gc line printed after the call began.
+func (e *env) nudgeGC(ctx context.Context) (ok bool, liveMB, stacksMB int64) {
+	if e.gc == nil {
+		return false, 0, 0
+	}
+	n0, _, _ := e.gc.last()
+	body := bytes.Repeat([]byte{' '}, 1<<20-64)
+	for range 5000 {
+		if ctx.Err() != nil {
+			return false, 0, 0
+		}
+		e.post(ctx, "/v1/publish", body)
+		if n, live, stk := e.gc.last(); n > n0 {
+			return true, live, stk
+		}
+	}
+	return false, 0, 0
+}
+
+// ConnectResult is the connect-rate scenario's outcome.
+type ConnectResult struct {
+	Conns       int     `json:"conns"`
+	Seconds     float64 `json:"seconds"`
+	ConnsPerSec float64 `json:"conns_per_sec"`
+	Handshake   Dist    `json:"handshake"`
+}
+
+func runConnect(ctx context.Context, e *env) (*ConnectResult, error) {
+	f, err := newFleet(e.wsURL, e.opt.conns)
+	if err != nil {
+		return nil, err
+	}
+	defer f.close()
+	t0 := time.Now()
+	hs, err := f.connect(ctx, e.opt.conns, e.opt.dialConc)
+	el := time.Since(t0)
+	if err != nil {
+		return nil, err
+	}
+	r := &ConnectResult{Conns: e.opt.conns, Seconds: el.Seconds(), ConnsPerSec: float64(e.opt.conns) / el.Seconds(), Handshake: hs}
+	e.logf("connect %d conns in %s: %.0f conns/s; handshake (dial to first frame) %s", r.Conns, el.Round(time.Millisecond), r.ConnsPerSec, hs)
+	return r, nil
+}
+
+// Phase is one measured stretch of pushes or broadcasts.
+type Phase struct {
+	Name          string  `json:"name"`
+	Requests      int     `json:"requests"` // push API requests
+	Items         int     `json:"items"`    // publications (a batch request carries several)
+	Expected      int64   `json:"expected_deliveries"`
+	Delivered     int64   `json:"deliveries"`
+	Seconds       float64 `json:"seconds"` // first request to last delivery
+	APISeconds    float64 `json:"api_seconds"`
+	ItemsPerSec   float64 `json:"items_per_sec"` // publications the API took per second
+	DeliveriesSec float64 `json:"deliveries_per_sec"`
+	Latency       Dist    `json:"latency"`
+	// BridgeCPUus is the bridge's CPU time (user + system) per delivery, in microseconds.
+	BridgeCPUus float64 `json:"bridge_cpu_us_per_delivery,omitempty"`
+	// ToolCPUus is this load generator's CPU time per delivery: on a shared machine, what
+	// the clients cost is CPU the bridge did not get.
+	ToolCPUus float64 `json:"tool_cpu_us_per_delivery,omitempty"`
+}
+
+func (p Phase) String() string {
+	return fmt.Sprintf("%-22s %6d items in %6.2fs API (%8.0f/s); %8d/%d deliveries in %6.2fs = %9.0f deliveries/s (CPU µs each: bridge %.1f, clients %.1f); latency %s",
+		p.Name, p.Items, p.APISeconds, p.ItemsPerSec, p.Delivered, p.Expected, p.Seconds, p.DeliveriesSec, p.BridgeCPUus, p.ToolCPUus, p.Latency)
+}
+
+// runPhase posts bodies (each carrying items publications) with workers in parallel, paced to
+// rate requests/s when rate > 0, then waits for expected stamped frames.
+func (e *env) runPhase(ctx context.Context, f *fleet, name string, bodies func(i int, now time.Time) []byte, requests, items int, expected int64, rate float64, workers int) (Phase, error) {
+	f.takeLatencies()
+	base := f.frames.Load()
+	cpu0, self0 := e.cpu(), cpuSeconds(os.Getpid())
+	var next atomic.Int64
+	var firstErr error
+	var errOnce sync.Once
+	var wg sync.WaitGroup
+	t0 := time.Now()
+	for range workers {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= requests || ctx.Err() != nil {
+					return
+				}
+				if rate > 0 {
+					if d := time.Until(t0.Add(time.Duration(float64(i) / rate * float64(time.Second)))); d > 0 {
+						time.Sleep(d) // pacing the load, not synchronising
+					}
+				}
+				status, b, err := e.post(ctx, "/v1/publish", bodies(i, time.Now()))
+				if err == nil && status != http.StatusOK {
+					err = fmt.Errorf("push API answered %d: %s", status, b)
+				}
+				if err != nil {
+					errOnce.Do(func() { firstErr = err })
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	api := time.Since(t0)
+	if firstErr != nil {
+		return Phase{}, fmt.Errorf("%s: %w", name, firstErr)
+	}
+	wctx, cancel := context.WithTimeout(ctx, e.opt.drain)
+	got := f.waitFrames(wctx, base+expected) - base
+	cancel()
+	el := time.Since(t0)
+	p := Phase{Name: name, Requests: requests, Items: items, Expected: expected, Delivered: got,
+		Seconds: el.Seconds(), APISeconds: api.Seconds(), ItemsPerSec: float64(items) / api.Seconds(),
+		DeliveriesSec: float64(got) / el.Seconds(), Latency: f.takeLatencies()}
+	if got > 0 && e.pid != 0 {
+		p.BridgeCPUus = (e.cpu() - cpu0) * 1e6 / float64(got)
+		p.ToolCPUus = (cpuSeconds(os.Getpid()) - self0) * 1e6 / float64(got)
+	}
+	e.logf("%s", p)
+	return p, nil
+}
+
+// connected returns a fleet of n connected clients; the caller closes it.
+func (e *env) connected(ctx context.Context, n int) (*fleet, error) {
+	f, err := newFleet(e.wsURL, n)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := f.connect(ctx, n, e.opt.dialConc); err != nil {
+		f.close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// BroadcastResult is the fan-out scenario's outcome.
+type BroadcastResult struct {
+	Subscribers int     `json:"subscribers"`
+	Phases      []Phase `json:"phases"`
+}
+
+func runBroadcast(ctx context.Context, e *env) (*BroadcastResult, error) {
+	f, err := e.connected(ctx, e.opt.conns)
+	if err != nil {
+		return nil, err
+	}
+	defer f.close()
+	res := &BroadcastResult{Subscribers: e.opt.conns}
+	body := func(i int, now time.Time) []byte {
+		return fmt.Appendf(nil, `{"to":{"channels":["bench"]},"data":%q}`, stamp("b "+strconv.Itoa(i), now))
+	}
+	m := e.opt.messages
+	for _, ph := range []struct {
+		name    string
+		rate    float64
+		workers int
+	}{
+		{fmt.Sprintf("broadcast @%g msg/s", e.opt.rate), e.opt.rate, 1},
+		{"broadcast flat out", 0, 1},
+	} {
+		p, err := e.runPhase(ctx, f, ph.name, body, m, m, int64(m)*int64(e.opt.conns), ph.rate, ph.workers)
+		if err != nil {
+			return res, err
+		}
+		res.Phases = append(res.Phases, p)
+	}
+	return res, nil
+}
+
+// PushResult is the point-to-point scenario's outcome.
+type PushResult struct {
+	Conns  int     `json:"conns"`
+	Phases []Phase `json:"phases"`
+}
+
+func runPush(ctx context.Context, e *env) (*PushResult, error) {
+	f, err := e.connected(ctx, e.opt.conns)
+	if err != nil {
+		return nil, err
+	}
+	defer f.close()
+	cs := f.clients
+	n := len(cs)
+	res := &PushResult{Conns: n}
+	one := func(to func(*client) string) func(int, time.Time) []byte {
+		return func(i int, now time.Time) []byte {
+			return fmt.Appendf(nil, `{"to":%s,"data":%q}`, to(cs[i]), stamp("p", now))
+		}
+	}
+	byConn := func(c *client) string { return `{"connections":["` + c.id + `"]}` }
+	byUser := func(c *client) string { return `{"users":["` + c.user + `"]}` }
+	batch := e.opt.batch
+	batches := (n + batch - 1) / batch
+	batched := func(i int, now time.Time) []byte {
+		b := []byte{'['}
+		for j := i * batch; j < min(n, (i+1)*batch); j++ {
+			if j > i*batch {
+				b = append(b, ',')
+			}
+			b = fmt.Appendf(b, `{"to":%s,"data":%q}`, byConn(cs[j]), stamp("p", now))
+		}
+		return append(b, ']')
+	}
+	for _, ph := range []struct {
+		name       string
+		body       func(int, time.Time) []byte
+		reqs, each int
+	}{
+		{"push per connection", one(byConn), n, 1},
+		{"push per user", one(byUser), n, 1},
+		{fmt.Sprintf("push batch of %d", batch), batched, batches, batch},
+	} {
+		p, err := e.runPhase(ctx, f, ph.name, ph.body, ph.reqs, n, int64(n), 0, e.opt.workers)
+		if err != nil {
+			return res, err
+		}
+		res.Phases = append(res.Phases, p)
+	}
+	return res, nil
+}
+
+// WebhookRun is one closed-loop measurement of the message path.
+type WebhookRun struct {
+	Clients   int     `json:"clients"`
+	Messages  int64   `json:"messages"`
+	PerSec    float64 `json:"per_sec"`
+	LatencyMS Dist    `json:"latency"`
+	// BridgeCPUus is the bridge's CPU time per message, in microseconds.
+	BridgeCPUus float64 `json:"bridge_cpu_us_per_message,omitempty"`
+}
+
+// WebhookResult compares client messages through the bridge with wrk hitting PHP directly.
+type WebhookResult struct {
+	Bridge       WebhookRun `json:"bridge"`
+	Bridge1      WebhookRun `json:"bridge_one_client"`
+	Wrk          *WrkResult `json:"wrk,omitempty"`
+	Wrk1         *WrkResult `json:"wrk_one_connection,omitempty"`
+	Ratio        float64    `json:"ratio,omitempty"`        // bridge messages/s over wrk requests/s
+	AddedP50MS   float64    `json:"added_p50_ms,omitempty"` // one client: bridge round trip p50 - wrk p50
+	AddedNoteRTT string     `json:"added_note,omitempty"`
+}
+
+func runWebhook(ctx context.Context, e *env) (*WebhookResult, error) {
+	res := &WebhookResult{}
+	var err error
+	if res.Bridge, err = e.echoLoop(ctx, e.opt.hookClients); err != nil {
+		return nil, err
+	}
+	if res.Bridge1, err = e.echoLoop(ctx, 1); err != nil {
+		return nil, err
+	}
+	if _, lerr := exec.LookPath("wrk"); lerr != nil || e.hookURL == "" {
+		e.logf("wrk ceiling skipped: wrk not installed (apt-get install -y wrk) or no webhook URL")
+		return res, nil
+	}
+	if res.Wrk, err = e.wrk(ctx, e.opt.hookClients); err != nil {
+		return res, err
+	}
+	if res.Wrk1, err = e.wrk(ctx, 1); err != nil {
+		return res, err
+	}
+	res.Ratio = res.Bridge.PerSec / res.Wrk.PerSec
+	res.AddedP50MS = res.Bridge1.LatencyMS.P50 - res.Wrk1.P50MS
+	res.AddedNoteRTT = "client round trip through the bridge (frame in, webhook, reply, frame out) minus wrk's request latency, one connection each"
+	e.logf("webhook: bridge %.0f msg/s vs wrk %.0f req/s = %.1f %%; added latency p50 %.3f ms (one client %.3f ms vs wrk -c1 %.3f ms)",
+		res.Bridge.PerSec, res.Wrk.PerSec, 100*res.Ratio, res.AddedP50MS, res.Bridge1.LatencyMS.P50, res.Wrk1.P50MS)
+	return res, nil
+}
+
+// echoLoop runs clients that each send a stamped message and wait for PHP's echo, for the
+// configured duration, and counts the round trips.
+func (e *env) echoLoop(ctx context.Context, clients int) (WebhookRun, error) {
+	f, err := e.connected(ctx, clients)
+	if err != nil {
+		return WebhookRun{}, err
+	}
+	defer f.close()
+	f.takeLatencies()
+	cpu0 := e.cpu()
+	var total atomic.Int64
+	var firstErr error
+	var errOnce sync.Once
+	var wg sync.WaitGroup
+	t0 := time.Now()
+	end := t0.Add(e.opt.duration)
+	for _, c := range f.clients {
+		wg.Go(func() {
+			for time.Now().Before(end) {
+				err := c.ws.Write(ctx, websocket.MessageText, []byte(stamp("e", time.Now())))
+				if err == nil {
+					select {
+					case <-c.echoed:
+						total.Add(1)
+						continue
+					case <-time.After(e.opt.drain):
+						err = errors.New("no echo within the drain timeout")
+					case <-ctx.Done():
+						err = ctx.Err()
+					}
+				}
+				errOnce.Do(func() { firstErr = err })
+				return
+			}
+		})
+	}
+	wg.Wait()
+	el := time.Since(t0)
+	r := WebhookRun{Clients: clients, Messages: total.Load(), PerSec: float64(total.Load()) / el.Seconds(), LatencyMS: f.takeLatencies()}
+	if r.Messages > 0 && e.pid != 0 {
+		r.BridgeCPUus = (e.cpu() - cpu0) * 1e6 / float64(r.Messages)
+	}
+	e.logf("webhook via bridge, %3d clients: %6d messages in %s = %7.0f msg/s (bridge CPU %.1f µs each); round trip %s",
+		clients, r.Messages, el.Round(time.Millisecond), r.PerSec, r.BridgeCPUus, r.LatencyMS)
+	return r, firstErr
+}
+
+// WrkResult is what wrk reported hitting the webhook script directly.
+type WrkResult struct {
+	Connections int     `json:"connections"`
+	PerSec      float64 `json:"per_sec"`
+	P50MS       float64 `json:"p50_ms"`
+	P90MS       float64 `json:"p90_ms"`
+	P99MS       float64 `json:"p99_ms"`
+}
+
+// wrk posts the message event the bridge would send, to the same URL, with conns connections.
+func (e *env) wrk(ctx context.Context, conns int) (*WrkResult, error) {
+	if err := checkLoopback(e.hookURL); err != nil {
+		return nil, err
+	}
+	ev := fmt.Sprintf(`{"type":"message","event_id":"ABCDEFGHIJKLMNOPQRSTUVWXYZ","connection_id":"benchnode.ABCDEFGHIJKLMNOP","user_id":"u1","meta":null,"channels":["bench"],"time":"2026-01-01T00:00:00.000Z","data":%q,"binary":false,"seq":1}`, stamp("e", time.Now()))
+	lua := fmt.Sprintf("wrk.method = \"POST\"\nwrk.body = %q\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.headers[\"WsBridge-Event\"] = \"message\"\n", ev)
+	dir, err := os.MkdirTemp("", "wsbridge-bench-wrk")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	script := filepath.Join(dir, "post.lua")
+	if err := os.WriteFile(script, []byte(lua), 0o644); err != nil {
+		return nil, err
+	}
+	secs := max(1, int(e.opt.duration.Seconds()))
+	out, err := exec.CommandContext(ctx, "wrk", "-t", strconv.Itoa(min(conns, 2)), "-c", strconv.Itoa(conns),
+		"-d", strconv.Itoa(secs)+"s", "--latency", "-s", script, e.hookURL).CombinedOutput()
+	if err != nil {
+		return nil, fmt.Errorf("wrk: %w: %s", err, out)
+	}
+	r, err := parseWrk(out)
+	if err != nil {
+		return nil, err
+	}
+	r.Connections = conns
+	e.logf("webhook direct (wrk), %3d connections: %7.0f req/s; p50 %.3f ms, p90 %.3f ms, p99 %.3f ms", conns, r.PerSec, r.P50MS, r.P90MS, r.P99MS)
+	return r, nil
+}
+
+var (
+	wrkRate = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
+	wrkPct  = regexp.MustCompile(`^\s+(50|90|99)%\s+([0-9.]+)(us|ms|s)\s*$`)
+	wrkErrs = regexp.MustCompile(`Non-2xx or 3xx responses: (\d+)`)
+)
+
+// parseWrk reads wrk --latency output: the rate and the 50/90/99 % latencies.
+func parseWrk(out []byte) (*WrkResult, error) {
+	if m := wrkErrs.FindSubmatch(out); m != nil {
+		return nil, fmt.Errorf("wrk saw %s error responses:\n%s", m[1], out)
+	}
+	m := wrkRate.FindSubmatch(out)
+	if m == nil {
+		return nil, fmt.Errorf("no Requests/sec in wrk output:\n%s", out)
+	}
+	r := &WrkResult{}
+	r.PerSec, _ = strconv.ParseFloat(string(m[1]), 64)
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		p := wrkPct.FindStringSubmatch(sc.Text())
+		if p == nil {
+			continue
+		}
+		v, _ := strconv.ParseFloat(p[2], 64)
+		switch p[3] {
+		case "us":
+			v /= 1000
+		case "s":
+			v *= 1000
+		}
+		switch p[1] {
+		case "50":
+			r.P50MS = v
+		case "90":
+			r.P90MS = v
+		case "99":
+			r.P99MS = v
+		}
+	}
+	return r, nil
+}
+
+// Report is the JSON the tool writes with -json.
+type Report struct {
+	Scenario  string           `json:"scenario"`
+	Hook      string           `json:"hook"` // "go" or "php"
+	Started   time.Time        `json:"started"`
+	Options   map[string]any   `json:"options"`
+	Idle      *IdleResult      `json:"idle,omitempty"`
+	Connect   *ConnectResult   `json:"connect,omitempty"`
+	Broadcast *BroadcastResult `json:"broadcast,omitempty"`
+	Push      *PushResult      `json:"push,omitempty"`
+	Webhook   *WebhookResult   `json:"webhook,omitempty"`
+}
+
+func writeJSON(path string, r *Report) error {
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+// parseCounts reads "1000,10000,20000".
+func parseCounts(s string) ([]int, error) {
+	var out []int
+	for f := range strings.SplitSeq(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n <= 0 {
+			return nil, fmt.Errorf("-counts: %q is not a positive number", f)
+		}
+		if len(out) > 0 && n <= out[len(out)-1] {
+			return nil, errors.New("-counts must increase")
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
