@@ -74,7 +74,6 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		log:         s.log.With("conn", id),
 		traceparent: r.Header.Get("Traceparent"),
 		writerDone:  make(chan struct{}),
-		closing:     make(chan struct{}),
 		release:     release,
 	}
 	if s.cfg.MessageRate > 0 {
@@ -136,7 +135,8 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	c.opened = time.Now()
 	s.hub.Add(c, ConnInfo{ID: id, RemoteAddr: r.RemoteAddr, Path: r.URL.Path, Subprotocol: deref(reply.Subprotocol), ConnectedAt: c.opened},
 		&c.counters, deref(reply.UserID), reply.Meta, reply.Join)
-	ws, err := websocket.Accept(w, r, opts)
+	cw := &corkingWriter{ResponseWriter: w}
+	ws, err := websocket.Accept(cw, r, opts)
 	if err != nil {
 		// Accept has answered the client. PHP accepted the connection, so it is told that it
 		// ended: every accepted open gets exactly one close.
@@ -149,6 +149,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	s.metrics.accepted.Inc()
 	s.metrics.connections.Inc()
 	ws.SetReadLimit(s.cfg.MaxMessageSize)
+	c.wire = cw.conn
 	c.setSocket(ws)
 	// Shutdown may have closed every connection between enter and Add; this one was not in
 	// the hub yet, so it closes itself.

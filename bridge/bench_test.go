@@ -80,14 +80,19 @@ func BenchmarkDecodePublishBatch(b *testing.B) {
 // most half a queue in flight so that the client is never dropped as slow.
 func BenchmarkConnWriter(b *testing.B) {
 	s := benchServer(b, "WSBRIDGE_SEND_QUEUE=256")
-	accepted := make(chan *websocket.Conn, 1)
+	type accept struct {
+		ws   *websocket.Conn
+		wire *corkConn
+	}
+	accepted := make(chan accept, 1)
 	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ws, err := websocket.Accept(w, r, nil)
+		cw := &corkingWriter{ResponseWriter: w}
+		ws, err := websocket.Accept(cw, r, nil)
 		if err != nil {
 			b.Error(err)
 			return
 		}
-		accepted <- ws
+		accepted <- accept{ws, cw.conn}
 	}))
 	defer hs.Close()
 	client, _, err := websocket.Dial(context.Background(), "ws"+strings.TrimPrefix(hs.URL, "http"), nil)
@@ -95,8 +100,10 @@ func BenchmarkConnWriter(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer client.CloseNow()
-	c := &conn{id: "bench", srv: s, writerDone: make(chan struct{}), closing: make(chan struct{})}
-	c.setSocket(<-accepted)
+	c := &conn{id: "bench", srv: s, writerDone: make(chan struct{})}
+	a := <-accepted
+	c.wire = a.wire
+	c.setSocket(a.ws)
 	c.startWriter(context.Background())
 
 	var read atomic.Int64

@@ -24,6 +24,8 @@ type conn struct {
 	// closed) a moment before that; only dropSlow can run then, and it reads ws under closeMu.
 	// Every other use is in goroutines started after setSocket.
 	ws          *websocket.Conn
+	wire        *corkConn // the socket under ws; the writer corks it during a burst
+	burst       bool      // the writer is gathering a burst (owned by the writer)
 	log         *slog.Logger
 	traceparent string
 	opened      time.Time
@@ -41,7 +43,7 @@ type conn struct {
 	busy       atomic.Bool     // a message webhook is in flight and reads are paused
 
 	closeOnce sync.Once
-	closing   chan struct{} // closed by the first Close
+	closing   atomic.Bool // set by the first Close; an atomic, not a channel: Send checks it per frame
 	closeMu   sync.Mutex
 	code      int
 	reason    string
@@ -62,7 +64,7 @@ func (c *conn) Close(code int, reason string, by Initiator) bool {
 		c.closeMu.Lock()
 		c.code, c.reason, c.initiator = code, reason, by
 		c.closeMu.Unlock()
-		close(c.closing)
+		c.closing.Store(true)
 		c.kick() // the writer flushes and closes the socket
 	})
 	return first
@@ -91,12 +93,10 @@ func (c *conn) readLoop(ctx context.Context) {
 			c.readFailed(err)
 			return
 		}
-		select {
-		case <-c.closing:
+		if c.isClosing() {
 			// The close has begun (the client is being told why); frames it sent meanwhile
 			// are not delivered. Reading goes on only to complete the close handshake.
 			continue
-		default:
 		}
 		if c.rate != nil && !c.rate.Allow() {
 			c.srv.metrics.limit("message_rate")

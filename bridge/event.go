@@ -97,6 +97,9 @@ type CloseRequest struct {
 type Frame struct {
 	Binary bool
 	Data   []byte
+	// wire is the frame as sent, when already encoded: a publication encodes it once for all
+	// its recipients (wsframe.go).
+	wire []byte
 }
 
 // UnmarshalJSON accepts a string or an object with exactly one of data / data_base64.

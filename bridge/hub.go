@@ -235,6 +235,7 @@ func (h *Hub) Publish(ctx context.Context, p *Publication) (int, error) {
 
 // publishLocal queues f for every local connection matched by to, once each, except one.
 func (h *Hub) publishLocal(to Targets, except string, f Frame) int {
+	f.wire = f.wireFrame() // once, shared by every recipient
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	n := 0

@@ -12,10 +12,8 @@ import (
 // to; it is closed as a slow consumer rather than allowed to stall the sender (a broadcast, the
 // push API, another client's webhook).
 func (c *conn) Send(f Frame) bool {
-	select {
-	case <-c.closing:
+	if c.isClosing() {
 		return false
-	default:
 	}
 	if !c.queue.push(f, c.srv.cfg.SendQueue) {
 		c.dropSlow("slow consumer")
@@ -123,40 +121,44 @@ func (c *conn) kick() {
 	}
 }
 
-func (c *conn) isClosing() bool {
-	select {
-	case <-c.closing:
-		return true
-	default:
-		return false
-	}
-}
+func (c *conn) isClosing() bool { return c.closing.Load() }
 
 // drain writes queued frames until none is left, or, once a close is requested, writes what is
 // queued (unless the client is the reason the queue is full) and closes the socket. That last
 // drain closes writerDone and leaves idle false, so no writer ever starts again.
 func (c *conn) drain() {
-	// Writes get a context that is never cancelled. coder/websocket registers a write whose
-	// context can be cancelled with context.AfterFunc, which takes the parent's lock: with the
-	// server's base context that is one lock and one map shared by every connection's every
-	// write, the hottest spot of a broadcast. The write timer bounds each write instead, and a
-	// shutdown that gives up cancels the reads, which closes the socket under a blocked write.
-	wctx := context.WithoutCancel(c.ctx)
+	// Frames go straight to the socket (wsframe.go), bounded by the write timer; a shutdown that
+	// gives up cancels the reads, which closes the socket under a blocked write.
 	for {
-		// A requested close goes first: finish flushes what is queued anyway.
+		// A requested close goes first: finish flushes what is queued anyway, uncorked, since
+		// the close handshake waits for the peer to see the close frame.
 		if c.isClosing() {
 			c.stopPinger()
-			c.finish(wctx)
+			if c.endBurst() {
+				c.finish()
+			}
 			close(c.writerDone)
 			return
 		}
 		if f, ok := c.queue.pop(); ok {
-			if !c.write(wctx, f) {
+			if !c.burst && !c.queue.empty() {
+				// More frames wait (a broadcast, a busy channel): gather them and hand the
+				// socket one write, under one write timeout, instead of one per frame.
+				c.burst = true
+				c.armWriteTimer()
+				c.wire.cork()
+			}
+			if !c.write(f) {
 				c.stopPinger()
 				close(c.writerDone)
 				return
 			}
 			continue
+		}
+		if !c.endBurst() {
+			c.stopPinger()
+			close(c.writerDone)
+			return
 		}
 		c.idle.Store(true)
 		// A Send or Close between the empty pop and the Store saw a writer running and
@@ -192,22 +194,42 @@ func (c *conn) stopPinger() {
 	}
 }
 
-func (c *conn) write(ctx context.Context, f Frame) bool {
-	typ := websocket.MessageText
-	if f.Binary {
-		typ = websocket.MessageBinary
+// endBurst sends what the writer gathered during a burst, still under the burst's write timeout.
+func (c *conn) endBurst() bool {
+	if !c.burst {
+		return true
 	}
-	// A timer rather than a context deadline: coder/websocket closes the socket when a write's
-	// context expires, and the read loop would then report the close as the client's doing
-	// before the writer could say why. Here the cause is recorded first. One timer per
-	// connection, made at its first write and re-armed for each, rather than one per frame.
+	c.burst = false
+	err := c.wire.uncork()
+	c.wtimer.Stop()
+	if err != nil {
+		c.Close(int(websocket.StatusAbnormalClosure), "write failed", InitiatorServer)
+		c.ws.CloseNow()
+		return false
+	}
+	return true
+}
+
+// armWriteTimer starts the write timeout. A timer rather than a context deadline: coder/websocket
+// closes the socket when a write's context expires, and the read loop would then report the
+// close as the client's doing before the writer could say why. Here the cause is recorded first.
+// One timer per connection, made at its first write and re-armed for each.
+func (c *conn) armWriteTimer() {
 	if c.wtimer == nil {
 		c.wtimer = time.AfterFunc(c.srv.cfg.WriteTimeout, func() { c.dropSlow("write timeout") })
 	} else {
 		c.wtimer.Reset(c.srv.cfg.WriteTimeout)
 	}
-	err := c.ws.Write(ctx, typ, f.Data)
-	c.wtimer.Stop()
+}
+
+func (c *conn) write(f Frame) bool {
+	if !c.burst { // in a burst, the timer armed at its start covers every write
+		c.armWriteTimer()
+	}
+	_, err := c.wire.Write(f.wireFrame())
+	if !c.burst || err != nil {
+		c.wtimer.Stop()
+	}
 	if err != nil {
 		c.Close(int(websocket.StatusAbnormalClosure), "write failed", InitiatorServer)
 		c.ws.CloseNow()
@@ -220,7 +242,7 @@ func (c *conn) write(ctx context.Context, f Frame) bool {
 }
 
 // finish flushes queued frames and closes the socket with the recorded code.
-func (c *conn) finish(ctx context.Context) {
+func (c *conn) finish() {
 	code, reason, by := c.closeInfo()
 	// A slow consumer is not reading, so neither queued frames nor a close frame would get
 	// through. 1005 and 1006 describe a close without a frame and must never be sent. In all
@@ -236,7 +258,7 @@ func (c *conn) finish(ctx context.Context) {
 			c.ws.Close(websocket.StatusCode(code), reason)
 			return
 		}
-		if !c.write(ctx, f) {
+		if !c.write(f) {
 			return
 		}
 	}

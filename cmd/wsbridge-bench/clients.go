@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"slices"
@@ -193,11 +194,13 @@ func (f *fleet) connect(ctx context.Context, n, conc int) (Dist, error) {
 // would close the socket, and closing is the fleet's job.
 func (f *fleet) read(c *client) {
 	defer f.readers.Done()
+	var buf []byte // reused: ten thousand readers allocating per frame would measure the GC
 	for {
-		_, b, err := c.ws.Read(context.Background())
+		b, err := readInto(c.ws, buf[:0])
 		if err != nil {
 			return
 		}
+		buf = b
 		now := time.Now()
 		c.got.Add(1)
 		if at, ok := sentAt(b); ok {
@@ -209,6 +212,27 @@ func (f *fleet) read(c *client) {
 			case c.echoed <- struct{}{}:
 			default:
 			}
+		}
+	}
+}
+
+// readInto reads one message into buf, growing it as needed.
+func readInto(ws *websocket.Conn, buf []byte) ([]byte, error) {
+	_, r, err := ws.Reader(context.Background())
+	if err != nil {
+		return buf, err
+	}
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
 		}
 	}
 }

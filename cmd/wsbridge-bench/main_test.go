@@ -82,7 +82,8 @@ Requests/sec:  13417.05
 func TestScenariosAgainstInProcessBridge(t *testing.T) {
 	hook := httptest.NewServer(benchHook())
 	defer hook.Close()
-	cfg, err := bridge.LoadConfig([]string{"WSBRIDGE_WEBHOOK_URL=" + hook.URL, "WSBRIDGE_LISTEN=127.0.0.1:0", "WSBRIDGE_INTERNAL_LISTEN=127.0.0.2:0"})
+	// MESSAGE_RATE=0 as the tool sets it: the echo loop sends as fast as the hook answers.
+	cfg, err := bridge.LoadConfig([]string{"WSBRIDGE_WEBHOOK_URL=" + hook.URL, "WSBRIDGE_LISTEN=127.0.0.1:0", "WSBRIDGE_INTERNAL_LISTEN=127.0.0.2:0", "WSBRIDGE_MESSAGE_RATE=0"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -296,7 +296,8 @@ func runBroadcast(ctx context.Context, e *env) (*BroadcastResult, error) {
 		workers int
 	}{
 		{fmt.Sprintf("broadcast @%g msg/s", e.opt.rate), e.opt.rate, 1},
-		{"broadcast flat out", 0, 1},
+		// Flat out keeps several publishes in flight, as many PHP workers pushing at once would.
+		{"broadcast flat out", 0, e.opt.workers},
 	} {
 		p, err := e.runPhase(ctx, f, ph.name, body, m, m, int64(m)*int64(e.opt.conns), ph.rate, ph.workers)
 		if err != nil {

@@ -234,6 +234,9 @@ func (s *stack) startBridge(ctx context.Context, bin string, concurrency int, en
 		"WSBRIDGE_MAX_LIST_RESULT=100000",
 		"WSBRIDGE_LOG_LEVEL=warn",
 		"WSBRIDGE_SHUTDOWN_TIMEOUT=60s",
+		// The webhook scenario's clients send as fast as PHP answers; the per-client rate limit
+		// (100/s by default) would close them, and it is not what is measured here.
+		"WSBRIDGE_MESSAGE_RATE=0",
 	)
 	s.GC = &gcTrace{}
 	s.stderr = &tail{}
