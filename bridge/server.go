@@ -140,9 +140,7 @@ func (s *Server) apply(ctx context.Context, c *conn, r *Reply) error {
 			return err
 		}
 	}
-	for _, f := range r.Send {
-		c.Send(f)
-	}
+	c.sendOwn(r.Send)
 	for i := range r.Publish {
 		if _, err := s.publish(ctx, &r.Publish[i]); err != nil {
 			c.log.Error("publish from reply failed", "err", err)
@@ -212,6 +210,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 	}
 	s.cancelBase()
+	s.hooks.closeIdle()
 	return err
 }
 

@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -28,38 +27,26 @@ const (
 	HeaderAttempt    = "WsBridge-Attempt"
 )
 
-// webhooks sends events to PHP. It is built like the outbound half of httputil.ReverseProxy:
-// one tuned client, an explicit header policy, every body drained, closed and size-limited,
-// and a concurrency cap sized to the PHP-FPM pool. On top of that it retries with backoff and
-// holds back while PHP is down (breaker).
+// webhooks sends events to PHP: an explicit header policy, every answer read whole and
+// size-limited, at most WEBHOOK_CONCURRENCY requests at once, each slot holding one keep-alive
+// connection (hookconn.go). On top of that it retries with backoff and holds back while PHP is
+// down (breaker).
 type webhooks struct {
 	cfg     *Config
-	client  *http.Client
 	secret  []byte
 	limits  Limits
 	metrics *metrics
 	breaker *breaker
 	lastOK  atomic.Int64 // unix nanoseconds of PHP's last answer below 500
-	// slots caps the requests in flight over all connections. A webhook waits for a slot
-	// within its attempt's timeout rather than piling up inside PHP-FPM's backlog.
-	slots chan struct{}
+	// slots caps the requests in flight over all connections, and each holds the keep-alive
+	// connection its requests use. A webhook waits for a slot within its attempt's timeout
+	// rather than piling up inside PHP-FPM's backlog.
+	slots chan *hookConn
 }
 
 func newWebhooks(cfg *Config, m *metrics) *webhooks {
-	transport := &http.Transport{
-		Proxy:       nil, // webhooks go straight to the PHP backend, never via HTTP_PROXY
-		DialContext: (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		// Keep one idle connection per slot so steady traffic never re-dials.
-		MaxIdleConns:        cfg.WebhookConcurrency,
-		MaxIdleConnsPerHost: cfg.WebhookConcurrency,
-		IdleConnTimeout:     90 * time.Second,
-		// PHP replies are small JSON; asking for gzip would only cost CPU on both sides.
-		DisableCompression:    true,
-		ResponseHeaderTimeout: cfg.WebhookTimeout,
-	}
 	return &webhooks{
 		cfg:     cfg,
-		client:  &http.Client{Transport: transport, CheckRedirect: noRedirects},
 		secret:  []byte(cfg.WebhookSecret),
 		limits:  cfg.limits(),
 		metrics: m,
@@ -73,12 +60,29 @@ func newWebhooks(cfg *Config, m *metrics) *webhooks {
 				m.breakerTrips.Inc()
 			}
 		}),
-		slots: make(chan struct{}, cfg.WebhookConcurrency),
+		slots: slotsOf(cfg.WebhookConcurrency),
 	}
 }
 
-// A webhook is a POST to a fixed URL; following a redirect would turn it into a GET.
-func noRedirects(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+func slotsOf(n int) chan *hookConn {
+	slots := make(chan *hookConn, n)
+	for range n {
+		slots <- &hookConn{}
+	}
+	return slots
+}
+
+// closeIdle closes the kept-alive connections of the slots that are free; at shutdown, all.
+func (w *webhooks) closeIdle() {
+	for range cap(w.slots) {
+		select {
+		case hc := <-w.slots:
+			hc.close()
+			defer func() { w.slots <- hc }()
+		default:
+		}
+	}
+}
 
 // webhookResult is PHP's answer to one webhook.
 type webhookResult struct {
@@ -170,12 +174,13 @@ func (w *webhooks) send(ctx context.Context, ev *Event, traceparent string, hold
 func (w *webhooks) attempt(ctx context.Context, ev *Event, body []byte, traceparent string, n int) (*webhookResult, error) {
 	ctx, cancel := context.WithTimeout(ctx, w.cfg.WebhookTimeout)
 	defer cancel()
+	var hc *hookConn
 	select {
-	case w.slots <- struct{}{}:
+	case hc = <-w.slots:
 	default:
 		w.metrics.webhookSlotWait.Inc()
 		select {
-		case w.slots <- struct{}{}:
+		case hc = <-w.slots:
 			w.metrics.webhookSlotWait.Dec()
 		case <-ctx.Done():
 			w.metrics.webhookSlotWait.Dec()
@@ -185,7 +190,7 @@ func (w *webhooks) attempt(ctx context.Context, ev *Event, body []byte, tracepar
 	w.metrics.webhooksInFlight.Inc()
 	defer func() {
 		w.metrics.webhooksInFlight.Dec()
-		<-w.slots
+		w.slots <- hc
 	}()
 
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.cfg.webhookURL(ev.Type).String(), bytes.NewReader(body))
@@ -207,19 +212,15 @@ func (w *webhooks) attempt(ctx context.Context, ev *Event, body []byte, tracepar
 		h.Set("Traceparent", traceparent)
 	}
 
-	resp, err := w.client.Do(req)
+	// Redirects are not followed (a webhook is a POST to a fixed URL), no proxy is used, and no
+	// compression is asked for: PHP's replies are small JSON.
+	resp, b, err := hc.do(ctx, req, w.cfg.WebhookMaxReply)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s webhook: %w", errBackend, ev.Type, err)
 	}
-	defer resp.Body.Close()
-	// Read one byte more than allowed to tell "exactly at the limit" from "over it".
-	b, err := io.ReadAll(io.LimitReader(resp.Body, w.cfg.WebhookMaxReply+1))
-	if err != nil {
-		return nil, fmt.Errorf("%w: read %s reply: %v", errBackend, ev.Type, err)
-	}
 	if int64(len(b)) > w.cfg.WebhookMaxReply {
-		// Drain nothing more: closing the body drops the connection, which beats reading an
-		// unbounded reply.
+		// The rest is not read: the connection is dropped, which beats reading an unbounded
+		// reply.
 		return &webhookResult{Status: resp.StatusCode, Header: resp.Header},
 			fmt.Errorf("%w: %s reply is larger than WEBHOOK_MAX_REPLY (%d bytes)", errMalformedReply, ev.Type, w.cfg.WebhookMaxReply)
 	}
@@ -248,12 +249,7 @@ func (w *webhooks) reachable(ctx context.Context) error {
 	}
 	addrs := map[string]bool{}
 	for _, t := range []EventType{EventOpen, EventMessage, EventClose} {
-		u := w.cfg.webhookURL(t)
-		port := u.Port()
-		if port == "" {
-			port = map[string]string{"http": "80", "https": "443"}[u.Scheme]
-		}
-		addrs[net.JoinHostPort(u.Hostname(), port)] = true
+		addrs[hostPort(w.cfg.webhookURL(t))] = true
 	}
 	for addr := range addrs {
 		dctx, cancel := context.WithTimeout(ctx, time.Second)

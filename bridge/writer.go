@@ -12,6 +12,14 @@ import (
 // to; it is closed as a slow consumer rather than allowed to stall the sender (a broadcast, the
 // push API, another client's webhook).
 func (c *conn) Send(f Frame) bool {
+	if !c.enqueue(f) {
+		return false
+	}
+	c.kick()
+	return true
+}
+
+func (c *conn) enqueue(f Frame) bool {
 	if c.isClosing() {
 		return false
 	}
@@ -19,8 +27,22 @@ func (c *conn) Send(f Frame) bool {
 		c.dropSlow("slow consumer")
 		return false
 	}
-	c.kick()
 	return true
+}
+
+// sendOwn queues the frames of this connection's own webhook reply and, when no writer runs,
+// writes them on the calling goroutine: the connection's reader, which waits for this reply
+// anyway. An echo then costs no goroutine hand-off. Should the client not read, only this
+// connection's reader waits, within the write timeout, as its messages would anyway.
+func (c *conn) sendOwn(fs []Frame) {
+	for _, f := range fs {
+		if !c.enqueue(f) {
+			return
+		}
+	}
+	if len(fs) > 0 && c.idle.CompareAndSwap(true, false) {
+		c.drain()
+	}
 }
 
 // sendQueue holds the frames waiting for a connection's writer, at most SEND_QUEUE of them.

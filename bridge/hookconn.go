@@ -1,0 +1,138 @@
+package bridge
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"syscall"
+	"time"
+)
+
+// hookConn is one keep-alive HTTP/1.1 connection to the webhook server. The connections live in
+// the webhook slots, so there are at most WEBHOOK_CONCURRENCY of them, each carrying one request
+// at a time, and a request runs on its caller's goroutine: write it, read the answer. net/http's
+// Transport hands every request to two goroutines of its own and back; on the message path those
+// wake-ups cost more CPU than everything else the bridge does for a message.
+type hookConn struct {
+	addr string // host:port it is connected to
+	nc   net.Conn
+	br   *bufio.Reader
+	bw   *bufio.Writer
+}
+
+// do sends req and reads the whole answer, keeping at most max+1 bytes of body (so the caller
+// can tell "over the limit"). The connection is dialled when there is none (or it goes to
+// another address) and kept for the next request unless the answer or an error ends it.
+func (hc *hookConn) do(ctx context.Context, req *http.Request, max int64) (*http.Response, []byte, error) {
+	addr := hostPort(req.URL)
+	for try := 0; ; try++ {
+		reused := hc.nc != nil && hc.addr == addr
+		if !reused {
+			hc.close()
+			if err := hc.dial(ctx, req.URL, addr); err != nil {
+				return nil, nil, err
+			}
+		}
+		resp, body, err := hc.exchange(ctx, req, max)
+		if err == nil {
+			if resp.Close || int64(len(body)) > max {
+				hc.close() // the server ends it, or the rest of an oversize body is unread
+			}
+			return resp, body, nil
+		}
+		hc.close()
+		// A kept-alive connection that the server closed while it was idle fails before any
+		// answer. That says nothing about PHP: the request goes once more, on a new connection,
+		// with the same event id (at least once, as every retry).
+		if !reused || try > 0 || !staleConn(err) || ctx.Err() != nil || req.GetBody == nil {
+			return nil, nil, err
+		}
+		if req.Body, err = req.GetBody(); err != nil {
+			return nil, nil, err
+		}
+	}
+}
+
+func (hc *hookConn) exchange(ctx context.Context, req *http.Request, max int64) (*http.Response, []byte, error) {
+	if d, ok := ctx.Deadline(); ok {
+		hc.nc.SetDeadline(d)
+	}
+	// Cancelling ctx (shutdown giving up, the handshake deadline) cuts a blocked read or write.
+	// If that has begun, it is waited for, so that it cannot touch the connection's next use.
+	nc, fired := hc.nc, make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		nc.SetDeadline(time.Unix(1, 0))
+		close(fired)
+	})
+	defer func() {
+		if !stop() {
+			<-fired
+		}
+	}()
+	if err := req.Write(hc.bw); err != nil {
+		return nil, nil, err
+	}
+	if err := hc.bw.Flush(); err != nil {
+		return nil, nil, err
+	}
+	resp, err := http.ReadResponse(hc.br, req)
+	if err != nil {
+		return nil, nil, err
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, max+1))
+	if err != nil {
+		return nil, nil, err
+	}
+	return resp, body, nil
+}
+
+func (hc *hookConn) dial(ctx context.Context, u *url.URL, addr string) error {
+	d := net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
+	nc, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return err
+	}
+	if u.Scheme == "https" {
+		tc := tls.Client(nc, &tls.Config{ServerName: u.Hostname(), NextProtos: []string{"http/1.1"}})
+		if err := tc.HandshakeContext(ctx); err != nil {
+			nc.Close()
+			return err
+		}
+		nc = tc
+	}
+	hc.addr, hc.nc = addr, nc
+	if hc.br == nil {
+		hc.br, hc.bw = bufio.NewReader(nc), bufio.NewWriter(nc)
+	} else {
+		hc.br.Reset(nc)
+		hc.bw.Reset(nc)
+	}
+	return nil
+}
+
+func (hc *hookConn) close() {
+	if hc.nc != nil {
+		hc.nc.Close()
+		hc.nc = nil
+	}
+}
+
+// staleConn: the error of a request on a connection the peer had already closed.
+func staleConn(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
+// hostPort is u's host and port, the port from the scheme when the URL has none.
+func hostPort(u *url.URL) string {
+	port := u.Port()
+	if port == "" {
+		port = map[string]string{"http": "80", "https": "443"}[u.Scheme]
+	}
+	return net.JoinHostPort(u.Hostname(), port)
+}
