@@ -7,17 +7,25 @@
 //
 //	changing …                                        open
 //	what PHP receives or may answer                   event.go, then webhook.go
+//	retries, backoff, PHP considered down             webhook.go, breaker.go
+//	the HTTP connections to PHP                       hookconn.go
 //	the handshake, origins, subprotocols              accept.go
-//	one socket's life: limits, pings, close           conn.go, writer.go
+//	connection limits (in all, per address)           limits.go
+//	one socket's life: rate limit, pings, close       conn.go, writer.go
+//	how frames reach the socket                       writer.go, wsframe.go, cork.go
+//	close webhooks: pacing, waiting out PHP outages   closequeue.go
 //	who receives a push                               hub.go, push.go, broker*.go
 //	plain HTTP to the app                             proxy.go
 //	an environment variable                           config.go (configdoc.go renders the docs table)
+//	metrics                                           metrics.go (docs/reliability.md lists them)
 //	the process: listeners, signals, shutdown order   cmd/wsbridge/main.go, server.go
 //
 // Goroutines per connection: one reads and calls PHP (started as the upgrade handler returns, so
-// the handler's deep stack is not kept); a writer,
-// started only while frames wait, owns every write through a bounded queue; a timer pings every
-// PING_INTERVAL to detect dead peers. Nothing that delivers to a connection (a broadcast, the
-// push API, another connection's reply) ever waits for it: a full queue closes the slow client
-// instead.
+// the handler's deep stack is not kept); a writer, started only while frames wait, owns every
+// write through a bounded queue and hands a burst to the socket in one write; a timer pings
+// every PING_INTERVAL to detect dead peers. Nothing that delivers to a connection (a broadcast,
+// the push API, another connection's reply) ever waits for it: a full queue closes the slow
+// client instead.
+//
+// bridge/testkit holds helpers shared by the tests of this module's packages.
 package bridge
