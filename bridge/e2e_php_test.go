@@ -99,20 +99,26 @@ func (p *phpServer) stop() {
 // closeEvents reads the close webhooks PHP recorded.
 func (p *phpServer) closeEvents(t *testing.T) []Event {
 	t.Helper()
-	raw, err := os.ReadFile(p.closeLog)
+	return readJSONLines[Event](t, p.closeLog)
+}
+
+// readJSONLines decodes a file PHP appends one JSON object per line to; a missing file is empty.
+func readJSONLines[T any](t *testing.T, path string) []T {
+	t.Helper()
+	raw, err := os.ReadFile(path)
 	if err != nil && !os.IsNotExist(err) {
 		t.Fatal(err)
 	}
-	var out []Event
+	var out []T
 	for _, line := range strings.Split(strings.TrimSpace(string(raw)), "\n") {
 		if line == "" {
 			continue
 		}
-		var ev Event
-		if err := json.Unmarshal([]byte(line), &ev); err != nil {
-			t.Fatalf("close log line %q: %v", line, err)
+		var v T
+		if err := json.Unmarshal([]byte(line), &v); err != nil {
+			t.Fatalf("%s: line %q: %v", path, line, err)
 		}
-		out = append(out, ev)
+		out = append(out, v)
 	}
 	return out
 }

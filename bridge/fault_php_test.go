@@ -6,7 +6,6 @@ package bridge
 // tabulates (go test ./bridge -run Fault -v | grep fault:).
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -71,21 +70,7 @@ func (f *faultPHP) set(t *testing.T, faults map[EventType]string) {
 
 func (f *faultPHP) events(t *testing.T) []loggedEvent {
 	t.Helper()
-	raw, err := os.ReadFile(f.eventLog)
-	if err != nil && !os.IsNotExist(err) {
-		t.Fatal(err)
-	}
-	var out []loggedEvent
-	sc := bufio.NewScanner(strings.NewReader(string(raw)))
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		var ev loggedEvent
-		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
-			t.Fatalf("event log line %q: %v", sc.Text(), err)
-		}
-		out = append(out, ev)
-	}
-	return out
+	return readJSONLines[loggedEvent](t, f.eventLog)
 }
 
 // attempts returns what PHP saw of typ for connection id (any connection when id is "").

@@ -295,8 +295,9 @@ func runBroadcast(ctx context.Context, e *env) (*BroadcastResult, error) {
 		rate    float64
 		workers int
 	}{
-		{fmt.Sprintf("broadcast @%g msg/s", e.opt.rate), e.opt.rate, 1},
-		// Flat out keeps several publishes in flight, as many PHP workers pushing at once would.
+		// Both phases keep up to -workers publishes in flight, as several PHP workers pushing at
+		// once would; the paced one still starts them at -rate.
+		{fmt.Sprintf("broadcast @%g msg/s", e.opt.rate), e.opt.rate, e.opt.workers},
 		{"broadcast flat out", 0, e.opt.workers},
 	} {
 		p, err := e.runPhase(ctx, f, ph.name, body, m, m, int64(m)*int64(e.opt.conns), ph.rate, ph.workers)
