@@ -74,13 +74,19 @@ func slotsOf(n int) chan *hookConn {
 
 // closeIdle closes the kept-alive connections of the slots that are free; at shutdown, all.
 func (w *webhooks) closeIdle() {
-	for range cap(w.slots) {
+	var free []*hookConn
+	for len(free) < cap(w.slots) {
 		select {
 		case hc := <-w.slots:
 			hc.close()
-			defer func() { w.slots <- hc }()
+			free = append(free, hc)
+			continue
 		default:
 		}
+		break
+	}
+	for _, hc := range free {
+		w.slots <- hc
 	}
 }
 

@@ -225,17 +225,22 @@ func (c *conn) endBurst() bool {
 	err := c.wire.uncork()
 	c.wtimer.Stop()
 	if err != nil {
-		c.Close(int(websocket.StatusAbnormalClosure), "write failed", InitiatorServer)
-		c.ws.CloseNow()
+		c.writeFailed()
 		return false
 	}
 	return true
 }
 
-// armWriteTimer starts the write timeout. A timer rather than a context deadline: coder/websocket
-// closes the socket when a write's context expires, and the read loop would then report the
-// close as the client's doing before the writer could say why. Here the cause is recorded first.
-// One timer per connection, made at its first write and re-armed for each.
+// writeFailed ends a connection whose socket refused a write.
+func (c *conn) writeFailed() {
+	c.Close(int(websocket.StatusAbnormalClosure), "write failed", InitiatorServer)
+	c.ws.CloseNow()
+}
+
+// armWriteTimer starts the write timeout. A timer rather than the socket's write deadline: the
+// timer records the cause (a slow consumer) before it closes the socket, whereas a deadline would
+// let the read loop see the socket die and report it as the client's doing. One timer per
+// connection, made at its first write and re-armed for each write or burst.
 func (c *conn) armWriteTimer() {
 	if c.wtimer == nil {
 		c.wtimer = time.AfterFunc(c.srv.cfg.WriteTimeout, func() { c.dropSlow("write timeout") })
@@ -253,8 +258,7 @@ func (c *conn) write(f Frame) bool {
 		c.wtimer.Stop()
 	}
 	if err != nil {
-		c.Close(int(websocket.StatusAbnormalClosure), "write failed", InitiatorServer)
-		c.ws.CloseNow()
+		c.writeFailed()
 		return false
 	}
 	c.counters.Out.Add(1)
