@@ -5,17 +5,30 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"syscall"
 )
 
 // corkConn lets a connection's writer hand a burst of frames to the kernel in one write.
 // coder/websocket flushes every message to the socket on its own; during a broadcast that is one
 // write system call per frame, and the loopback or network stack behind each call is most of
 // what a delivery costs. While corked, writes are gathered here; uncork sends them at once.
+//
+// It also lets a sender write without waiting (tryWrite): a frame that the socket buffer takes
+// at once needs no writer goroutine at all.
 type corkConn struct {
 	net.Conn
+	raw    syscall.RawConn // nil when the socket has no file descriptor; tryWrite then declines
 	mu     sync.Mutex
 	corked bool
-	buf    []byte
+	buf    []byte // gathered while corked, or the rest of a tryWrite the socket did not take
+}
+
+func newCorkConn(nc net.Conn) *corkConn {
+	c := &corkConn{Conn: nc}
+	if sc, ok := nc.(syscall.Conn); ok {
+		c.raw, _ = sc.SyscallConn()
+	}
+	return c
 }
 
 // corkMax bounds what a corked connection gathers; beyond it the burst goes out in pieces.
@@ -49,6 +62,58 @@ func (c *corkConn) uncork() error {
 	return c.flushLocked()
 }
 
+// tryWrite writes p if that needs no waiting. taken is false when nothing was done: the
+// connection is busy (another write holds it, is corked, or has bytes pending) or has no file
+// descriptor, and the caller queues p for the writer instead. When taken, whatever the socket
+// buffer did not accept is kept, and pending reports it: the writer must flush it before the
+// connection is idle again. A write goes to the kernel without blocking, so a sender serving
+// many connections (a broadcast) is never held by one slow client.
+func (c *corkConn) tryWrite(p []byte) (taken, pending bool, err error) {
+	if c.raw == nil || !c.mu.TryLock() {
+		return false, false, nil
+	}
+	defer c.mu.Unlock()
+	if c.corked || len(c.buf) > 0 {
+		return false, false, nil
+	}
+	n := 0
+	var werr error
+	rerr := c.raw.Write(func(fd uintptr) bool {
+		for n < len(p) {
+			m, err := syscall.Write(int(fd), p[n:])
+			if err == syscall.EINTR {
+				continue
+			}
+			if err != nil {
+				if err != syscall.EAGAIN {
+					werr = err
+				}
+				break
+			}
+			n += m
+		}
+		return true // done either way: never wait for the socket here
+	})
+	if rerr == nil {
+		rerr = werr
+	}
+	if rerr != nil {
+		return true, false, rerr
+	}
+	if n < len(p) {
+		c.buf = append(c.buf, p[n:]...)
+		return true, true, nil
+	}
+	return true, false, nil
+}
+
+// hasPending reports whether gathered or left-over bytes wait for a flush.
+func (c *corkConn) hasPending() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.buf) > 0
+}
+
 func (c *corkConn) flushLocked() error {
 	if len(c.buf) == 0 {
 		return nil
@@ -74,7 +139,7 @@ func (w *corkingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	w.conn = &corkConn{Conn: nc}
+	w.conn = newCorkConn(nc)
 	brw.Writer.Reset(w.conn) // net/http made it for this hijack; reuse its buffer
 	return w.conn, brw, nil
 }

@@ -100,6 +100,10 @@ type Frame struct {
 	// wire is the frame as sent, when already encoded: a publication encodes it once for all
 	// its recipients (wsframe.go).
 	wire []byte
+	// queue asks the connection to leave the frame to its writer rather than write it on the
+	// sender's goroutine: set while several publications are being fanned out at once, when
+	// frames pile up per connection and the writer sends them in bursts (writer.go).
+	queue bool
 }
 
 // UnmarshalJSON accepts a string or an object with exactly one of data / data_base64.

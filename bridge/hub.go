@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -69,6 +70,11 @@ type Hub struct {
 	// maxChannels caps the channels of one connection (0: no cap). Joins beyond it are refused
 	// whole, never half-applied.
 	maxChannels int
+
+	// fanning counts publications being sent to their recipients right now, and lastFan is
+	// when the latest began (Unix ns): how busy publishing is (publishLocal).
+	fanning atomic.Int32
+	lastFan atomic.Int64
 
 	mu       sync.RWMutex
 	conns    map[string]*member
@@ -233,19 +239,85 @@ func (h *Hub) Publish(ctx context.Context, p *Publication) (int, error) {
 	return n, h.broker.Publish(ctx, Envelope{Origin: h.node, Op: OpPublish, Publication: p})
 }
 
-// publishLocal queues f for every local connection matched by to, once each, except one.
+// publishLocal sends f to every local connection matched by to, once each, except one.
+//
+// The recipients are listed under the hub's lock and sent to after it is released: a Send may
+// write to the socket (writer.go), and joins, leaves and new connections must not wait behind
+// ten thousand system calls. A publication is thereby ordered at its listing: a connection that
+// leaves after it may still get it, one that joins after it does not.
+//
+// A publication on its own is written to idle connections on the spot (conn.Send). When
+// publications come close together (one is still being fanned out, or began less than
+// burstGap ago), one write per frame would not keep up: frames then queue, and each
+// connection's writer sends what has piled up in one write. That is what keeps flat-out
+// broadcast near a third of the CPU per delivery (docs/benchmarks.md).
 func (h *Hub) publishLocal(to Targets, except string, f Frame) int {
 	f.wire = f.wireFrame() // once, shared by every recipient
+	now := time.Now().UnixNano()
+	f.queue = h.fanning.Add(1) > 1 || now-h.lastFan.Swap(now) < int64(burstGap)
+	defer h.fanning.Add(-1)
+	p := recipientPool.Get().(*[]Client)
+	rs := (*p)[:0]
 	h.mu.RLock()
-	defer h.mu.RUnlock()
-	n := 0
 	h.eachLocked(to, func(m *member) {
-		if m.info.ID != except && m.client.Send(f) {
-			n++
+		if m.info.ID != except {
+			rs = append(rs, m.client)
 		}
 	})
+	h.mu.RUnlock()
+	n := sendEach(rs, f)
+	if cap(rs) <= maxPooledRecipients {
+		*p = rs[:0]
+		recipientPool.Put(p)
+	}
 	return n
 }
+
+// sendEach sends f to every client in rs and clears rs (a pooled list must not keep connections
+// alive). When Send writes on the spot, a long list is split over GOMAXPROCS goroutines, this one
+// included: one goroutine writing to ten thousand sockets would use one core of several. Queued
+// frames are not split: queueing is cheap, and the writers it starts use the other cores.
+func sendEach(rs []Client, f Frame) int {
+	parts := min(runtime.GOMAXPROCS(0), len(rs)/fanoutChunk)
+	if parts < 2 || f.queue {
+		return sendPart(rs, f)
+	}
+	per := (len(rs) + parts - 1) / parts
+	var wg sync.WaitGroup
+	var others atomic.Int64
+	for lo := per; lo < len(rs); lo += per {
+		part := rs[lo:min(lo+per, len(rs))]
+		wg.Go(func() { others.Add(int64(sendPart(part, f))) })
+	}
+	n := sendPart(rs[:per], f)
+	wg.Wait()
+	return n + int(others.Load())
+}
+
+// fanoutChunk is the fewest recipients per goroutine of a split publication: below that, starting
+// a goroutine costs more than it saves.
+const fanoutChunk = 1024
+
+func sendPart(rs []Client, f Frame) int {
+	n := 0
+	for i, c := range rs {
+		if c.Send(f) {
+			n++
+		}
+		rs[i] = nil
+	}
+	return n
+}
+
+// burstGap: publications closer together than this are sent as a burst (publishLocal).
+const burstGap = 20 * time.Millisecond
+
+// recipientPool recycles publications' recipient lists, which for a big channel are large.
+var recipientPool = sync.Pool{New: func() any { return new([]Client) }}
+
+// maxPooledRecipients bounds the lists kept: a rare publication to everyone on a huge node is
+// not worth holding its list's memory for.
+const maxPooledRecipients = 1 << 16
 
 // eachLocked calls fn once for every distinct local member selected by to.
 func (h *Hub) eachLocked(to Targets, fn func(*member)) {

@@ -11,12 +11,58 @@ import (
 // Send queues f without blocking. A full queue means the client reads slower than it is sent
 // to; it is closed as a slow consumer rather than allowed to stall the sender (a broadcast, the
 // push API, another client's webhook).
+//
+// When no writer runs and nothing waits, the frame is written on the caller's goroutine, as far
+// as the socket buffer takes it without waiting; only what it does not take goes to a writer. A
+// broadcast to ten thousand idle connections is then ten thousand writes from one goroutine,
+// not ten thousand writer goroutines started, scheduled and ended.
 func (c *conn) Send(f Frame) bool {
+	if !f.queue && !c.isClosing() && c.idle.CompareAndSwap(true, false) {
+		// This goroutine is the writer now, until it gives the role back.
+		if c.queue.empty() {
+			taken, pending, err := c.wire.tryWrite(f.wireFrame())
+			switch {
+			case err != nil:
+				c.writeFailed()
+				c.finishWriter()
+				return false
+			case taken:
+				c.sent(f)
+				if pending {
+					go c.drain() // the rest waits for the socket, on a writer's time
+				} else {
+					c.releaseWriter()
+				}
+				return true
+			}
+		}
+		if !c.enqueue(f) {
+			c.releaseWriter()
+			return false
+		}
+		go c.drain()
+		return true
+	}
 	if !c.enqueue(f) {
 		return false
 	}
 	c.kick()
 	return true
+}
+
+// releaseWriter gives the writer's role back after an inline write. A Send or Close meanwhile saw the
+// role taken and only queued or recorded; if so, a writer starts for it.
+func (c *conn) releaseWriter() {
+	c.idle.Store(true)
+	if !c.queue.empty() || c.isClosing() {
+		c.kick()
+	}
+}
+
+// finishWriter ends the writer's role for good after a failed write: no writer starts again.
+func (c *conn) finishWriter() {
+	c.stopPinger()
+	close(c.writerDone)
 }
 
 func (c *conn) enqueue(f Frame) bool {
@@ -151,15 +197,25 @@ func (c *conn) isClosing() bool { return c.closing.Load() }
 func (c *conn) drain() {
 	// Frames go straight to the socket (wsframe.go), bounded by the write timer; a shutdown that
 	// gives up cancels the reads, which closes the socket under a blocked write.
+	if c.wire.hasPending() {
+		// What an inline Send could not write waits for the socket, under the write timeout.
+		c.armWriteTimer()
+		err := c.wire.uncork()
+		c.wtimer.Stop()
+		if err != nil {
+			c.writeFailed()
+			c.finishWriter()
+			return
+		}
+	}
 	for {
 		// A requested close goes first: finish flushes what is queued anyway, uncorked, since
 		// the close handshake waits for the peer to see the close frame.
 		if c.isClosing() {
-			c.stopPinger()
 			if c.endBurst() {
 				c.finish()
 			}
-			close(c.writerDone)
+			c.finishWriter()
 			return
 		}
 		if f, ok := c.queue.pop(); ok {
@@ -171,15 +227,13 @@ func (c *conn) drain() {
 				c.wire.cork()
 			}
 			if !c.write(f) {
-				c.stopPinger()
-				close(c.writerDone)
+				c.finishWriter()
 				return
 			}
 			continue
 		}
 		if !c.endBurst() {
-			c.stopPinger()
-			close(c.writerDone)
+			c.finishWriter()
 			return
 		}
 		c.idle.Store(true)
@@ -261,10 +315,15 @@ func (c *conn) write(f Frame) bool {
 		c.writeFailed()
 		return false
 	}
+	c.sent(f)
+	return true
+}
+
+// sent counts a frame handed to the socket.
+func (c *conn) sent(f Frame) {
 	c.counters.Out.Add(1)
 	c.srv.metrics.messagesOut.Inc()
 	c.srv.metrics.bytesOut.Add(float64(len(f.Data)))
-	return true
 }
 
 // finish flushes queued frames and closes the socket with the recorded code.

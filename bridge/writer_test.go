@@ -1,7 +1,11 @@
 package bridge
 
 import (
+	"context"
+	"fmt"
 	"strconv"
+	"strings"
+	"sync"
 	"testing"
 )
 
@@ -62,5 +66,90 @@ func TestSendQueue(t *testing.T) {
 	}
 	if q.frames != nil {
 		t.Fatalf("an empty queue kept a slice of capacity %d after a burst", cap(q.frames))
+	}
+}
+
+// countClient records the frames it is sent; safe for the goroutines of a split fan-out.
+type countClient struct {
+	id     string
+	mu     sync.Mutex
+	frames []Frame
+}
+
+func (c *countClient) ID() string { return c.id }
+func (c *countClient) Send(f Frame) bool {
+	c.mu.Lock()
+	c.frames = append(c.frames, f)
+	c.mu.Unlock()
+	return true
+}
+func (c *countClient) Close(int, string, Initiator) bool { return true }
+
+// A publication to a channel large enough to be split over goroutines still reaches every
+// member exactly once, skips the excepted one, and reports the right count; sequential
+// publications arrive in order.
+func TestPublishSplitFanOut(t *testing.T) {
+	h := NewHub("n", NewMemoryBroker())
+	const n = 3*fanoutChunk + 17
+	clients := make([]*countClient, n)
+	for i := range clients {
+		id := fmt.Sprintf("n.%d", i)
+		clients[i] = &countClient{id: id}
+		h.Add(clients[i], ConnInfo{ID: id}, &Counters{}, "", nil, []string{"room"})
+	}
+	for k := range 3 {
+		data := strconv.Itoa(k)
+		got, err := h.Publish(context.Background(), &Publication{To: Targets{Channels: []string{"room"}}, Except: "n.5", Data: &data})
+		if err != nil || got != n-1 {
+			t.Fatalf("publication %d delivered %d (err %v), want %d", k, got, err, n-1)
+		}
+	}
+	for i, c := range clients {
+		want := "012"
+		if i == 5 {
+			want = ""
+		}
+		var got string
+		for _, f := range c.frames {
+			got += string(f.Data)
+		}
+		if got != want {
+			t.Fatalf("client %d got %q, want %q", i, got, want)
+		}
+	}
+}
+
+// A client that stops reading while large frames are sent to it: the first is written on the
+// sender's goroutine as far as the socket takes it, the rest of it and the frames after it wait
+// for the writer, and once the client reads it gets every frame whole and in order.
+func TestSendLeftoverGoesOutInOrder(t *testing.T) {
+	php := newFakePHP(t, acceptAll)
+	b := newBridge(t, php, nil)
+	c, id := b.openConn(t, "")
+	c.SetReadLimit(-1)
+
+	// One frame bigger than the socket buffers, and nothing after it: only the writer's flush
+	// of the leftover gets its end out.
+	huge := strings.Repeat("h", 16<<20)
+	if n, err := b.srv.Hub().Publish(context.Background(), &Publication{To: Targets{Connections: []string{id}}, Data: &huge}); n != 1 || err != nil {
+		t.Fatalf("publish: delivered %d, err %v", n, err)
+	}
+	if got := read(t, c); got != huge {
+		t.Fatalf("huge frame: read %d bytes, want %d", len(got), len(huge))
+	}
+
+	const frames, size = 24, 512 << 10 // 12 MiB: more than loopback's socket buffers hold
+	for i := range frames {
+		data := strings.Repeat(string(rune('a'+i)), size)
+		var out struct{ Delivered int }
+		if code := b.api(t, "POST", "/v1/publish", map[string]any{"to": map[string]any{"connections": []string{id}}, "data": data}, &out); code != 200 || out.Delivered != 1 {
+			t.Fatalf("publish %d: status %d, delivered %d", i, code, out.Delivered)
+		}
+	}
+	for i := range frames {
+		got := read(t, c)
+		if len(got) != size || strings.Trim(got, string(rune('a'+i))) != "" {
+			t.Fatalf("frame %d: %d bytes starting %q, want %d bytes of %q", i, len(got), got[:min(8, len(got))], size, rune('a'+i))
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"io"
 	"net"
 	"testing"
 
@@ -113,5 +114,83 @@ func TestCorkConnGathersABurst(t *testing.T) {
 	}
 	if want := append(append([]byte("1"), big...), big...); !bytes.Equal(all, want) {
 		t.Errorf("bytes out of order or lost: %d written, want %d", len(all), len(want))
+	}
+}
+
+// tryWrite writes what the socket takes without waiting, keeps the rest for the writer's flush,
+// and declines (leaving the bytes to the queue) while the connection is busy or has bytes
+// pending. Nothing is lost or reordered across the three.
+func TestCorkConnTryWrite(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	server, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newCorkConn(server)
+	defer c.Close()
+
+	var want []byte
+	chunk := func(i int) []byte { return bytes.Repeat([]byte{byte('a' + i%26)}, 64<<10) }
+	taken, pending, err := c.tryWrite([]byte("first"))
+	if !taken || pending || err != nil {
+		t.Fatalf("a small write to an idle socket: taken %v pending %v err %v", taken, pending, err)
+	}
+	want = append(want, "first"...)
+
+	c.mu.Lock()
+	if taken, _, _ := c.tryWrite([]byte("x")); taken {
+		t.Error("tryWrite took a write while another held the connection")
+	}
+	c.mu.Unlock()
+	c.cork()
+	if taken, _, _ := c.tryWrite([]byte("x")); taken {
+		t.Error("tryWrite took a write while corked")
+	}
+	if err := c.uncork(); err != nil {
+		t.Fatal(err)
+	}
+
+	// The client does not read: the socket buffers fill and a write is taken only in part.
+	i := 0
+	for ; i < 4096 && !pending; i++ {
+		p := chunk(i)
+		if taken, pending, err = c.tryWrite(p); !taken || err != nil {
+			t.Fatalf("chunk %d: taken %v err %v", i, taken, err)
+		}
+		want = append(want, p...)
+	}
+	if !pending {
+		t.Fatalf("%d chunks of 64 KiB never filled the socket", i)
+	}
+	if !c.hasPending() {
+		t.Fatal("hasPending is false after a partial write")
+	}
+	if taken, _, _ := c.tryWrite([]byte("x")); taken {
+		t.Fatal("tryWrite took a write while bytes were pending: they would be overtaken")
+	}
+
+	// The writer's flush blocks until the client reads; then everything arrives, in order.
+	got := make(chan []byte, 1)
+	go func() {
+		b, _ := io.ReadAll(io.LimitReader(client, int64(len(want))))
+		got <- b
+	}()
+	if err := c.uncork(); err != nil {
+		t.Fatal(err)
+	}
+	if c.hasPending() {
+		t.Error("bytes pending after the flush")
+	}
+	if b := <-got; !bytes.Equal(b, want) {
+		t.Errorf("client read %d bytes, want %d in order", len(b), len(want))
 	}
 }
