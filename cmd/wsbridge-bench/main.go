@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -45,6 +46,7 @@ type options struct {
 	timeout     time.Duration
 	jsonPath    string
 	bridgeEnv   []string
+	cpus        cpuPlan
 }
 
 // Ceilings that keep every run bounded whatever the flags say.
@@ -99,6 +101,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.hookURL, "hook", "", "attach: the webhook URL, for the wrk ceiling of -scenario webhook")
 	fs.IntVar(&o.pid, "pid", 0, "attach: the bridge's pid, for -scenario idle")
 	fs.BoolVar(&o.php, "php", false, "webhooks answered by nginx + php-fpm running bench.php (default: a trivial Go handler in this process)")
+	phpCPUs := fs.String("php-cpus", "", "with -php: run nginx and php-fpm on these CPUs (e.g. 0) and the bridge, this tool and wrk on the others")
 	fs.IntVar(&o.fpmChildren, "fpm-children", 4, "php-fpm pm.max_children (static pool)")
 	fs.IntVar(&o.hookConc, "hook-concurrency", 0, "WSBRIDGE_WEBHOOK_CONCURRENCY (default: -fpm-children with -php, else 64)")
 	fs.IntVar(&o.conns, "n", 1000, "connections (connect, broadcast, push)")
@@ -128,6 +131,15 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	}
 	var err error
 	if o.counts, err = parseCounts(counts); err != nil {
+		return o, err
+	}
+	if o.cpus, err = parseCPUPlan(*phpCPUs, runtime.NumCPU()); err != nil {
+		return o, err
+	}
+	if o.cpus.php != "" && (!o.php || o.bridgeBin == "") {
+		return o, errors.New("-php-cpus needs -php and -bridge (the tool starts PHP and the bridge itself)")
+	}
+	if err := checkTaskset(o.cpus); err != nil {
 		return o, err
 	}
 	switch o.scenario {
@@ -206,6 +218,7 @@ func runScenario(ctx context.Context, opt options, out io.Writer) (*Report, erro
 		"n": opt.conns, "counts": opt.counts, "m": opt.messages, "rate": opt.rate, "dial_concurrency": opt.dialConc,
 		"workers": opt.workers, "batch": opt.batch, "clients": opt.hookClients, "duration": opt.duration.String(),
 		"fpm_children": opt.fpmChildren, "hook_concurrency": opt.hookConc, "bridge_env": opt.bridgeEnv,
+		"php_cpus": opt.cpus.php, "other_cpus": opt.cpus.rest,
 	}}
 	e.logf("wsbridge-bench %s, webhooks answered by %s, RLIMIT_NOFILE %d", opt.scenario, hook, limit)
 	switch opt.scenario {
@@ -229,9 +242,14 @@ func startStack(ctx context.Context, opt options) (*stack, error) {
 	if err != nil {
 		return nil, err
 	}
-	st := &stack{dir: dir}
+	st := &stack{dir: dir, cpus: opt.cpus}
 	if opt.php {
 		err = st.startPHP(ctx, opt.fpmChildren)
+		if err == nil {
+			// PHP is on its CPUs; this tool, and with it the bridge and wrk it starts, goes to
+			// the others.
+			err = pinSelf(opt.cpus.rest)
+		}
 	} else {
 		err = st.startHook()
 	}

@@ -152,3 +152,39 @@ func TestScenariosAgainstInProcessBridge(t *testing.T) {
 		t.Log(log.String())
 	}
 }
+
+func TestParseCPUPlan(t *testing.T) {
+	for _, tc := range []struct {
+		list       string
+		ncpu       int
+		php, rest  string
+		errContain string
+	}{
+		{list: "", ncpu: 2},
+		{list: "0", ncpu: 2, php: "0", rest: "1"},
+		{list: "2, 0,2", ncpu: 4, php: "0,2", rest: "1,3"},
+		{list: "0,1", ncpu: 2, errContain: "leaves no CPU"},
+		{list: "2", ncpu: 2, errContain: "within 0..1"},
+		{list: "x", ncpu: 2, errContain: `"x" is not a CPU number`},
+	} {
+		p, err := parseCPUPlan(tc.list, tc.ncpu)
+		if tc.errContain != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.errContain) {
+				t.Errorf("%q on %d CPUs: err %v, want one saying %q", tc.list, tc.ncpu, err, tc.errContain)
+			}
+			continue
+		}
+		if err != nil || p.php != tc.php || p.rest != tc.rest {
+			t.Errorf("%q on %d CPUs: php %q rest %q err %v, want %q and %q", tc.list, tc.ncpu, p.php, p.rest, err, tc.php, tc.rest)
+		}
+	}
+}
+
+func TestPinnedCommand(t *testing.T) {
+	if bin, args := pinned("", "nginx", "-c", "x"); bin != "nginx" || strings.Join(args, " ") != "-c x" {
+		t.Errorf("unpinned: %s %q", bin, args)
+	}
+	if bin, args := pinned("0", "nginx", "-c", "x"); bin != "taskset" || strings.Join(args, " ") != "-c 0 nginx -c x" {
+		t.Errorf("pinned: %s %q", bin, args)
+	}
+}

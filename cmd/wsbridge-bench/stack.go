@@ -89,6 +89,7 @@ type stack struct {
 	BridgePID int
 	GC        *gcTrace
 	stderr    *tail
+	cpus      cpuPlan
 }
 
 func freePort() (int, error) {
@@ -158,7 +159,7 @@ pm.max_requests = 0
 	if root {
 		fpmArgs = append(fpmArgs, "--allow-to-run-as-root")
 	}
-	if err := s.spawn(fpm, fpmArgs, nil, nil); err != nil {
+	if err := s.spawn(s.cpus.php, fpm, fpmArgs, nil, nil); err != nil {
 		return err
 	}
 
@@ -197,7 +198,7 @@ http {
 	if err := os.WriteFile(filepath.Join(s.dir, "nginx.conf"), []byte(conf), 0o644); err != nil {
 		return err
 	}
-	if err := s.spawn(nginx, []string{"-p", s.dir, "-c", filepath.Join(s.dir, "nginx.conf"), "-e", filepath.Join(s.dir, "nginx.err")}, nil, nil); err != nil {
+	if err := s.spawn(s.cpus.php, nginx, []string{"-p", s.dir, "-c", filepath.Join(s.dir, "nginx.conf"), "-e", filepath.Join(s.dir, "nginx.err")}, nil, nil); err != nil {
 		return err
 	}
 	s.HookURL = fmt.Sprintf("http://127.0.0.1:%d/bench.php", port)
@@ -240,7 +241,7 @@ func (s *stack) startBridge(ctx context.Context, bin string, concurrency int, en
 	)
 	s.GC = &gcTrace{}
 	s.stderr = &tail{}
-	if err := s.spawn(bin, nil, append(e, env...), s.GC.watch(s.stderr)); err != nil {
+	if err := s.spawn(s.cpus.rest, bin, nil, append(e, env...), s.GC.watch(s.stderr)); err != nil {
 		return err
 	}
 	s.BridgePID = s.procs[len(s.procs)-1].Process.Pid
@@ -254,9 +255,11 @@ func (s *stack) startBridge(ctx context.Context, bin string, concurrency int, en
 	})
 }
 
-// spawn starts a child in a process group of its own (so that stop reaches its workers).
-func (s *stack) spawn(bin string, args, env []string, stderr io.Writer) error {
-	cmd := exec.Command(bin, args...)
+// spawn starts a child in a process group of its own (so that stop reaches its workers), on
+// cpus when set.
+func (s *stack) spawn(cpus, bin string, args, env []string, stderr io.Writer) error {
+	name, args := pinned(cpus, bin, args...)
+	cmd := exec.Command(name, args...)
 	cmd.Env = env
 	cmd.Stderr = stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
