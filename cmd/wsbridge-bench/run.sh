@@ -20,6 +20,8 @@ while [ "$i" -le "$RUNS" ]; do
 	"$BENCH" -bridge "$BIN" -scenario broadcast -n 10000 -m 100 -rate 5 -json "$OUT/broadcast-$i.json"
 	"$BENCH" -bridge "$BIN" -scenario push -n 10000 -json "$OUT/push-$i.json"
 	"$BENCH" -bridge "$BIN" -scenario webhook -php -clients 8 -duration 10s -json "$OUT/webhook-$i.json"
+	# The same with nginx and php-fpm on CPU 0 and everything else on the other CPUs.
+	"$BENCH" -bridge "$BIN" -scenario webhook -php -clients 8 -duration 10s -php-cpus 0 -json "$OUT/webhookpin-$i.json"
 	i=$((i + 1))
 done
 
@@ -35,11 +37,16 @@ echo "connect, PHP hook: $(med connect-php .connect.conns_per_sec) conns/s, hand
 for k in 0 1; do
 	echo "$(med broadcast ".broadcast.phases[$k].name"): $(med broadcast ".broadcast.phases[$k].deliveries_per_sec") deliveries/s," \
 		"p50 $(med broadcast ".broadcast.phases[$k].latency.p50_ms") p90 $(med broadcast ".broadcast.phases[$k].latency.p90_ms")" \
-		"p99 $(med broadcast ".broadcast.phases[$k].latency.p99_ms") max $(med broadcast ".broadcast.phases[$k].latency.max_ms") ms"
+		"p99 $(med broadcast ".broadcast.phases[$k].latency.p99_ms") max $(med broadcast ".broadcast.phases[$k].latency.max_ms") ms;" \
+		"CPU µs per delivery: bridge $(med broadcast ".broadcast.phases[$k].bridge_cpu_us_per_delivery")," \
+		"clients $(med broadcast ".broadcast.phases[$k].tool_cpu_us_per_delivery")"
 done
 for k in 0 1 2; do
 	echo "$(med push ".push.phases[$k].name"): $(med push ".push.phases[$k].items_per_sec") pushes/s," \
 		"delivery p50 $(med push ".push.phases[$k].latency.p50_ms") p99 $(med push ".push.phases[$k].latency.p99_ms") ms"
 done
-echo "webhook: bridge $(med webhook .webhook.bridge.per_sec) msg/s, wrk $(med webhook .webhook.wrk.per_sec) req/s," \
-	"ratio $(med webhook .webhook.ratio); added p50 $(med webhook .webhook.added_p50_ms) ms"
+for w in webhook webhookpin; do
+	echo "$w: bridge $(med $w .webhook.bridge.per_sec) msg/s, wrk $(med $w .webhook.wrk.per_sec) req/s," \
+		"ratio $(med $w .webhook.ratio); added p50 $(med $w .webhook.added_p50_ms) ms;" \
+		"bridge CPU µs per message $(med $w .webhook.bridge.bridge_cpu_us_per_message)"
+done

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -482,7 +483,7 @@ func (e *env) wrk(ctx context.Context, conns int) (*WrkResult, error) {
 		return nil, err
 	}
 	secs := max(1, int(e.opt.duration.Seconds()))
-	out, err := exec.CommandContext(ctx, "wrk", "-t", strconv.Itoa(min(conns, 2)), "-c", strconv.Itoa(conns),
+	out, err := exec.CommandContext(ctx, "wrk", "-t", strconv.Itoa(min(conns, runtime.GOMAXPROCS(0))), "-c", strconv.Itoa(conns),
 		"-d", strconv.Itoa(secs)+"s", "--latency", "-s", script, e.hookURL).CombinedOutput() // on this tool's CPUs, by inheritance
 	if err != nil {
 		return nil, fmt.Errorf("wrk: %w: %s", err, out)
