@@ -71,8 +71,8 @@ type Hub struct {
 	// whole, never half-applied.
 	maxChannels int
 
-	// fanning counts publications being sent to their recipients right now, and lastFan is
-	// when the latest began (Unix ns): how busy publishing is (publishLocal).
+	// fanning counts big publications (fanoutChunk recipients or more) being sent right now,
+	// and lastFan is when the latest began (Unix ns): how busy broadcasting is (publishLocal).
 	fanning atomic.Int32
 	lastFan atomic.Int64
 
@@ -246,16 +246,14 @@ func (h *Hub) Publish(ctx context.Context, p *Publication) (int, error) {
 // ten thousand system calls. A publication is thereby ordered at its listing: a connection that
 // leaves after it may still get it, one that joins after it does not.
 //
-// A publication on its own is written to idle connections on the spot (conn.Send). When
-// publications come close together (one is still being fanned out, or began less than
-// burstGap ago), one write per frame would not keep up: frames then queue, and each
-// connection's writer sends what has piled up in one write. That is what keeps flat-out
-// broadcast near a third of the CPU per delivery (docs/benchmarks.md).
+// A publication is written to idle connections on the spot (conn.Send). Big ones coming close
+// together (another big one is still being fanned out, or began less than burstGap ago) are
+// not: one write per frame would not keep up, so frames queue and each connection's writer
+// sends what has piled up in one write. That is what keeps flat-out broadcast near a third of
+// the CPU per delivery (docs/benchmarks.md). A small publication (a push to a user, a room of a
+// few hundred) costs an HTTP request or a webhook anyway, and its writes do not pile up.
 func (h *Hub) publishLocal(to Targets, except string, f Frame) int {
 	f.wire = f.wireFrame() // once, shared by every recipient
-	now := time.Now().UnixNano()
-	f.queue = h.fanning.Add(1) > 1 || now-h.lastFan.Swap(now) < int64(burstGap)
-	defer h.fanning.Add(-1)
 	p := recipientPool.Get().(*[]Client)
 	rs := (*p)[:0]
 	h.mu.RLock()
@@ -265,6 +263,11 @@ func (h *Hub) publishLocal(to Targets, except string, f Frame) int {
 		}
 	})
 	h.mu.RUnlock()
+	if len(rs) >= fanoutChunk {
+		now := time.Now().UnixNano()
+		f.queue = h.fanning.Add(1) > 1 || now-h.lastFan.Swap(now) < int64(burstGap)
+		defer h.fanning.Add(-1)
+	}
 	n := sendEach(rs, f)
 	if cap(rs) <= maxPooledRecipients {
 		*p = rs[:0]
@@ -309,7 +312,7 @@ func sendPart(rs []Client, f Frame) int {
 	return n
 }
 
-// burstGap: publications closer together than this are sent as a burst (publishLocal).
+// burstGap: big publications closer together than this are sent as a burst (publishLocal).
 const burstGap = 20 * time.Millisecond
 
 // recipientPool recycles publications' recipient lists, which for a big channel are large.
