@@ -48,5 +48,5 @@ done
 for w in webhook webhookpin; do
 	echo "$w: bridge $(med $w .webhook.bridge.per_sec) msg/s, wrk $(med $w .webhook.wrk.per_sec) req/s," \
 		"ratio $(med $w .webhook.ratio); added p50 $(med $w .webhook.added_p50_ms) ms;" \
-		"bridge CPU µs per message $(med $w .webhook.bridge.bridge_cpu_us_per_message)"
+		"CPU µs per message: bridge $(med $w .webhook.bridge.bridge_cpu_us_per_message), clients $(med $w .webhook.bridge.tool_cpu_us_per_message)"
 done

@@ -370,6 +370,8 @@ type WebhookRun struct {
 	LatencyMS Dist    `json:"latency"`
 	// BridgeCPUus is the bridge's CPU time per message, in microseconds.
 	BridgeCPUus float64 `json:"bridge_cpu_us_per_message,omitempty"`
+	// ToolCPUus is this tool's CPU time per message (its clients), taken from the same cores.
+	ToolCPUus float64 `json:"tool_cpu_us_per_message,omitempty"`
 }
 
 // WebhookResult compares client messages through the bridge with wrk hitting PHP directly.
@@ -419,7 +421,7 @@ func (e *env) echoLoop(ctx context.Context, clients int) (WebhookRun, error) {
 	}
 	defer f.close()
 	f.takeLatencies()
-	cpu0 := e.cpu()
+	cpu0, self0 := e.cpu(), cpuSeconds(os.Getpid())
 	var total atomic.Int64
 	var firstErr error
 	var errOnce sync.Once
@@ -452,8 +454,11 @@ func (e *env) echoLoop(ctx context.Context, clients int) (WebhookRun, error) {
 	if r.Messages > 0 && e.pid != 0 {
 		r.BridgeCPUus = (e.cpu() - cpu0) * 1e6 / float64(r.Messages)
 	}
-	e.logf("webhook via bridge, %3d clients: %6d messages in %s = %7.0f msg/s (bridge CPU %.1f µs each); round trip %s",
-		clients, r.Messages, el.Round(time.Millisecond), r.PerSec, r.BridgeCPUus, r.LatencyMS)
+	if r.Messages > 0 {
+		r.ToolCPUus = (cpuSeconds(os.Getpid()) - self0) * 1e6 / float64(r.Messages)
+	}
+	e.logf("webhook via bridge, %3d clients: %6d messages in %s = %7.0f msg/s (CPU µs each: bridge %.1f, clients %.1f); round trip %s",
+		clients, r.Messages, el.Round(time.Millisecond), r.PerSec, r.BridgeCPUus, r.ToolCPUus, r.LatencyMS)
 	return r, firstErr
 }
 
