@@ -72,9 +72,10 @@ type Hub struct {
 	maxChannels int
 
 	// fanning counts big publications (fanoutChunk recipients or more) being sent right now,
-	// and lastFan is when the latest began (Unix ns): how busy broadcasting is (publishLocal).
+	// and writing the connections' writers running now (conn.drain): together, whether frames
+	// are piling up (publishLocal).
 	fanning atomic.Int32
-	lastFan atomic.Int64
+	writing atomic.Int64
 
 	mu       sync.RWMutex
 	conns    map[string]*member
@@ -246,10 +247,11 @@ func (h *Hub) Publish(ctx context.Context, p *Publication) (int, error) {
 // ten thousand system calls. A publication is thereby ordered at its listing: a connection that
 // leaves after it may still get it, one that joins after it does not.
 //
-// A publication is written to idle connections on the spot (conn.Send). Big ones coming close
-// together (another big one is still being fanned out, or began less than burstGap ago) are
-// not: one write per frame would not keep up, so frames queue and each connection's writer
-// sends what has piled up in one write. That is what keeps flat-out broadcast near a third of
+// A publication is written to idle connections on the spot (conn.Send). A big one is not when
+// publications outrun the sockets (another big one is being fanned out, or writers are still
+// busy with earlier frames on an eighth as many connections as it has recipients): one write
+// per frame would not keep up, so frames queue and each connection's writer sends what has
+// piled up in one write. That is what keeps flat-out broadcast near a third of
 // the CPU per delivery (docs/benchmarks.md). A small publication (a push to a user, a room of a
 // few hundred) costs an HTTP request or a webhook anyway, and its writes do not pile up.
 func (h *Hub) publishLocal(to Targets, except string, f Frame) int {
@@ -264,8 +266,7 @@ func (h *Hub) publishLocal(to Targets, except string, f Frame) int {
 	})
 	h.mu.RUnlock()
 	if len(rs) >= fanoutChunk {
-		now := time.Now().UnixNano()
-		f.queue = h.fanning.Add(1) > 1 || now-h.lastFan.Swap(now) < int64(burstGap)
+		f.queue = h.fanning.Add(1) > 1 || h.writing.Load() >= int64(len(rs)/backlogShare)
 		defer h.fanning.Add(-1)
 	}
 	n := sendEach(rs, f)
@@ -312,8 +313,9 @@ func sendPart(rs []Client, f Frame) int {
 	return n
 }
 
-// burstGap: big publications closer together than this are sent as a burst (publishLocal).
-const burstGap = 20 * time.Millisecond
+// backlogShare: a big publication queues its frames when writers are still busy on at least
+// one in backlogShare of its recipients' worth of connections (publishLocal).
+const backlogShare = 8
 
 // recipientPool recycles publications' recipient lists, which for a big channel are large.
 var recipientPool = sync.Pool{New: func() any { return new([]Client) }}

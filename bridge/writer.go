@@ -195,6 +195,8 @@ func (c *conn) isClosing() bool { return c.closing.Load() }
 // queued (unless the client is the reason the queue is full) and closes the socket. That last
 // drain closes writerDone and leaves idle false, so no writer ever starts again.
 func (c *conn) drain() {
+	c.srv.hub.writing.Add(1)
+	defer c.srv.hub.writing.Add(-1)
 	// Frames go straight to the socket (wsframe.go), bounded by the write timer; a shutdown that
 	// gives up cancels the reads, which closes the socket under a blocked write.
 	if c.wire.hasPending() {

@@ -112,10 +112,26 @@ func TestPublishSplitFanOut(t *testing.T) {
 		var got string
 		for _, f := range c.frames {
 			got += string(f.Data)
+			if f.queue {
+				t.Fatalf("client %d: a lone publication was not to be written on the spot", i)
+			}
 		}
 		if got != want {
 			t.Fatalf("client %d got %q, want %q", i, got, want)
 		}
+	}
+
+	// With writers still busy on many connections, frames pile up: a big publication leaves
+	// them to the writers; a small one (a push to one connection) still writes on the spot.
+	h.writing.Store(n / backlogShare)
+	data := "busy"
+	h.Publish(context.Background(), &Publication{To: Targets{Channels: []string{"room"}}, Data: &data})
+	h.Publish(context.Background(), &Publication{To: Targets{Connections: []string{"n.5"}}, Data: &data})
+	if f := clients[0].frames[3]; !f.queue {
+		t.Error("a big publication during a backlog was written on the spot")
+	}
+	if f := clients[5].frames[1]; f.queue {
+		t.Error("a push to one connection during a backlog was queued")
 	}
 }
 
