@@ -35,6 +35,7 @@ type conn struct {
 	release func()        // gives back the admission place (MAX_CONNECTIONS*)
 
 	queue      sendQueue
+	lastSend   atomic.Int64    // when Send last ran, in ns since epoch (writer.go)
 	ctx        context.Context // the connection's, for pings; set by startWriter
 	idle       atomic.Bool     // no writer runs and one may start (false until startWriter)
 	wtimer     *time.Timer     // the write timeout, re-armed per write; owned by the writer

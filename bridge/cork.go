@@ -21,6 +21,13 @@ type corkConn struct {
 	mu     sync.Mutex
 	corked bool
 	buf    []byte // gathered while corked, or the rest of a tryWrite the socket did not take
+
+	// The state of one tryWrite, under mu, and the function RawConn.Write calls, bound once:
+	// a closure per call would cost three allocations per frame.
+	try     []byte
+	tried   int
+	tryErr  error
+	writeFd func(fd uintptr) bool
 }
 
 func newCorkConn(nc net.Conn) *corkConn {
@@ -28,6 +35,7 @@ func newCorkConn(nc net.Conn) *corkConn {
 	if sc, ok := nc.(syscall.Conn); ok {
 		c.raw, _ = sc.SyscallConn()
 	}
+	c.writeFd = c.writeNoWait
 	return c
 }
 
@@ -76,35 +84,39 @@ func (c *corkConn) tryWrite(p []byte) (taken, pending bool, err error) {
 	if c.corked || len(c.buf) > 0 {
 		return false, false, nil
 	}
-	n := 0
-	var werr error
-	rerr := c.raw.Write(func(fd uintptr) bool {
-		for n < len(p) {
-			m, err := syscall.Write(int(fd), p[n:])
-			if err == syscall.EINTR {
-				continue
-			}
-			if err != nil {
-				if err != syscall.EAGAIN {
-					werr = err
-				}
-				break
-			}
-			n += m
-		}
-		return true // done either way: never wait for the socket here
-	})
-	if rerr == nil {
-		rerr = werr
+	c.try, c.tried, c.tryErr = p, 0, nil
+	err = c.raw.Write(c.writeFd)
+	n := c.tried
+	if err == nil {
+		err = c.tryErr
 	}
-	if rerr != nil {
-		return true, false, rerr
+	c.try, c.tryErr = nil, nil
+	if err != nil {
+		return true, false, err
 	}
 	if n < len(p) {
 		c.buf = append(c.buf, p[n:]...)
 		return true, true, nil
 	}
 	return true, false, nil
+}
+
+// writeNoWait writes c.try to fd as far as the socket takes it now, for tryWrite.
+func (c *corkConn) writeNoWait(fd uintptr) bool {
+	for c.tried < len(c.try) {
+		m, err := syscall.Write(int(fd), c.try[c.tried:])
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			if err != syscall.EAGAIN {
+				c.tryErr = err
+			}
+			break
+		}
+		c.tried += m
+	}
+	return true // done either way: never wait for the socket here
 }
 
 // hasPending reports whether gathered or left-over bytes wait for a flush.

@@ -15,9 +15,13 @@ import (
 // When no writer runs and nothing waits, the frame is written on the caller's goroutine, as far
 // as the socket buffer takes it without waiting; only what it does not take goes to a writer. A
 // broadcast to ten thousand idle connections is then ten thousand writes from one goroutine,
-// not ten thousand writer goroutines started, scheduled and ended.
+// not ten thousand writer goroutines started, scheduled and ended. Frames that follow each
+// other closely (less than streamGap apart, or marked by the hub as part of a burst) are left
+// to the writer instead, which sends those that pile up in one write.
 func (c *conn) Send(f Frame) bool {
-	if !f.queue && !c.isClosing() && c.idle.CompareAndSwap(true, false) {
+	now := int64(time.Since(epoch))
+	streaming := now-c.lastSend.Swap(now) < int64(streamGap)
+	if !f.queue && !streaming && !c.isClosing() && c.idle.CompareAndSwap(true, false) {
 		// This goroutine is the writer now, until it gives the role back.
 		if c.queue.empty() {
 			taken, pending, err := c.wire.tryWrite(f.wireFrame())
@@ -49,6 +53,13 @@ func (c *conn) Send(f Frame) bool {
 	c.kick()
 	return true
 }
+
+// streamGap: frames to one connection closer together than this are a stream, written by the
+// connection's writer in bursts rather than one by one on the senders' goroutines.
+const streamGap = time.Millisecond
+
+// epoch is the origin of conn.lastSend, a monotonic clock reading.
+var epoch = time.Now()
 
 // releaseWriter gives the writer's role back after an inline write. A Send or Close meanwhile saw the
 // role taken and only queued or recorded; if so, a writer starts for it.
