@@ -23,9 +23,11 @@
 // Goroutines per connection: one reads and calls PHP (started as the upgrade handler returns, so
 // the handler's deep stack is not kept); a writer, started only while frames wait, owns every
 // write through a bounded queue and hands a burst to the socket in one write; a timer pings
-// every PING_INTERVAL to detect dead peers. Nothing that delivers to a connection (a broadcast,
-// the push API, another connection's reply) ever waits for it: a full queue closes the slow
-// client instead.
+// every PING_INTERVAL to detect dead peers. A frame to a quiet connection with nothing queued
+// skips the writer: the sender writes it with one non-blocking write, and only what the socket
+// does not take goes to a writer. Nothing that delivers to a connection (a broadcast, the push
+// API, another connection's reply) ever waits for it: a full queue closes the slow client
+// instead.
 //
 // bridge/testkit holds helpers shared by the tests of this module's packages.
 package bridge
