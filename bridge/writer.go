@@ -27,7 +27,10 @@ func (c *conn) Send(f Frame) bool {
 			taken, pending, err := c.wire.tryWrite(f.wireFrame())
 			switch {
 			case err != nil:
-				c.writeFailed()
+				// As dropSlow does, the socket is closed off this goroutine: coder/websocket's
+				// CloseNow waits for the reader to let go, and Send runs inside broadcasts.
+				c.Close(int(websocket.StatusAbnormalClosure), "write failed", InitiatorServer)
+				go c.ws.CloseNow()
 				c.finishWriter()
 				return false
 			case taken:
