@@ -101,8 +101,9 @@ type Frame struct {
 	// its recipients (wsframe.go).
 	wire []byte
 	// queue asks the connection to leave the frame to its writer rather than write it on the
-	// sender's goroutine: set while several publications are being fanned out at once, when
-	// frames pile up per connection and the writer sends them in bursts (writer.go).
+	// sender's goroutine: the hub sets it on a big publication while publications outrun the
+	// sockets, when frames pile up per connection and the writer sends them in bursts
+	// (Hub.publishLocal, conn.Send).
 	queue bool
 }
 

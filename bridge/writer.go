@@ -8,7 +8,7 @@ import (
 	"github.com/coder/websocket"
 )
 
-// Send queues f without blocking. A full queue means the client reads slower than it is sent
+// Send delivers f without blocking. A full queue means the client reads slower than it is sent
 // to; it is closed as a slow consumer rather than allowed to stall the sender (a broadcast, the
 // push API, another client's webhook).
 //
@@ -64,8 +64,8 @@ const streamGap = time.Millisecond
 // epoch is the origin of conn.lastSend, a monotonic clock reading.
 var epoch = time.Now()
 
-// releaseWriter gives the writer's role back after an inline write. A Send or Close meanwhile saw the
-// role taken and only queued or recorded; if so, a writer starts for it.
+// releaseWriter gives the writer's role back after an inline write. A Send or Close meanwhile
+// saw the role taken and only queued or recorded; if so, a writer starts for it.
 func (c *conn) releaseWriter() {
 	c.idle.Store(true)
 	if !c.queue.empty() || c.isClosing() {
