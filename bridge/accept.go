@@ -72,7 +72,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		id:          id,
 		srv:         s,
 		log:         s.log.With("conn", id),
-		traceparent: r.Header.Get("Traceparent"),
+		traceparent: validTraceparent(r.Header.Get("Traceparent")),
 		writerDone:  make(chan struct{}),
 		release:     release,
 	}
@@ -267,4 +267,22 @@ func (s *Server) forwardedHeaders(r *http.Request) map[string]string {
 		}
 	}
 	return out
+}
+
+// validTraceparent returns s if it is a W3C trace context header (version-traceid-parentid-flags,
+// lowercase hex, 55 bytes), else "". It is passed on to every webhook of the connection as it
+// came, so nothing else (no CR or LF above all) may reach the request written to PHP.
+func validTraceparent(s string) string {
+	if len(s) != 55 || s[2] != '-' || s[35] != '-' || s[52] != '-' {
+		return ""
+	}
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case i == 2 || i == 35 || i == 52:
+		case '0' <= c && c <= '9', 'a' <= c && c <= 'f':
+		default:
+			return ""
+		}
+	}
+	return s
 }

@@ -141,3 +141,27 @@ func BenchmarkConnWriter(b *testing.B) {
 	c.Close(int(websocket.StatusNormalClosure), "", InitiatorServer)
 	<-c.writerDone
 }
+
+// BenchmarkMessageWebhookExchange measures one message webhook end to end on the bridge's side:
+// build, encode and sign the event, write the request on a kept-alive connection, read and
+// decode PHP's reply. A Go handler on loopback stands in for PHP and answers with an echo.
+func BenchmarkMessageWebhookExchange(b *testing.B) {
+	php := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"send":["hello"]}`))
+	}))
+	defer php.Close()
+	s := benchServer(b, "WSBRIDGE_WEBHOOK_URL="+php.URL+"/hook")
+	st := State{UserID: "42", Channels: []string{"lobby"}}
+	data := `{"type":"chat","text":"hello, this is a short chat line"}`
+	b.ReportAllocs()
+	for b.Loop() {
+		ev := s.newEvent(EventMessage, "node.ABCDEFGHIJKLMNOP", st)
+		binary := false
+		ev.Seq, ev.Binary, ev.Data = 1, &binary, &data
+		res, err := s.hooks.send(context.Background(), ev, "", holdCounts)
+		if err != nil || res.Reply == nil || len(res.Reply.Send) != 1 {
+			b.Fatalf("exchange: %v %v", res, err)
+		}
+	}
+}

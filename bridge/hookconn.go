@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"syscall"
 	"time"
 )
@@ -26,16 +27,53 @@ type hookConn struct {
 	bw   *bufio.Writer
 }
 
+// hookRequest is one webhook: a POST of body to url with header. It is written straight into
+// the connection's buffer rather than through net/http's Request, which for every message would
+// parse the URL again and canonicalise, map and sort the headers (about a tenth of the bridge's
+// CPU per message, docs/benchmarks.md).
+type hookRequest struct {
+	url    *url.URL
+	header []headerField // sent in this order, after Host and before Content-Length
+	body   []byte
+}
+
+// headerField is one request header. Values must not contain CR or LF: every value the bridge
+// sends is its own or checked (validTraceparent).
+type headerField struct{ name, value string }
+
+// writeTo writes r as HTTP/1.1 and flushes it to the socket.
+func (r *hookRequest) writeTo(bw *bufio.Writer) error {
+	bw.WriteString("POST ")
+	bw.WriteString(r.url.RequestURI())
+	bw.WriteString(" HTTP/1.1\r\nHost: ")
+	bw.WriteString(r.url.Host)
+	for _, f := range r.header {
+		bw.WriteString("\r\n")
+		bw.WriteString(f.name)
+		bw.WriteString(": ")
+		bw.WriteString(f.value)
+	}
+	bw.WriteString("\r\nContent-Length: ")
+	bw.Write(strconv.AppendInt(bw.AvailableBuffer(), int64(len(r.body)), 10))
+	bw.WriteString("\r\n\r\n")
+	bw.Write(r.body)
+	return bw.Flush() // bufio's errors stick: the first failed write is reported here
+}
+
+// postRequest is what http.ReadResponse is told about the request it reads the answer to: only
+// the method matters (a HEAD's answer has no body).
+var postRequest = &http.Request{Method: http.MethodPost}
+
 // do sends req and reads the whole answer, keeping at most max+1 bytes of body (so the caller
 // can tell "over the limit"). The connection is dialled when there is none (or it goes to
 // another address) and kept for the next request unless the answer or an error ends it.
-func (hc *hookConn) do(ctx context.Context, req *http.Request, max int64) (*http.Response, []byte, error) {
-	addr := hostPort(req.URL)
+func (hc *hookConn) do(ctx context.Context, req *hookRequest, max int64) (*http.Response, []byte, error) {
+	addr := hostPort(req.url)
 	for try := 0; ; try++ {
 		reused := hc.nc != nil && hc.addr == addr
 		if !reused {
 			hc.close()
-			if err := hc.dial(ctx, req.URL, addr); err != nil {
+			if err := hc.dial(ctx, req.url, addr); err != nil {
 				return nil, nil, err
 			}
 		}
@@ -50,16 +88,13 @@ func (hc *hookConn) do(ctx context.Context, req *http.Request, max int64) (*http
 		// A kept-alive connection that the server closed while it was idle fails before any
 		// answer. That says nothing about PHP: the request goes once more, on a new connection,
 		// with the same event id (at least once, as every retry).
-		if !reused || try > 0 || !staleConn(err) || ctx.Err() != nil || req.GetBody == nil {
-			return nil, nil, err
-		}
-		if req.Body, err = req.GetBody(); err != nil {
+		if !reused || try > 0 || !staleConn(err) || ctx.Err() != nil {
 			return nil, nil, err
 		}
 	}
 }
 
-func (hc *hookConn) exchange(ctx context.Context, req *http.Request, max int64) (*http.Response, []byte, error) {
+func (hc *hookConn) exchange(ctx context.Context, req *hookRequest, max int64) (*http.Response, []byte, error) {
 	if d, ok := ctx.Deadline(); ok {
 		hc.nc.SetDeadline(d)
 	}
@@ -75,13 +110,10 @@ func (hc *hookConn) exchange(ctx context.Context, req *http.Request, max int64) 
 			<-fired
 		}
 	}()
-	if err := req.Write(hc.bw); err != nil {
+	if err := req.writeTo(hc.bw); err != nil {
 		return nil, nil, err
 	}
-	if err := hc.bw.Flush(); err != nil {
-		return nil, nil, err
-	}
-	resp, err := http.ReadResponse(hc.br, req)
+	resp, err := http.ReadResponse(hc.br, postRequest)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -3,9 +3,11 @@ package bridge
 import (
 	"bytes"
 	"context"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"sync/atomic"
 	"testing"
 )
@@ -30,9 +32,10 @@ func TestHookConnKeepsAliveAndSurvivesAStaleConnection(t *testing.T) {
 	defer hc.close()
 	post := func(header string) []byte {
 		t.Helper()
-		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/hook", bytes.NewReader([]byte(`{}`)))
+		u, _ := url.Parse(srv.URL + "/hook")
+		req := &hookRequest{url: u, body: []byte(`{}`)}
 		if header != "" {
-			req.Header.Set(header, "1")
+			req.header = []headerField{{header, "1"}}
 		}
 		resp, body, err := hc.do(context.Background(), req, 1024)
 		if err != nil || resp.StatusCode != 200 || string(body) != `{"ok":true}` {
@@ -63,12 +66,67 @@ func TestHookConnOversizeBodyDropsTheConnection(t *testing.T) {
 	}))
 	defer srv.Close()
 	hc := &hookConn{}
-	req, _ := http.NewRequest(http.MethodPost, srv.URL, bytes.NewReader(nil))
-	_, body, err := hc.do(context.Background(), req, 100)
+	u, _ := url.Parse(srv.URL)
+	_, body, err := hc.do(context.Background(), &hookRequest{url: u}, 100)
 	if err != nil || len(body) != 101 {
 		t.Fatalf("got %d bytes, %v; want the limit plus one", len(body), err)
 	}
 	if hc.nc != nil {
 		t.Error("the connection with an unread body was kept")
+	}
+}
+
+// The request as written is what net/http's server reads: method, path and query, Host, every
+// header in order, and a body of Content-Length bytes.
+func TestHookRequestOnTheWire(t *testing.T) {
+	got := make(chan *http.Request, 1)
+	bodies := make(chan string, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got <- r
+		bodies <- string(b)
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer srv.Close()
+	u, _ := url.Parse(srv.URL + "/hooks/ws.php?app=chat&x=%20y")
+	req := &hookRequest{url: u, body: []byte(`{"type":"message"}`), header: []headerField{
+		{"Content-Type", "application/json"}, {HeaderEvent, "message"}, {"Traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},
+	}}
+	hc := &hookConn{}
+	defer hc.close()
+	resp, body, err := hc.do(context.Background(), req, 1024)
+	if err != nil || resp.StatusCode != http.StatusNoContent || len(body) != 0 {
+		t.Fatalf("answer %v, %q, %v", resp, body, err)
+	}
+	r := <-got
+	if r.Method != http.MethodPost || r.URL.RequestURI() != "/hooks/ws.php?app=chat&x=%20y" || r.Host != u.Host {
+		t.Errorf("request line %s %s, Host %s", r.Method, r.URL.RequestURI(), r.Host)
+	}
+	if r.ContentLength != int64(len(req.body)) || <-bodies != string(req.body) {
+		t.Errorf("body: Content-Length %d", r.ContentLength)
+	}
+	for _, f := range req.header {
+		if r.Header.Get(f.name) != f.value {
+			t.Errorf("header %s = %q, want %q", f.name, r.Header.Get(f.name), f.value)
+		}
+	}
+}
+
+func TestValidTraceparent(t *testing.T) {
+	good := "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	if validTraceparent(good) != good {
+		t.Errorf("%q refused", good)
+	}
+	for _, bad := range []string{
+		"",
+		good + "0",
+		"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+		"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7\r\nX",
+		"00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+		"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0\n",
+	} {
+		if validTraceparent(bad) != "" {
+			t.Errorf("%q accepted", bad)
+		}
 	}
 }

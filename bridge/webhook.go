@@ -199,23 +199,20 @@ func (w *webhooks) attempt(ctx context.Context, ev *Event, body []byte, tracepar
 		w.slots <- hc
 	}()
 
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.cfg.webhookURL(ev.Type).String(), bytes.NewReader(body))
-	if err != nil {
-		return nil, fmt.Errorf("build %s webhook: %w", ev.Type, err)
-	}
-	h := req.Header
-	h.Set("Content-Type", "application/json")
-	h.Set("User-Agent", "wsbridge")
-	h.Set(HeaderEvent, string(ev.Type))
-	h.Set(HeaderConnection, ev.ConnectionID)
-	h.Set(HeaderEventID, ev.EventID)
-	h.Set(HeaderAttempt, strconv.Itoa(n))
+	req := &hookRequest{url: w.cfg.webhookURL(ev.Type), body: body, header: make([]headerField, 0, 8)}
+	req.header = append(req.header,
+		headerField{"Content-Type", "application/json"},
+		headerField{"User-Agent", "wsbridge"},
+		headerField{HeaderEvent, string(ev.Type)},
+		headerField{HeaderConnection, ev.ConnectionID},
+		headerField{HeaderEventID, ev.EventID},
+		headerField{HeaderAttempt, strconv.Itoa(n)})
 	if len(w.secret) > 0 {
 		// Signed per attempt, so a retry carries a fresh timestamp within PHP's tolerance.
-		h.Set(HeaderSignature, Sign(w.secret, time.Now(), body))
+		req.header = append(req.header, headerField{HeaderSignature, Sign(w.secret, time.Now(), body)})
 	}
 	if traceparent != "" {
-		h.Set("Traceparent", traceparent)
+		req.header = append(req.header, headerField{"Traceparent", traceparent})
 	}
 
 	// Redirects are not followed (a webhook is a POST to a fixed URL), no proxy is used, and no
