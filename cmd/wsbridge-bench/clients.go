@@ -96,8 +96,6 @@ type client struct {
 	// lat is per client, not per fleet: ten thousand readers sharing one lock would measure
 	// the lock.
 	lat latencies
-	// echoed gets a token for every echo of the client's own message ("e" frame).
-	echoed chan struct{}
 }
 
 // fleet is a set of connected clients sharing counters.
@@ -107,6 +105,10 @@ type fleet struct {
 	clients []*client
 	frames  atomic.Int64 // stamped frames received by all clients
 	readers sync.WaitGroup
+	// selfRead: connect starts no reader goroutines; the scenario reads on the clients' own
+	// goroutines (the webhook scenario's closed loop, where a hand-off per message would cost
+	// the tool CPU that the bridge needs on the same cores).
+	selfRead bool
 }
 
 func newFleet(wsURL string, n int) (*fleet, error) {
@@ -142,7 +144,7 @@ func (f *fleet) dial(ctx context.Context, i int) (*client, error) {
 		ws.CloseNow()
 		return nil, fmt.Errorf("first frame %q is not an id frame", b)
 	}
-	return &client{ws: ws, id: id, user: user, echoed: make(chan struct{}, 1)}, nil
+	return &client{ws: ws, id: id, user: user}, nil
 }
 
 // connect opens clients until the fleet has n, with conc dials in flight, and starts their
@@ -184,6 +186,9 @@ func (f *fleet) connect(ctx context.Context, n, conc int) (Dist, error) {
 	// Keep only what connected, so that close and counts stay right after a failure.
 	f.clients = slices.DeleteFunc(f.clients, func(c *client) bool { return c == nil })
 	for _, c := range f.clients[min(start, len(f.clients)):] {
+		if f.selfRead {
+			break
+		}
 		f.readers.Add(1)
 		go f.read(c)
 	}
@@ -196,7 +201,7 @@ func (f *fleet) read(c *client) {
 	defer f.readers.Done()
 	var buf []byte // reused: ten thousand readers allocating per frame would measure the GC
 	for {
-		b, err := readInto(c.ws, buf[:0])
+		b, err := readInto(context.Background(), c.ws, buf[:0])
 		if err != nil {
 			return
 		}
@@ -207,18 +212,13 @@ func (f *fleet) read(c *client) {
 			c.lat.add(now.Sub(at))
 			f.frames.Add(1)
 		}
-		if len(b) > 0 && b[0] == 'e' {
-			select {
-			case c.echoed <- struct{}{}:
-			default:
-			}
-		}
 	}
 }
 
-// readInto reads one message into buf, growing it as needed.
-func readInto(ws *websocket.Conn, buf []byte) ([]byte, error) {
-	_, r, err := ws.Reader(context.Background())
+// readInto reads one message into buf, growing it as needed. A ctx that ends closes the socket
+// (coder/websocket's rule).
+func readInto(ctx context.Context, ws *websocket.Conn, buf []byte) ([]byte, error) {
+	_, r, err := ws.Reader(ctx)
 	if err != nil {
 		return buf, err
 	}

@@ -103,7 +103,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.php, "php", false, "webhooks answered by nginx + php-fpm running bench.php (default: a trivial Go handler in this process)")
 	phpCPUs := fs.String("php-cpus", "", "with -php: run nginx and php-fpm on these CPUs (e.g. 0) and the bridge, this tool and wrk on the others")
 	fs.IntVar(&o.fpmChildren, "fpm-children", 4, "php-fpm pm.max_children (static pool)")
-	fs.IntVar(&o.hookConc, "hook-concurrency", 0, "WSBRIDGE_WEBHOOK_CONCURRENCY (default: -fpm-children with -php, else 64)")
+	fs.IntVar(&o.hookConc, "hook-concurrency", 0, "WSBRIDGE_WEBHOOK_CONCURRENCY (default: -clients for -scenario webhook, -fpm-children for other scenarios with -php, else 64)")
 	fs.IntVar(&o.conns, "n", 1000, "connections (connect, broadcast, push)")
 	fs.StringVar(&counts, "counts", "1000,10000,19800", "idle: increasing connection counts at which memory is read")
 	fs.IntVar(&o.messages, "m", 100, "broadcast: messages per phase (keep it below WSBRIDGE_SEND_QUEUE, 256, or flat out drops slow clients)")
@@ -159,9 +159,15 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		}
 	}
 	if o.hookConc == 0 {
-		o.hookConc = 64
-		if o.php {
+		switch {
+		case o.scenario == "webhook":
+			// As many requests in flight to PHP as wrk's connections, so that the ceiling and
+			// the bridge put the same queue in front of PHP-FPM.
+			o.hookConc = o.hookClients
+		case o.php:
 			o.hookConc = o.fpmChildren
+		default:
+			o.hookConc = 64
 		}
 	}
 	switch {

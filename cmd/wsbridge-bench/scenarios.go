@@ -261,12 +261,19 @@ func (e *env) runPhase(ctx context.Context, f *fleet, name string, bodies func(i
 	return p, nil
 }
 
-// connected returns a fleet of n connected clients; the caller closes it.
+// connected returns a fleet of n connected clients, each with a reader goroutine; the caller
+// closes it.
 func (e *env) connected(ctx context.Context, n int) (*fleet, error) {
+	return e.connectFleet(ctx, n, false)
+}
+
+// connectFleet is connected, where selfRead leaves reading to the caller (fleet.selfRead).
+func (e *env) connectFleet(ctx context.Context, n int, selfRead bool) (*fleet, error) {
 	f, err := newFleet(e.wsURL, n)
 	if err != nil {
 		return nil, err
 	}
+	f.selfRead = selfRead
 	if _, err := f.connect(ctx, n, e.opt.dialConc); err != nil {
 		f.close()
 		return nil, err
@@ -412,10 +419,12 @@ func runWebhook(ctx context.Context, e *env) (*WebhookResult, error) {
 	return res, nil
 }
 
-// echoLoop runs clients that each send a stamped message and wait for PHP's echo, for the
-// configured duration, and counts the round trips.
+// echoLoop runs clients that each send a stamped message and read PHP's echo, for the
+// configured duration, and counts the round trips. Each client writes and reads on its own
+// goroutine: a reader goroutine handing every echo over would cost the tool a wake-up per
+// message on the cores the bridge uses.
 func (e *env) echoLoop(ctx context.Context, clients int) (WebhookRun, error) {
-	f, err := e.connected(ctx, clients)
+	f, err := e.connectFleet(ctx, clients, true)
 	if err != nil {
 		return WebhookRun{}, err
 	}
@@ -430,18 +439,27 @@ func (e *env) echoLoop(ctx context.Context, clients int) (WebhookRun, error) {
 	end := t0.Add(e.opt.duration)
 	for _, c := range f.clients {
 		wg.Go(func() {
+			// One deadline for the whole loop, not a timer per message: a missing echo fails
+			// the run after the drain timeout.
+			rctx, cancel := context.WithDeadline(ctx, end.Add(e.opt.drain))
+			defer cancel()
+			var buf []byte
 			for time.Now().Before(end) {
 				err := c.ws.Write(ctx, websocket.MessageText, []byte(stamp("e", time.Now())))
 				if err == nil {
-					select {
-					case <-c.echoed:
-						total.Add(1)
-						continue
-					case <-time.After(e.opt.drain):
-						err = errors.New("no echo within the drain timeout")
-					case <-ctx.Done():
-						err = ctx.Err()
+					buf, err = readInto(rctx, c.ws, buf[:0])
+				}
+				if err == nil && len(buf) > 0 && buf[0] == 'e' {
+					if at, ok := sentAt(buf); ok {
+						c.lat.add(time.Since(at))
 					}
+					total.Add(1)
+					continue
+				}
+				if err == nil {
+					err = fmt.Errorf("frame %q where an echo was expected", buf)
+				} else if rctx.Err() != nil && ctx.Err() == nil {
+					err = errors.New("no echo within the drain timeout")
 				}
 				errOnce.Do(func() { firstErr = err })
 				return
