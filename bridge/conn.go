@@ -15,8 +15,9 @@ import (
 
 // conn is one accepted WebSocket: a read loop (its own goroutine, started as the upgrade handler
 // returns) that turns frames into message webhooks one at a time, a writer goroutine that owns
-// the socket's writes while there is something to write (writer.go), and a timer that pings
-// every PING_INTERVAL to detect dead peers.
+// the socket's writes while there is something to write (a frame to a quiet connection is
+// written by its sender instead; writer.go), and a timer that pings every PING_INTERVAL to
+// detect dead peers.
 type conn struct {
 	id  string
 	srv *Server

@@ -92,7 +92,6 @@ type client struct {
 	ws   *websocket.Conn
 	id   string // the bridge's connection id, from the "id" frame
 	user string
-	got  atomic.Int64
 	// lat is per client, not per fleet: ten thousand readers sharing one lock would measure
 	// the lock.
 	lat latencies
@@ -207,7 +206,6 @@ func (f *fleet) read(c *client) {
 		}
 		buf = b
 		now := time.Now()
-		c.got.Add(1)
 		if at, ok := sentAt(b); ok {
 			c.lat.add(now.Sub(at))
 			f.frames.Add(1)
