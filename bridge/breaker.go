@@ -18,6 +18,7 @@ type breaker struct {
 
 	mu        sync.Mutex
 	failures  int       // failed attempts in a row
+	lastFail  time.Time // when the last of them ended
 	openUntil time.Time // zero while closed
 	probing   bool      // the probe is in flight
 	changed   chan struct{}
@@ -63,6 +64,7 @@ func (b *breaker) exit(probe, success bool) {
 		return
 	}
 	b.failures++
+	b.lastFail = time.Now()
 	switch {
 	case probe:
 		b.openUntil = time.Now().Add(b.cooldown)
@@ -92,11 +94,14 @@ func (b *breaker) open() bool {
 	return !b.openUntil.IsZero()
 }
 
-// holding reports whether PHP is being left alone right now (open, cooldown not over).
-func (b *breaker) holding(now time.Time) bool {
+// health is what /readyz needs in one look: whether openings are being refused now (open and
+// in its cooldown, or open with the probe out: an open webhook fails fast in both), and the
+// failed attempts in a row with when the last one ended.
+func (b *breaker) health(now time.Time) (refusing bool, failures int, lastFail time.Time) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return now.Before(b.openUntil)
+	refusing = now.Before(b.openUntil) || (!b.openUntil.IsZero() && b.probing)
+	return refusing, b.failures, b.lastFail
 }
 
 func (b *breaker) notifyLocked(open, tripped bool) {

@@ -39,11 +39,13 @@ type Config struct {
 	WebhookSecret      string        `env:"WEBHOOK_SECRET,unset" desc:"HMAC-SHA256 key that signs every webhook (WsBridge-Signature header). Empty: webhooks are not signed."`
 	WebhookSecretFile  string        `env:"WEBHOOK_SECRET_FILE,file" desc:"Path of a file holding WEBHOOK_SECRET (surrounding whitespace is trimmed). Set one of the two."`
 	WebhookConcurrency int           `env:"WEBHOOK_CONCURRENCY" envDefault:"8" desc:"Most webhook requests in flight at once, over all connections. Set it to the PHP-FPM pool's pm.max_children (or a little below) so webhooks wait here rather than in FPM's backlog."`
-	WebhookTimeout     time.Duration `env:"WEBHOOK_TIMEOUT" envDefault:"10s" desc:"Longest wait for PHP's answer to one webhook attempt, including the wait for a free concurrency slot. A timed-out attempt is retried (WEBHOOK_RETRIES)."`
+	WebhookOpenShare   float64       `env:"WEBHOOK_OPEN_SHARE" envDefault:"0.75" desc:"Share of WEBHOOK_CONCURRENCY that open webhooks may hold at once (rounded down, at least 1); message and close webhooks may use every slot. The rest is kept for the connections PHP already accepted, so a flood of handshakes cannot delay their messages. With the default and WEBHOOK_CONCURRENCY=8, opens hold at most 6; with 2, at most 1. 1: opens may hold every slot."`
+	WebhookQueueWait   time.Duration `env:"WEBHOOK_QUEUE_WAIT" envDefault:"10s" desc:"Longest wait for a free WEBHOOK_CONCURRENCY slot before an attempt is sent. An attempt that gets none is not sent and not held against PHP (the breaker does not count it); it is retried as a failed attempt would be. An open webhook waits at most until HANDSHAKE_TIMEOUT."`
+	WebhookTimeout     time.Duration `env:"WEBHOOK_TIMEOUT" envDefault:"10s" desc:"Longest wait for PHP's answer to one webhook attempt, from the moment it holds a slot (the wait for one is WEBHOOK_QUEUE_WAIT's) to the end of the answer. A timed-out attempt is retried (WEBHOOK_RETRIES)."`
 	WebhookRetries     int           `env:"WEBHOOK_RETRIES" envDefault:"3" desc:"Extra attempts for a webhook that got no answer (connection refused or cut, timeout) or a 5xx answer, with the same WsBridge-Event-Id so PHP can tell a retry from a new event. 0: no retries."`
 	WebhookBackoff     time.Duration `env:"WEBHOOK_BACKOFF" envDefault:"100ms" desc:"Wait before the first retry; it doubles for each further retry, up to WEBHOOK_BACKOFF_MAX, and half of each wait is random (jitter) so that many connections do not retry in step."`
 	WebhookBackoffMax  time.Duration `env:"WEBHOOK_BACKOFF_MAX" envDefault:"2s" desc:"Longest wait between two attempts of one webhook."`
-	BreakerFailures    int           `env:"BREAKER_FAILURES" envDefault:"10" desc:"Consecutive failed webhook attempts (no answer or 5xx, over all connections) after which PHP is considered down: new connections get 503 at once, message webhooks stop trying until BREAKER_COOLDOWN has passed, close webhooks wait for PHP to come back, and /readyz answers 503. 0: never."`
+	BreakerFailures    int           `env:"BREAKER_FAILURES" envDefault:"10" desc:"Consecutive failed webhook attempts (no answer or 5xx, over all connections) after which PHP is considered down: new connections get 503 at once, message webhooks stop trying until BREAKER_COOLDOWN has passed, close webhooks wait for PHP to come back, and /readyz answers 503. Attempts that were never sent (no free slot) do not count. 0: never."`
 	BreakerCooldown    time.Duration `env:"BREAKER_COOLDOWN" envDefault:"1s" desc:"Time PHP is left alone once considered down; then one webhook is let through as a probe, and its success lets all others through again."`
 	CloseRate          float64       `env:"CLOSE_RATE" envDefault:"500" desc:"Most close webhooks started per second (token bucket, burst CLOSE_BURST), so a mass disconnect does not take every PHP worker from the connections that stay. Closes wait in a queue meanwhile; none is dropped. Lifted during shutdown, when only WEBHOOK_CONCURRENCY bounds the drain."`
 	CloseBurst         int           `env:"CLOSE_BURST" envDefault:"50" desc:"Close webhooks that may start at once before CLOSE_RATE applies."`
@@ -72,6 +74,9 @@ type Config struct {
 	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"30s" desc:"On SIGTERM/SIGINT, longest time to close every connection (code 1001) and deliver every close webhook before exiting."`
 	NodeID          string        `env:"NODE_ID" desc:"This node's name, the prefix of its connection ids (letters, digits, - and _; at most 32). Empty: a random one at each start."`
 	LogLevel        string        `env:"LOG_LEVEL" envDefault:"info" desc:"Log level: debug, info, warn or error. Logs are JSON lines on stderr."`
+
+	LogRepeatLimit    int           `env:"LOG_REPEAT_LIMIT" envDefault:"10" desc:"Most log lines with the same level and message written per LOG_REPEAT_INTERVAL; the rest are counted and summed up in one line \"suppressed similar log lines\" (keys message, level_of, suppressed) at the interval's end, so a flood of clients cannot flood the logs. 0: no limit."`
+	LogRepeatInterval time.Duration `env:"LOG_REPEAT_INTERVAL" envDefault:"10s" desc:"The interval of LOG_REPEAT_LIMIT."`
 }
 
 // LoadConfig reads the configuration from environ (KEY=value pairs, as os.Environ returns).
@@ -250,7 +255,7 @@ func (c *Config) validate() []problem {
 		key string
 		v   int
 	}{
-		{"WEBHOOK_RETRIES", c.WebhookRetries}, {"BREAKER_FAILURES", c.BreakerFailures},
+		{"WEBHOOK_RETRIES", c.WebhookRetries}, {"BREAKER_FAILURES", c.BreakerFailures}, {"LOG_REPEAT_LIMIT", c.LogRepeatLimit},
 		{"MAX_CONNECTIONS", c.MaxConnections}, {"MAX_CONNECTIONS_PER_IP", c.MaxConnectionsPerIP},
 	}
 	for _, p := range nonNegative {
@@ -260,6 +265,9 @@ func (c *Config) validate() []problem {
 	}
 	if c.MessageRate < 0 {
 		add("MESSAGE_RATE", "must be 0 (no limit) or more, got %g", c.MessageRate)
+	}
+	if !(c.WebhookOpenShare > 0 && c.WebhookOpenShare <= 1) { // also refuses NaN
+		add("WEBHOOK_OPEN_SHARE", "must be greater than 0 and at most 1, got %g", c.WebhookOpenShare)
 	}
 	if c.CloseRate <= 0 {
 		add("CLOSE_RATE", "must be greater than 0, got %g", c.CloseRate)
@@ -281,6 +289,7 @@ func (c *Config) validate() []problem {
 		{"WEBHOOK_TIMEOUT", c.WebhookTimeout}, {"WRITE_TIMEOUT", c.WriteTimeout}, {"PING_INTERVAL", c.PingInterval},
 		{"PING_TIMEOUT", c.PingTimeout}, {"SHUTDOWN_TIMEOUT", c.ShutdownTimeout}, {"WEBHOOK_BACKOFF", c.WebhookBackoff},
 		{"WEBHOOK_BACKOFF_MAX", c.WebhookBackoffMax}, {"BREAKER_COOLDOWN", c.BreakerCooldown}, {"HANDSHAKE_TIMEOUT", c.HandshakeTimeout},
+		{"WEBHOOK_QUEUE_WAIT", c.WebhookQueueWait}, {"LOG_REPEAT_INTERVAL", c.LogRepeatInterval},
 	}
 	for _, d := range durations {
 		if d.v <= 0 {

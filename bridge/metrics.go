@@ -57,6 +57,7 @@ const (
 	outcomeMalformed   = "malformed"    // 2xx whose reply was refused, or an oversize reply
 	outcomeError       = "error"        // no answer: refused, cut, timed out
 	outcomeBreakerOpen = "breaker_open" // not sent: PHP is considered down
+	outcomeNoSlot      = "no_slot"      // not sent: no free slot within WEBHOOK_QUEUE_WAIT (or the caller's deadline)
 )
 
 func newMetrics() *metrics {
@@ -88,7 +89,7 @@ func newMetrics() *metrics {
 		messagesOut:  counter("wsbridge_messages_sent_total", "Messages written to clients."),
 		bytesIn:      counter("wsbridge_received_bytes_total", "Payload bytes of messages received from clients."),
 		bytesOut:     counter("wsbridge_sent_bytes_total", "Payload bytes of messages written to clients."),
-		webhooks:     counterVec("wsbridge_webhook_requests_total", "Webhook attempts, by event type and outcome (ok, status, malformed, error, breaker_open).", "event", "outcome"),
+		webhooks:     counterVec("wsbridge_webhook_requests_total", "Webhook attempts, by event type and outcome (ok, status, malformed, error, breaker_open, no_slot).", "event", "outcome"),
 		webhookDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "wsbridge_webhook_duration_seconds", Help: "Time of one webhook attempt, from sending to PHP's complete answer.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
@@ -110,7 +111,7 @@ func newMetrics() *metrics {
 	// Label values that exist from the start, so dashboards and alerts see zeros rather than
 	// missing series.
 	for _, ev := range []EventType{EventOpen, EventMessage, EventClose} {
-		for _, o := range []string{outcomeOK, outcomeStatus, outcomeMalformed, outcomeError, outcomeBreakerOpen} {
+		for _, o := range []string{outcomeOK, outcomeStatus, outcomeMalformed, outcomeError, outcomeBreakerOpen, outcomeNoSlot} {
 			m.webhooks.WithLabelValues(string(ev), o)
 		}
 		m.webhookRetries.WithLabelValues(string(ev))
@@ -131,7 +132,7 @@ func (m *metrics) handler() http.Handler {
 
 func (m *metrics) webhookAttempt(ev EventType, outcome string, took time.Duration) {
 	m.webhooks.WithLabelValues(string(ev), outcome).Inc()
-	if outcome != outcomeBreakerOpen {
+	if outcome != outcomeBreakerOpen && outcome != outcomeNoSlot { // neither was sent
 		m.webhookDuration.WithLabelValues(string(ev)).Observe(took.Seconds())
 	}
 }
@@ -156,7 +157,7 @@ func counterValue(c prometheus.Collector) uint64 {
 func (s *Server) webhookFailures() uint64 {
 	var n uint64
 	for _, ev := range []EventType{EventOpen, EventMessage, EventClose} {
-		for _, o := range []string{outcomeMalformed, outcomeError, outcomeBreakerOpen} {
+		for _, o := range []string{outcomeMalformed, outcomeError, outcomeBreakerOpen, outcomeNoSlot} {
 			n += counterValue(s.metrics.webhooks.WithLabelValues(string(ev), o))
 		}
 		if ev != EventOpen { // a non-2xx open answer is PHP refusing a client, not a failure

@@ -39,13 +39,17 @@ type webhooks struct {
 	breaker *breaker
 	lastOK  atomic.Int64 // unix nanoseconds of PHP's last answer below 500
 	// slots caps the requests in flight over all connections, and each holds the keep-alive
-	// connection its requests use. A webhook waits for a slot within its attempt's timeout
-	// rather than piling up inside PHP-FPM's backlog.
+	// connection its requests use. A webhook waits for a slot (WEBHOOK_QUEUE_WAIT) rather than
+	// piling up inside PHP-FPM's backlog; the wait is not part of the attempt's timeout.
 	slots chan *hookConn
+	// openGate holds one token per slot an open webhook holds, so that opens never take more
+	// than WEBHOOK_OPEN_SHARE of the slots: a flood of handshakes, which any stranger can send,
+	// cannot delay the messages of connections PHP accepted. Nil when opens may take them all.
+	openGate chan struct{}
 }
 
 func newWebhooks(cfg *Config, m *metrics) *webhooks {
-	return &webhooks{
+	w := &webhooks{
 		cfg:     cfg,
 		secret:  []byte(cfg.WebhookSecret),
 		limits:  cfg.limits(),
@@ -62,6 +66,16 @@ func newWebhooks(cfg *Config, m *metrics) *webhooks {
 		}),
 		slots: slotsOf(cfg.WebhookConcurrency),
 	}
+	if n := openSlots(cfg.WebhookConcurrency, cfg.WebhookOpenShare); n < cfg.WebhookConcurrency {
+		w.openGate = make(chan struct{}, n)
+	}
+	return w
+}
+
+// openSlots is how many of n slots open webhooks may hold: share of them rounded down, at
+// least one (with a single slot, opens and messages share it).
+func openSlots(n int, share float64) int {
+	return max(1, int(float64(n)*share))
 }
 
 func slotsOf(n int) chan *hookConn {
@@ -70,6 +84,76 @@ func slotsOf(n int) chan *hookConn {
 		slots <- &hookConn{}
 	}
 	return slots
+}
+
+// acquire waits for a free slot for an event of type t, at most WEBHOOK_QUEUE_WAIT or until
+// ctx ends. Its error wraps errNoSlot: nothing was sent. The caller gives the slot back with
+// release.
+func (w *webhooks) acquire(ctx context.Context, t EventType) (*hookConn, error) {
+	gate := w.openGate
+	if t != EventOpen {
+		gate = nil
+	}
+	gated := gate == nil
+	if !gated {
+		select {
+		case gate <- struct{}{}:
+			gated = true
+		default:
+		}
+	}
+	if gated {
+		select {
+		case hc := <-w.slots: // the usual case: no timer, nothing counted as waiting
+			return hc, nil
+		default:
+		}
+	}
+	w.metrics.webhookSlotWait.Inc()
+	defer w.metrics.webhookSlotWait.Dec()
+	timer := time.NewTimer(w.cfg.WebhookQueueWait)
+	defer timer.Stop()
+	if !gated {
+		select {
+		case gate <- struct{}{}:
+		case <-timer.C:
+			return nil, w.noSlot(t, nil)
+		case <-ctx.Done():
+			return nil, w.noSlot(t, ctx.Err())
+		}
+	}
+	var err error
+	select {
+	case hc := <-w.slots:
+		return hc, nil
+	case <-timer.C:
+		err = w.noSlot(t, nil)
+	case <-ctx.Done():
+		err = w.noSlot(t, ctx.Err())
+	}
+	if gate != nil {
+		<-gate
+	}
+	return nil, err
+}
+
+// release gives back a slot acquire handed out for an event of type t.
+func (w *webhooks) release(hc *hookConn, t EventType) {
+	w.slots <- hc
+	if t == EventOpen && w.openGate != nil {
+		<-w.openGate
+	}
+}
+
+func (w *webhooks) noSlot(t EventType, cause error) error {
+	held := cap(w.slots)
+	if t == EventOpen && w.openGate != nil {
+		held = cap(w.openGate)
+	}
+	if cause != nil {
+		return fmt.Errorf("%w for the %s webhook (%d may be in flight): %w", errNoSlot, t, held, cause)
+	}
+	return fmt.Errorf("%w for the %s webhook (%d may be in flight) within WEBHOOK_QUEUE_WAIT=%s", errNoSlot, t, held, w.cfg.WebhookQueueWait)
 }
 
 // closeIdle closes the kept-alive connections of the slots that are free; at shutdown, all.
@@ -107,6 +191,9 @@ var (
 	errBackend = errors.New("PHP backend unavailable")
 	// errBreakerOpen marks an attempt that was not sent because PHP is considered down.
 	errBreakerOpen = fmt.Errorf("%w: held back after repeated failures (BREAKER_FAILURES)", errBackend)
+	// errNoSlot marks an attempt that was not sent because every webhook slot stayed busy: PHP
+	// is slow or overloaded, not failing, and the breaker does not count it.
+	errNoSlot = fmt.Errorf("%w: no free webhook slot", errBackend)
 )
 
 // holdPolicy says what a webhook does while the breaker holds PHP back.
@@ -138,20 +225,27 @@ func (w *webhooks) send(ctx context.Context, ev *Event, traceparent string, hold
 		ok, probe, retryAt, changed := w.breaker.enter(time.Now())
 		var res *webhookResult
 		if ok {
-			sent++
-			if sent > 1 {
-				w.metrics.webhookRetries.WithLabelValues(string(ev.Type)).Inc()
+			var took time.Duration
+			res, took, err = w.attempt(ctx, ev, body, traceparent, sent+1)
+			switch {
+			case errors.Is(err, errNoSlot):
+				// Never sent: it says nothing about PHP, and is no attempt PHP could count.
+				w.breaker.abandon(probe)
+				w.metrics.webhookAttempt(ev.Type, outcomeNoSlot, 0)
+			default:
+				sent++
+				success := err == nil && res.Status < 500 || errors.Is(err, errMalformedReply)
+				if !success && ctx.Err() != nil {
+					w.breaker.abandon(probe) // the caller gave up; PHP is not to blame
+				} else {
+					w.breaker.exit(probe, success)
+				}
+				w.metrics.webhookAttempt(ev.Type, attemptOutcome(res, err), took)
+				if success || !retryable(res, err) {
+					return res, err
+				}
 			}
-			start := time.Now()
-			res, err = w.attempt(ctx, ev, body, traceparent, sent)
-			success := err == nil && res.Status < 500 || errors.Is(err, errMalformedReply)
-			if !success && ctx.Err() != nil {
-				w.breaker.abandon(probe) // the caller gave up; PHP is not to blame
-			} else {
-				w.breaker.exit(probe, success)
-			}
-			w.metrics.webhookAttempt(ev.Type, attemptOutcome(res, err), time.Since(start))
-			if success || !retryable(res, err) || ctx.Err() != nil {
+			if ctx.Err() != nil {
 				return res, err
 			}
 		} else {
@@ -161,7 +255,7 @@ func (w *webhooks) send(ctx context.Context, ev *Event, traceparent string, hold
 				return nil, err
 			}
 		}
-		if hold != holdWaits || !(errors.Is(err, errBreakerOpen) || unreachable(res, err)) {
+		if hold != holdWaits || !(errors.Is(err, errBreakerOpen) || errors.Is(err, errNoSlot) || unreachable(res, err)) {
 			if spent++; spent > w.cfg.WebhookRetries {
 				return res, err
 			}
@@ -176,28 +270,27 @@ func (w *webhooks) send(ctx context.Context, ev *Event, traceparent string, hold
 	}
 }
 
-// attempt is one POST of body; the per-attempt timeout covers the wait for a slot too.
-func (w *webhooks) attempt(ctx context.Context, ev *Event, body []byte, traceparent string, n int) (*webhookResult, error) {
-	ctx, cancel := context.WithTimeout(ctx, w.cfg.WebhookTimeout)
-	defer cancel()
-	var hc *hookConn
-	select {
-	case hc = <-w.slots:
-	default:
-		w.metrics.webhookSlotWait.Inc()
-		select {
-		case hc = <-w.slots:
-			w.metrics.webhookSlotWait.Dec()
-		case <-ctx.Done():
-			w.metrics.webhookSlotWait.Dec()
-			return nil, fmt.Errorf("%w: no free webhook slot (WEBHOOK_CONCURRENCY=%d) within %s", errBackend, cap(w.slots), w.cfg.WebhookTimeout)
-		}
+// attempt is one POST of body, attempt number n, once a slot is free: WEBHOOK_TIMEOUT starts
+// when the slot is held, so time spent queueing behind other webhooks never makes an attempt
+// PHP answered in time look like a PHP failure. took is the time from holding the slot to the
+// answer. An error wrapping errNoSlot means nothing was sent.
+func (w *webhooks) attempt(ctx context.Context, ev *Event, body []byte, traceparent string, n int) (res *webhookResult, took time.Duration, err error) {
+	hc, err := w.acquire(ctx, ev.Type)
+	if err != nil {
+		return nil, 0, err
 	}
+	start := time.Now()
 	w.metrics.webhooksInFlight.Inc()
 	defer func() {
+		took = time.Since(start)
 		w.metrics.webhooksInFlight.Dec()
-		w.slots <- hc
+		w.release(hc, ev.Type)
 	}()
+	if n > 1 {
+		w.metrics.webhookRetries.WithLabelValues(string(ev.Type)).Inc()
+	}
+	ctx, cancel := context.WithTimeout(ctx, w.cfg.WebhookTimeout)
+	defer cancel()
 
 	req := &hookRequest{url: w.cfg.webhookURL(ev.Type), body: body, header: make([]headerField, 0, 8)}
 	req.header = append(req.header,
@@ -219,35 +312,52 @@ func (w *webhooks) attempt(ctx context.Context, ev *Event, body []byte, tracepar
 	// compression is asked for: PHP's replies are small JSON.
 	resp, b, err := hc.do(ctx, req, w.cfg.WebhookMaxReply)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s webhook: %w", errBackend, ev.Type, err)
+		return nil, 0, fmt.Errorf("%w: %s webhook: %w", errBackend, ev.Type, err)
 	}
 	if int64(len(b)) > w.cfg.WebhookMaxReply {
 		// The rest is not read: the connection is dropped, which beats reading an unbounded
 		// reply.
-		return &webhookResult{Status: resp.StatusCode, Header: resp.Header},
+		return &webhookResult{Status: resp.StatusCode, Header: resp.Header}, 0,
 			fmt.Errorf("%w: %s reply is larger than WEBHOOK_MAX_REPLY (%d bytes)", errMalformedReply, ev.Type, w.cfg.WebhookMaxReply)
 	}
-	res := &webhookResult{Status: resp.StatusCode, Header: resp.Header, Body: b}
+	res = &webhookResult{Status: resp.StatusCode, Header: resp.Header, Body: b}
 	if res.Status < 500 {
 		w.lastOK.Store(time.Now().UnixNano())
 	}
 	if res.OK() {
 		if res.Reply, err = DecodeReply(ev.Type, b, w.limits); err != nil {
-			return res, fmt.Errorf("%w: %s reply refused: %w", errMalformedReply, ev.Type, err)
+			return res, 0, fmt.Errorf("%w: %s reply refused: %w", errMalformedReply, ev.Type, err)
 		}
 	}
-	return res, nil
+	return res, 0, nil
 }
 
-// reachable reports why PHP cannot be reached, or nil: it is considered down and being left
-// alone (breaker cooldown), or no webhook succeeded in the last 10 s and its address refuses a
-// TCP connection. After the cooldown a reachable address is enough: a bridge taken out of
-// rotation gets no traffic to probe PHP with, and must not stay unready for ever.
+// readyFresh is how old the last webhook outcomes may be and still decide readiness on their
+// own: what PHP did in the last second is the best evidence there is. Older than that (a quiet
+// bridge, or one taken out of rotation that gets no traffic to judge by), a TCP dial decides.
+const readyFresh = time.Second
+
+// readyFailures failed attempts in a row, over all connections, make the bridge unready: one
+// may be PHP failing on one event (a fatal error in its handler); two in a row, with no answer
+// below 500 between them, is PHP failing.
+const readyFailures = 2
+
+// reachable reports why PHP cannot be reached, or nil. It follows what the webhooks see, so
+// that /readyz turns as soon as they fail rather than a window later: PHP is unreachable while
+// the breaker refuses opens (cooldown, or the probe out), or when the last readyFailures
+// attempts failed within readyFresh. Evidence older than readyFresh, or none, is checked by
+// dialling the webhook addresses: a bridge taken out of rotation gets no traffic to probe PHP
+// with, and must not stay unready for ever.
 func (w *webhooks) reachable(ctx context.Context) error {
-	if w.breaker.holding(time.Now()) {
+	now := time.Now()
+	refusing, failures, lastFail := w.breaker.health(now)
+	if refusing {
 		return errBreakerOpen
 	}
-	if time.Since(time.Unix(0, w.lastOK.Load())) < 10*time.Second {
+	if failures >= readyFailures && now.Sub(lastFail) < readyFresh {
+		return fmt.Errorf("%w: the last %d webhook attempts failed", errBackend, failures)
+	}
+	if failures < readyFailures && now.Sub(time.Unix(0, w.lastOK.Load())) < readyFresh {
 		return nil
 	}
 	addrs := map[string]bool{}
