@@ -75,7 +75,7 @@ type Config struct {
 	NodeID          string        `env:"NODE_ID" desc:"This node's name, the prefix of its connection ids (letters, digits, - and _; at most 32). Empty: a random one at each start."`
 	LogLevel        string        `env:"LOG_LEVEL" envDefault:"info" desc:"Log level: debug, info, warn or error. Logs are JSON lines on stderr."`
 
-	LogRepeatLimit    int           `env:"LOG_REPEAT_LIMIT" envDefault:"10" desc:"Most log lines with the same level and message written per LOG_REPEAT_INTERVAL; the rest are counted and summed up in one line \"suppressed similar log lines\" (keys message, level_of, suppressed) at the interval's end, so a flood of clients cannot flood the logs. 0: no limit."`
+	LogRepeatLimit    int           `env:"LOG_REPEAT_LIMIT" envDefault:"10" desc:"Most log lines with the same level and message written per LOG_REPEAT_INTERVAL; the rest are counted and summed up in one line \"suppressed similar log lines\" (with keys message, suppressed and interval, at the same level) at the interval's end, so a flood of clients cannot flood the logs. 0: no limit."`
 	LogRepeatInterval time.Duration `env:"LOG_REPEAT_INTERVAL" envDefault:"10s" desc:"The interval of LOG_REPEAT_LIMIT."`
 }
 

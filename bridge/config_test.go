@@ -256,6 +256,20 @@ func TestLoadConfig(t *testing.T) {
 			want: map[string]string{"WSBRIDGE_NODE_ID": "use 1-32 letters"}},
 		{name: "log level", environ: withWebhook("WSBRIDGE_LOG_LEVEL=verbose"),
 			want: map[string]string{"WSBRIDGE_LOG_LEVEL": `"verbose": use debug, info, warn or error`}},
+		{name: "open share zero", environ: withWebhook("WSBRIDGE_WEBHOOK_OPEN_SHARE=0"),
+			want: map[string]string{"WSBRIDGE_WEBHOOK_OPEN_SHARE": "must be greater than 0 and at most 1, got 0"}},
+		{name: "open share above one", environ: withWebhook("WSBRIDGE_WEBHOOK_OPEN_SHARE=1.5"),
+			want: map[string]string{"WSBRIDGE_WEBHOOK_OPEN_SHARE": "must be greater than 0 and at most 1, got 1.5"}},
+		{name: "open share NaN", environ: withWebhook("WSBRIDGE_WEBHOOK_OPEN_SHARE=NaN"),
+			want: map[string]string{"WSBRIDGE_WEBHOOK_OPEN_SHARE": "must be greater than 0 and at most 1, got NaN"}},
+		{name: "open share one", environ: withWebhook("WSBRIDGE_WEBHOOK_OPEN_SHARE=1"),
+			check: func(t *testing.T, c Config) {
+				if n := openSlots(c.WebhookConcurrency, c.WebhookOpenShare); n != c.WebhookConcurrency {
+					t.Errorf("WEBHOOK_OPEN_SHARE=1 lets opens hold %d of %d slots, want all", n, c.WebhookConcurrency)
+				}
+			}},
+		{name: "log repeat limit negative", environ: withWebhook("WSBRIDGE_LOG_REPEAT_LIMIT=-1"),
+			want: map[string]string{"WSBRIDGE_LOG_REPEAT_LIMIT": "must be 0 or more, got -1"}},
 
 		// Values that fail parsing are reported once, by the parser, not again by validate.
 		{name: "unparsable duration", environ: withWebhook("WSBRIDGE_WEBHOOK_TIMEOUT=soon"),
@@ -306,7 +320,8 @@ func TestLoadConfig(t *testing.T) {
 		tests = append(tests, loadCase{name: key + " zero", environ: withWebhook(EnvPrefix + key + "=0"),
 			want: map[string]string{EnvPrefix + key: "must be greater than 0, got 0"}})
 	}
-	for _, key := range []string{"WEBHOOK_TIMEOUT", "WRITE_TIMEOUT", "PING_INTERVAL", "PING_TIMEOUT", "SHUTDOWN_TIMEOUT"} {
+	for _, key := range []string{"WEBHOOK_TIMEOUT", "WRITE_TIMEOUT", "PING_INTERVAL", "PING_TIMEOUT", "SHUTDOWN_TIMEOUT",
+		"WEBHOOK_QUEUE_WAIT", "LOG_REPEAT_INTERVAL"} {
 		tests = append(tests, loadCase{name: key + " negative", environ: withWebhook(EnvPrefix + key + "=-1s"),
 			want: map[string]string{EnvPrefix + key: "must be a positive duration such as 10s, got -1s"}})
 	}

@@ -265,3 +265,137 @@ func TestReadyzFollowsFailuresBehindAGateway(t *testing.T) {
 		t.Errorf("/readyz after PHP answered again = %d %s, want 200", code, detail)
 	}
 }
+
+func TestOpenSlots(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name  string
+		n     int
+		share float64
+		want  int
+	}{
+		{"default of 8", 8, 0.75, 6},
+		{"two slots keep one for messages", 2, 0.75, 1},
+		{"three slots keep one", 3, 0.75, 2},
+		{"a single slot is shared", 1, 0.75, 1},
+		{"a tiny share still lets opens in", 8, 0.01, 1},
+		{"share 1 gives opens every slot", 8, 1, 8},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := openSlots(tc.n, tc.share); got != tc.want {
+				t.Errorf("openSlots(%d, %g) = %d, want %d", tc.n, tc.share, got, tc.want)
+			}
+		})
+	}
+}
+
+// With WEBHOOK_CONCURRENCY=2, opens hold at most one slot: two opens PHP takes its time with
+// leave the other slot to the messages of a connection already accepted. Seen on the old code:
+// both slots went to the opens and the message waited for them.
+func TestOpensNeverTakeTheLastSlot(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	held := make(chan struct{}, 2)
+	php := newFakePHP(t, func(c hookCall) (int, any) {
+		switch {
+		case c.Event.Type == EventOpen && c.Event.Request.Query == "hold":
+			held <- struct{}{}
+			<-release
+		case c.Event.Type == EventMessage:
+			return http.StatusOK, map[string]any{"send": []string{"echo:" + *c.Event.Data}}
+		}
+		return http.StatusNoContent, nil
+	})
+	b := newBridge(t, php, func(c *Config) { c.WebhookConcurrency = 2 })
+	user, _ := b.openConn(t, "")
+
+	var wg sync.WaitGroup
+	opened := make(chan error, 2)
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, _, err := b.dialErr(t, "hold", nil)
+			opened <- err
+		}()
+	}
+	defer wg.Wait()
+	released := false
+	defer func() {
+		if !released {
+			close(release)
+		}
+	}()
+	select {
+	case <-held: // one open is in PHP, holding a slot
+	case <-time.After(waitLimit):
+		t.Fatal("no open reached PHP")
+	}
+	waitFor(t, "the second open to queue", func() bool {
+		return metricValue(t, b.srv, "wsbridge_webhook_slot_queue") == 1 || len(held) == 1
+	})
+	if len(held) == 1 {
+		t.Fatal("both opens are in PHP at once: opens took every slot")
+	}
+
+	write(t, user, "hi")
+	if got := read(t, user); got != "echo:hi" {
+		t.Fatalf("reply %q", got)
+	}
+	if len(held) != 0 {
+		t.Error("the second open reached PHP while the first held its slot")
+	}
+	close(release)
+	released = true
+	for range 2 {
+		if err := <-opened; err != nil {
+			t.Errorf("held open: %v", err)
+		}
+	}
+}
+
+// An attempt that never got a slot was not sent: PHP does not see it, and the breaker does not
+// count it even at BREAKER_FAILURES=1; the client gets 503 and the metrics say no_slot.
+func TestNoSlotIsNotHeldAgainstPHP(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	held := make(chan struct{}, 1)
+	php := newFakePHP(t, func(c hookCall) (int, any) {
+		if c.Event.Type == EventMessage {
+			held <- struct{}{}
+			<-release
+		}
+		return http.StatusNoContent, nil
+	})
+	b := newBridge(t, php, func(c *Config) {
+		fastRetries(c)
+		c.WebhookConcurrency = 1
+		c.BreakerFailures = 1
+		c.WebhookQueueWait = 20 * time.Millisecond // the bound under test; nothing waits on it
+	})
+	user, id := b.openConn(t, "")
+	write(t, user, "slow")
+	select {
+	case <-held:
+	case <-time.After(waitLimit):
+		close(release)
+		t.Fatal("the message never reached PHP")
+	}
+	_, resp, err := b.dialErr(t, "", nil)
+	close(release)
+	if err == nil || resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("open with no free slot: %v %v, want 503", resp, err)
+	}
+	php.nextFor(t, EventMessage, id) // the held message was answered
+	if n := metricValue(t, b.srv, "wsbridge_webhook_requests_total", "event", "open", "outcome", "no_slot"); n != 4 {
+		t.Errorf("no_slot open attempts counted %v, want 4 (the first and WEBHOOK_RETRIES=3)", n)
+	}
+	if n := metricValue(t, b.srv, "wsbridge_webhook_breaker_trips_total"); n != 0 {
+		t.Errorf("the breaker tripped %v times on attempts that were never sent", n)
+	}
+	if b.srv.hooks.breaker.open() {
+		t.Error("the breaker is open")
+	}
+	b.dial(t, "") // PHP is there for the next one
+}

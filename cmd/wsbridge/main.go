@@ -47,7 +47,13 @@ func run(args, environ []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "wsbridge: %v\n", err)
 		return 2
 	}
-	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: logLevel(cfg.LogLevel)}))
+	// Every line of the process goes through the throttle (net/http's error logs too, via the
+	// server's logger): a flood of clients must not flood the logs. Flush writes the counts of
+	// what is still held back before the process exits.
+	throttle := bridge.NewLogThrottle(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: logLevel(cfg.LogLevel)}),
+		cfg.LogRepeatLimit, cfg.LogRepeatInterval)
+	defer throttle.Flush()
+	log := slog.New(throttle)
 
 	public, err := bridge.Listen(cfg.Listen)
 	if err != nil {
