@@ -76,3 +76,38 @@ func TestBreakerDisabled(t *testing.T) {
 		t.Error("BREAKER_FAILURES=0 opened the breaker")
 	}
 }
+
+// health is what /readyz reads: refusing while an open webhook would fail fast (cooldown, or
+// the probe out), not once the cooldown is over with nobody probing (a bridge out of rotation
+// gets no traffic to probe with), and the failures in a row.
+func TestBreakerHealth(t *testing.T) {
+	b := newBreaker(2, time.Minute, nil)
+	now := time.Now()
+	if refusing, n, last := b.health(now); refusing || n != 0 || !last.IsZero() {
+		t.Fatalf("fresh breaker: refusing %v, failures %d, last %v", refusing, n, last)
+	}
+	b.enter(now)
+	b.exit(false, false)
+	if refusing, n, last := b.health(now); refusing || n != 1 || last.IsZero() {
+		t.Fatalf("after one failure: refusing %v, failures %d, last %v", refusing, n, last)
+	}
+	b.enter(now)
+	b.exit(false, false) // trips
+	if refusing, n, _ := b.health(time.Now()); !refusing || n != 2 {
+		t.Fatalf("tripped: refusing %v, failures %d", refusing, n)
+	}
+	later := time.Now().Add(2 * time.Minute)
+	if refusing, _, _ := b.health(later); refusing {
+		t.Error("cooldown over, no probe out: still refusing")
+	}
+	if ok, probe, _, _ := b.enter(later); !ok || !probe {
+		t.Fatal("no probe after the cooldown")
+	}
+	if refusing, _, _ := b.health(later); !refusing {
+		t.Error("probe out: opens fail fast, but health says not refusing")
+	}
+	b.exit(true, true)
+	if refusing, n, _ := b.health(later); refusing || n != 0 {
+		t.Errorf("after a good probe: refusing %v, failures %d", refusing, n)
+	}
+}

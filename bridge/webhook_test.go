@@ -152,6 +152,7 @@ func TestOpenFloodLeavesLoggedInUsersTheirService(t *testing.T) {
 		t.Error(err)
 	}
 
+	t.Logf("flood: %d handshakes refused by PHP; %d messages answered; %d newcomers in", refused.Load(), messages, newcomers)
 	if refused.Load() == 0 {
 		t.Error("the flood never got PHP's 403: it did not reach PHP")
 	}
@@ -202,7 +203,6 @@ func TestReadyzTurnsOnTheFirstFailuresWhenPHPIsKilled(t *testing.T) {
 	if code, detail := b.readyz(t); code != http.StatusOK {
 		t.Fatalf("/readyz with PHP answering = %d %s", code, detail)
 	}
-	okAt := time.Unix(0, b.srv.hooks.lastOK.Load())
 
 	messages.Close() // PHP is killed: its address refuses connections
 	write(t, c, "after")
@@ -212,12 +212,10 @@ func TestReadyzTurnsOnTheFirstFailuresWhenPHPIsKilled(t *testing.T) {
 		code, detail = b.readyz(t)
 		return code == http.StatusServiceUnavailable
 	})
+	// The reason shows which rule turned it: with the breaker off, the old rule could only turn
+	// by dialling, and only once PHP's last answer was 10 s old.
 	if !strings.Contains(detail, "webhook attempts failed") {
 		t.Errorf("/readyz turned for %q, want the failed attempts as the reason", detail)
-	}
-	// What the old rule would have said at this moment: PHP answered within the last 10 s.
-	if since := time.Since(okAt); since >= 10*time.Second {
-		t.Errorf("/readyz turned %s after PHP's last answer, not before the old 10 s window ended", since)
 	}
 	if n := metricValue(t, b.srv, "wsbridge_webhook_breaker_trips_total"); n != 0 {
 		t.Errorf("breaker tripped %v times with BREAKER_FAILURES=0", n)
