@@ -469,3 +469,60 @@ func TestProcessPublicInternalNeedsToken(t *testing.T) {
 		t.Errorf("stderr does not name WSBRIDGE_API_TOKEN:\n%s", out)
 	}
 }
+
+// TestProcessLogsAreThrottled: every line of the process goes through the log throttle, and
+// what it held back is summed up before the process exits.
+func TestProcessLogsAreThrottled(t *testing.T) {
+	t.Parallel()
+	const clients = 5
+	php := newFakePHP(t)
+	public, internal := testkit.FreeAddr(t), testkit.FreeAddr(t)
+	p := startProc(t,
+		"WSBRIDGE_LISTEN="+public,
+		"WSBRIDGE_INTERNAL_LISTEN="+internal,
+		"WSBRIDGE_WEBHOOK_URL="+php.URL,
+		"WSBRIDGE_LOG_LEVEL=debug", // one "connection opened" and one "connection closed" each
+		"WSBRIDGE_LOG_REPEAT_LIMIT=2",
+		"WSBRIDGE_LOG_REPEAT_INTERVAL=1h", // no interval ends during the test: exit sums up
+	)
+	client := &http.Client{Timeout: 5 * time.Second}
+	t.Cleanup(client.CloseIdleConnections)
+	p.waitReady(t, client, "http://"+internal+"/readyz")
+	for range clients {
+		ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+		c, _, err := websocket.Dial(ctx, "ws://"+public+"/ws", nil)
+		if err != nil {
+			cancel()
+			t.Fatalf("dial: %v", err)
+		}
+		if _, msg, err := c.Read(ctx); err != nil || string(msg) != "welcome" {
+			t.Fatalf("first frame %q %v, want welcome", msg, err)
+		}
+		cancel()
+		defer c.CloseNow()
+	}
+	p.signal(t, syscall.SIGTERM)
+	if code := p.exitCode(t); code != 0 {
+		t.Fatalf("exit status %d, want 0", code)
+	}
+
+	written := map[string]int{}
+	summed := map[string]float64{}
+	for line := range strings.SplitSeq(strings.TrimSpace(p.stderr.String()), "\n") {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("log line %q is not JSON: %v", line, err)
+		}
+		msg, _ := rec["msg"].(string)
+		written[msg]++
+		if msg == "suppressed similar log lines" {
+			n, _ := rec["suppressed"].(float64)
+			summed[rec["message"].(string)] += n
+		}
+	}
+	for _, msg := range []string{"connection opened", "connection closed"} {
+		if written[msg] != 2 || summed[msg] != clients-2 {
+			t.Errorf("%q: %d lines written and %v summed up, want 2 and %d", msg, written[msg], summed[msg], clients-2)
+		}
+	}
+}
