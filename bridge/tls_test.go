@@ -595,3 +595,7 @@ func TestTLSServeRefusesBadPair(t *testing.T) {
 		t.Error("the public listener is still open after Serve failed")
 	}
 }
+
+// BenchmarkConnWriterTLS is BenchmarkConnWriter over TLS: a TLS socket has no file descriptor
+// of its own to write to without waiting, so every frame goes through the writer goroutine.
+func BenchmarkConnWriterTLS(b *testing.B) { benchConnWriter(b, true) }
