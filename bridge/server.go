@@ -235,6 +235,7 @@ func (s *Server) Serve(ctx context.Context, public, internal net.Listener) error
 			return fmt.Errorf("public listener: %w", err)
 		}
 		pub.TLSConfig = s.certs.tlsConfig()
+		pub.Protocols = publicProtocols(os.Getenv("GODEBUG"), s.log)
 	}
 
 	brokerCtx, stopBroker := context.WithCancel(context.Background())

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -207,6 +208,22 @@ func (r *certReloader) tlsConfig() *tls.Config {
 		GetCertificate: r.getCertificate,
 		NextProtos:     []string{"h2", "http/1.1"},
 	}
+}
+
+// publicProtocols returns the protocols the TLS listener offers: nil (net/http's default, h2
+// and HTTP/1.1) unless godebug (the GODEBUG variable) has http2xconnect=1. That setting makes
+// net/http's HTTP/2 server announce extended CONNECT, and browsers then send WebSockets as
+// HTTP/2 streams, which coder/websocket cannot accept: every WebSocket would fail. HTTP/2 is
+// turned off instead, so WebSockets work and pages use HTTP/1.1. The test is net/http's own
+// (h2_bundle.go reads GODEBUG with strings.Contains at init).
+func publicProtocols(godebug string, log *slog.Logger) *http.Protocols {
+	if !strings.Contains(godebug, "http2xconnect=1") {
+		return nil
+	}
+	log.Warn("tls: GODEBUG has http2xconnect=1, which would send browsers' WebSockets over HTTP/2 where wsbridge cannot accept them; serving HTTP/1.1 only")
+	var p http.Protocols
+	p.SetHTTP1(true)
+	return &p
 }
 
 // servePublic serves the public listener, over TLS when TLS_CERT_FILE is set.

@@ -599,3 +599,31 @@ func TestTLSServeRefusesBadPair(t *testing.T) {
 // BenchmarkConnWriterTLS is BenchmarkConnWriter over TLS: a TLS socket has no file descriptor
 // of its own to write to without waiting, so every frame goes through the writer goroutine.
 func BenchmarkConnWriterTLS(b *testing.B) { benchConnWriter(b, true) }
+
+func TestPublicProtocols(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, godebug string
+		h2            bool
+	}{
+		{"unset", "", true},
+		{"other settings", "http2debug=1,tlsrsakex=1", true},
+		{"extended CONNECT off", "http2xconnect=0", true},
+		{"extended CONNECT on", "tlsrsakex=1,http2xconnect=1", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			logs := &testkit.SyncBuffer{}
+			p := publicProtocols(tc.godebug, slog.New(slog.NewJSONHandler(logs, nil)))
+			if tc.h2 {
+				if p != nil || logs.String() != "" {
+					t.Errorf("protocols %v, log %q; want net/http's defaults and no log", p, logs.String())
+				}
+				return
+			}
+			if p == nil || p.HTTP2() || !p.HTTP1() || !strings.Contains(logs.String(), `"level":"WARN"`) {
+				t.Errorf("protocols %v, log %q; want HTTP/1.1 only and a warning", p, logs.String())
+			}
+		})
+	}
+}

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -527,5 +528,59 @@ func TestProcessServesWSS(t *testing.T) {
 	}
 	if log := p.stderr.String(); !strings.Contains(log, `"msg":"tls: certificate loaded"`) || !strings.Contains(log, `"tls":true`) {
 		t.Errorf("the certificate and TLS listener are not logged:\n%s", log)
+	}
+}
+
+// TestProcessTLSWithExtendedConnect: GODEBUG=http2xconnect=1 would make net/http announce RFC
+// 8441 and browsers would send their WebSockets as HTTP/2 streams, which cannot be accepted.
+// The binary then serves HTTP/1.1 only, says why, and WebSockets keep working.
+func TestProcessTLSWithExtendedConnect(t *testing.T) {
+	t.Parallel()
+	ca := testkit.NewCA(t)
+	certFile, keyFile := ca.WritePair(t, "wsbridge.test", 8)
+	php := newFakePHP(t)
+	public, internal := testkit.FreeAddr(t), testkit.FreeAddr(t)
+	p := startProc(t,
+		"GODEBUG=http2xconnect=1",
+		"WSBRIDGE_LISTEN="+public,
+		"WSBRIDGE_INTERNAL_LISTEN="+internal,
+		"WSBRIDGE_WEBHOOK_URL="+php.URL,
+		"WSBRIDGE_TLS_CERT_FILE="+certFile,
+		"WSBRIDGE_TLS_KEY_FILE="+keyFile,
+	)
+	client := &http.Client{Timeout: 5 * time.Second}
+	t.Cleanup(client.CloseIdleConnections)
+	p.waitReady(t, client, "http://"+internal+"/readyz")
+
+	conf := ca.ClientConfig()
+	conf.NextProtos = []string{"h2", "http/1.1"}
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	nc, err := (&tls.Dialer{Config: conf}).DialContext(ctx, "tcp", public)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := nc.(*tls.Conn).ConnectionState().NegotiatedProtocol; got != "http/1.1" {
+		t.Errorf("ALPN chose %q with GODEBUG=http2xconnect=1, want http/1.1", got)
+	}
+	nc.Close()
+
+	tr := &http.Transport{TLSClientConfig: ca.ClientConfig()}
+	t.Cleanup(tr.CloseIdleConnections)
+	c, _, err := websocket.Dial(ctx, "wss://"+public+"/ws", &websocket.DialOptions{HTTPClient: &http.Client{Transport: tr}})
+	if err != nil {
+		t.Fatalf("dial wss: %v", err)
+	}
+	t.Cleanup(func() { c.CloseNow() })
+	if _, msg, err := c.Read(ctx); err != nil || string(msg) != "welcome" {
+		t.Fatalf("first message %q, %v; want welcome", msg, err)
+	}
+	c.Close(websocket.StatusNormalClosure, "")
+	p.signal(t, syscall.SIGTERM)
+	if code := p.exitCode(t); code != 0 {
+		t.Errorf("exit status %d, want 0", code)
+	}
+	if log := p.stderr.String(); !strings.Contains(log, "http2xconnect=1") {
+		t.Errorf("the fallback to HTTP/1.1 is not logged:\n%s", log)
 	}
 }
