@@ -22,8 +22,8 @@ const certCheckEvery = 5 * time.Second
 // pairError says which of the two files a pair failed on, so that the configuration error
 // names the right variable.
 type pairError struct {
-	key string // TLS_CERT_FILE or TLS_KEY_FILE
-	err error
+	variable string // TLS_CERT_FILE or TLS_KEY_FILE
+	err      error
 }
 
 func (e *pairError) Error() string { return e.err.Error() }
@@ -79,8 +79,8 @@ func (c *Config) validateTLS(add func(key, format string, args ...any)) {
 	if pe == nil {
 		return
 	}
-	add(pe.key, "%v", pe.err)
-	if pe.key == "TLS_CERT_FILE" {
+	add(pe.variable, "%v", pe.err)
+	if pe.variable == "TLS_CERT_FILE" {
 		// The key file may be unreadable too; say so now rather than after the next start.
 		if _, err := os.ReadFile(c.TLSKeyFile); err != nil {
 			add("TLS_KEY_FILE", "cannot read %q: %v", c.TLSKeyFile, unwrapPath(err))
@@ -200,8 +200,7 @@ func (r *certReloader) reloadLocked() error {
 // ALPN offers h2 and http/1.1: pages may use HTTP/2, while a WebSocket needs a connection it can
 // take over (http.Hijacker), which HTTP/2 streams are not. Browsers open WebSockets on an
 // HTTP/1.1 connection of their own unless the server announces RFC 8441's extended CONNECT,
-// which net/http's HTTP/2 server does not (only with GODEBUG=http2xconnect=1, which wsbridge
-// must not be run with).
+// which net/http's HTTP/2 server does not (see publicProtocols for the one setting that would).
 func (r *certReloader) tlsConfig() *tls.Config {
 	return &tls.Config{
 		MinVersion:     tls.VersionTLS12,
@@ -229,8 +228,9 @@ func publicProtocols(godebug string, log *slog.Logger) *http.Protocols {
 // servePublic serves the public listener, over TLS when TLS_CERT_FILE is set.
 func servePublic(srv *http.Server, l net.Listener) error {
 	if srv.TLSConfig != nil {
-		// Empty file names: the certificate comes from TLSConfig.GetCertificate. ServeTLS sets
-		// up HTTP/2 on srv, which Serve on a tls.Listener of our own would not.
+		// Empty file names: the certificate comes from TLSConfig.GetCertificate. ServeTLS, not
+		// Serve on a tls.Listener of our own, so that net/http fits ALPN to srv.Protocols: h2
+		// is offered only while HTTP/2 is on.
 		return srv.ServeTLS(l, "", "")
 	}
 	return srv.Serve(l)
