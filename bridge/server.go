@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -236,6 +237,7 @@ func (s *Server) Serve(ctx context.Context, public, internal net.Listener) error
 		}
 		pub.TLSConfig = s.certs.tlsConfig()
 		pub.Protocols = publicProtocols(os.Getenv("GODEBUG"), s.log)
+		pub.ErrorLog = log.New(handshakeErrorLog{s.log}, "", 0)
 	}
 
 	brokerCtx, stopBroker := context.WithCancel(context.Background())

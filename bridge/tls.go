@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -223,6 +224,23 @@ func publicProtocols(godebug string, log *slog.Logger) *http.Protocols {
 	var p http.Protocols
 	p.SetHTTP1(true)
 	return &p
+}
+
+// handshakeErrorLog is the TLS listener's http.Server.ErrorLog. net/http reports every failed
+// TLS handshake there ("http: TLS handshake error from ...": a scanner, an old client, a port
+// check, a browser that does not trust the certificate); those are the client's to fix and come
+// by the thousand on a public port, so they go to debug level, as nginx logs them at info.
+// Everything else net/http reports stays a warning.
+type handshakeErrorLog struct{ log *slog.Logger }
+
+func (w handshakeErrorLog) Write(p []byte) (int, error) {
+	msg := strings.TrimSuffix(string(p), "\n")
+	level := slog.LevelWarn
+	if strings.HasPrefix(msg, "http: TLS handshake error") {
+		level = slog.LevelDebug
+	}
+	w.log.Log(context.Background(), level, msg)
+	return len(p), nil
 }
 
 // servePublic serves the public listener, over TLS when TLS_CERT_FILE is set.

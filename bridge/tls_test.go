@@ -379,6 +379,16 @@ func TestTLSDefaults(t *testing.T) {
 			}
 		})
 	}
+	// What clients get wrong in handshakes is theirs to fix: the refusals above are logged at
+	// debug level only, so that scanners on a public port do not flood the warnings.
+	for line := range strings.SplitSeq(b.logs.String(), "\n") {
+		if strings.Contains(line, "TLS handshake error") && !strings.Contains(line, `"level":"DEBUG"`) {
+			t.Errorf("a client's failed handshake is logged above debug: %s", line)
+		}
+	}
+	if !strings.Contains(b.logs.String(), "TLS handshake error") {
+		t.Error("the refused handshakes are not logged at all")
+	}
 }
 
 // TestTLSCertificateReload renews the certificate the way certbot does, with the bridge
