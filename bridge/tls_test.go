@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -634,6 +635,60 @@ func TestPublicProtocols(t *testing.T) {
 			if p == nil || p.HTTP2() || !p.HTTP1() || !strings.Contains(logs.String(), `"level":"WARN"`) {
 				t.Errorf("protocols %v, log %q; want HTTP/1.1 only and a warning", p, logs.String())
 			}
+		})
+	}
+}
+
+// BenchmarkIdleConnHeap opens idle WebSockets, plain and over TLS, and reports the Go heap and
+// stacks they hold per connection, both ends together (client and bridge are one process here):
+// the difference between the two is what TLS adds to an idle connection. Run it with
+// -benchtime=1x; each iteration opens and closes all of them.
+func BenchmarkIdleConnHeap(b *testing.B) {
+	const n = 500
+	php := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer php.Close()
+	for _, useTLS := range []bool{false, true} {
+		name := "plain"
+		if useTLS {
+			name = "tls"
+		}
+		b.Run(name, func(b *testing.B) {
+			s := benchServer(b, "WSBRIDGE_WEBHOOK_URL="+php.URL, "WSBRIDGE_MESSAGE_RATE=0")
+			hs := httptest.NewUnstartedServer(s.PublicHandler())
+			if useTLS {
+				hs.StartTLS()
+			} else {
+				hs.Start()
+			}
+			defer hs.Close()
+			u := "ws" + strings.TrimPrefix(hs.URL, "http") + "/ws"
+			var perConn float64
+			for range b.N {
+				var before, after runtime.MemStats
+				runtime.GC()
+				runtime.ReadMemStats(&before)
+				conns := make([]*websocket.Conn, n)
+				for i := range conns {
+					c, _, err := websocket.Dial(context.Background(), u, &websocket.DialOptions{HTTPClient: hs.Client()})
+					if err != nil {
+						b.Fatal(err)
+					}
+					conns[i] = c
+				}
+				runtime.GC()
+				runtime.ReadMemStats(&after)
+				perConn = float64(int64(after.HeapInuse+after.StackInuse)-int64(before.HeapInuse+before.StackInuse)) / n
+				for _, c := range conns {
+					c.CloseNow()
+				}
+			}
+			b.ReportMetric(perConn, "heap+stack-B/conn")
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			s.Shutdown(ctx)
 		})
 	}
 }
