@@ -78,14 +78,17 @@ func BenchmarkDecodePublishBatch(b *testing.B) {
 // BenchmarkConnWriter measures one connection's writer: frames queued with Send, written by
 // the writer goroutine to a real WebSocket, read by a client over loopback. The sender keeps at
 // most half a queue in flight so that the client is never dropped as slow.
-func BenchmarkConnWriter(b *testing.B) {
+func BenchmarkConnWriter(b *testing.B) { benchConnWriter(b, false) }
+
+// benchConnWriter is BenchmarkConnWriter, over TLS when useTLS.
+func benchConnWriter(b *testing.B, useTLS bool) {
 	s := benchServer(b, "WSBRIDGE_SEND_QUEUE=256")
 	type accept struct {
 		ws   *websocket.Conn
 		wire *corkConn
 	}
 	accepted := make(chan accept, 1)
-	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	hs := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		cw := &corkingWriter{ResponseWriter: w}
 		ws, err := websocket.Accept(cw, r, nil)
 		if err != nil {
@@ -94,8 +97,14 @@ func BenchmarkConnWriter(b *testing.B) {
 		}
 		accepted <- accept{ws, cw.conn}
 	}))
+	if useTLS {
+		hs.StartTLS()
+	} else {
+		hs.Start()
+	}
 	defer hs.Close()
-	client, _, err := websocket.Dial(context.Background(), "ws"+strings.TrimPrefix(hs.URL, "http"), nil)
+	client, _, err := websocket.Dial(context.Background(), "ws"+strings.TrimPrefix(hs.URL, "http"),
+		&websocket.DialOptions{HTTPClient: hs.Client()})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -27,6 +27,8 @@ type Config struct {
 	WSPaths        []string `env:"WS_PATH" envDefault:"/ws" desc:"Comma-separated URL paths that accept WebSocket connections."`
 	AllowedOrigins []string `env:"ALLOWED_ORIGINS" desc:"Comma-separated Origin patterns allowed to open a WebSocket, matched with path.Match against the Origin's host (or scheme://host when the pattern has ://), case-insensitively. Empty: only the request's own host. \"*\" allows any origin. Requests without an Origin header (non-browser clients) are allowed."`
 	Upstream       *url.URL `env:"UPSTREAM" desc:"Base URL (http or https) of the PHP app. Every public request that is not a WebSocket path is reverse-proxied there, with X-Forwarded-For/-Host/-Proto set. Empty: such requests get 404."`
+	TLSCertFile    string   `env:"TLS_CERT_FILE" desc:"Path of a PEM certificate chain (leaf first, as certbot's fullchain.pem). With TLS_KEY_FILE, the public listener serves TLS only (wss://, and HTTP/2 for proxied pages; WebSockets use HTTP/1.1): TLS 1.2 or later, Go's default cipher suites, no client certificates. Both files are checked at start. They are reloaded without a restart: a handshake looks at them (stat) at most every 5s, and when either changed (rewritten, renamed over, or a symlink moved, as certbot renews) the new pair is served from that handshake on; a pair that does not load is logged as an error and the old one kept. Empty: plain HTTP (ws://)."`
+	TLSKeyFile     string   `env:"TLS_KEY_FILE" desc:"Path of the PEM private key of TLS_CERT_FILE (certbot's privkey.pem). Set both or neither."`
 
 	InternalListen string `env:"INTERNAL_LISTEN" envDefault:"127.0.0.1:8081" desc:"Address of the internal listener (push API, health): host:port, or unix:/path/to.sock for a unix socket. Must differ from LISTEN."`
 	APIToken       string `env:"API_TOKEN,unset" desc:"Bearer token required on /v1/ of the internal listener. Required when INTERNAL_LISTEN is neither loopback nor a unix socket."`
@@ -197,6 +199,7 @@ func (c *Config) validate() []problem {
 			add("UPSTREAM", "%v", err)
 		}
 	}
+	c.validateTLS(add)
 	if c.WebhookURL == nil { // unset is reported by the parser; this is WSBRIDGE_WEBHOOK_URL=""
 		add("WEBHOOK_URL", "required, must not be empty")
 	}

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/wsbridge/wsbridge/bridge/testkit"
 )
 
 var update = flag.Bool("update", false, "rewrite docs/configuration.md from the Config struct instead of comparing")
@@ -85,6 +87,10 @@ type loadCase struct {
 
 func TestLoadConfig(t *testing.T) {
 	t.Parallel()
+	ca := testkit.NewCA(t)
+	var pairA, pairB struct{ cert, key string }
+	pairA.cert, pairA.key = ca.WritePair(t, "a.test", 1)
+	pairB.cert, pairB.key = ca.WritePair(t, "b.test", 2)
 	tests := []loadCase{
 		{
 			name:    "defaults",
@@ -141,6 +147,9 @@ func TestLoadConfig(t *testing.T) {
 				}
 				if c.ShutdownTimeout != 30*time.Second {
 					t.Errorf("ShutdownTimeout = %s, want 30s", c.ShutdownTimeout)
+				}
+				if c.TLSCertFile != "" || c.TLSKeyFile != "" {
+					t.Errorf("TLS files %q, %q by default; want none (plain HTTP)", c.TLSCertFile, c.TLSKeyFile)
 				}
 				if c.NodeID != "" || c.LogLevel != "info" {
 					t.Errorf("NodeID %q, LogLevel %q; want empty, info", c.NodeID, c.LogLevel)
@@ -270,6 +279,32 @@ func TestLoadConfig(t *testing.T) {
 			}},
 		{name: "log repeat limit negative", environ: withWebhook("WSBRIDGE_LOG_REPEAT_LIMIT=-1"),
 			want: map[string]string{"WSBRIDGE_LOG_REPEAT_LIMIT": "must be 0 or more, got -1"}},
+
+		// TLS: both files or neither, each readable, and together a valid pair.
+		{name: "tls valid pair", environ: withWebhook("WSBRIDGE_TLS_CERT_FILE="+pairA.cert, "WSBRIDGE_TLS_KEY_FILE="+pairA.key),
+			check: func(t *testing.T, c Config) {
+				if c.TLSCertFile != pairA.cert || c.TLSKeyFile != pairA.key {
+					t.Errorf("TLS files = %q, %q", c.TLSCertFile, c.TLSKeyFile)
+				}
+			}},
+		{name: "tls cert without key", environ: withWebhook("WSBRIDGE_TLS_CERT_FILE=" + pairA.cert),
+			want: map[string]string{"WSBRIDGE_TLS_KEY_FILE": "required because WSBRIDGE_TLS_CERT_FILE is set (set both or neither)"}},
+		{name: "tls key without cert", environ: withWebhook("WSBRIDGE_TLS_KEY_FILE=" + pairA.key),
+			want: map[string]string{"WSBRIDGE_TLS_CERT_FILE": "required because WSBRIDGE_TLS_KEY_FILE is set (set both or neither)"}},
+		{name: "tls cert file missing", environ: withWebhook("WSBRIDGE_TLS_CERT_FILE=/nonexistent/wsbridge/cert.pem", "WSBRIDGE_TLS_KEY_FILE="+pairA.key),
+			want: map[string]string{"WSBRIDGE_TLS_CERT_FILE": `cannot read "/nonexistent/wsbridge/cert.pem"`}},
+		{name: "tls key file missing", environ: withWebhook("WSBRIDGE_TLS_CERT_FILE="+pairA.cert, "WSBRIDGE_TLS_KEY_FILE=/nonexistent/wsbridge/key.pem"),
+			want: map[string]string{"WSBRIDGE_TLS_KEY_FILE": `cannot read "/nonexistent/wsbridge/key.pem"`}},
+		{name: "tls both files missing", environ: withWebhook("WSBRIDGE_TLS_CERT_FILE=/nonexistent/c", "WSBRIDGE_TLS_KEY_FILE=/nonexistent/k"),
+			want: map[string]string{"WSBRIDGE_TLS_CERT_FILE": `cannot read "/nonexistent/c"`, "WSBRIDGE_TLS_KEY_FILE": `cannot read "/nonexistent/k"`}},
+		{name: "tls mismatched pair", environ: withWebhook("WSBRIDGE_TLS_CERT_FILE="+pairA.cert, "WSBRIDGE_TLS_KEY_FILE="+pairB.key),
+			want: map[string]string{"WSBRIDGE_TLS_CERT_FILE": `and WSBRIDGE_TLS_KEY_FILE "` + pairB.key + `" are not a valid pair: tls: private key does not match public key`}},
+		{name: "tls cert not pem", environ: withWebhook("WSBRIDGE_TLS_CERT_FILE="+writeSecret(t, "not a certificate\n"), "WSBRIDGE_TLS_KEY_FILE="+pairA.key),
+			want: map[string]string{"WSBRIDGE_TLS_CERT_FILE": "failed to find any PEM data in certificate input"}},
+		{name: "tls key is the certificate", environ: withWebhook("WSBRIDGE_TLS_CERT_FILE="+pairA.cert, "WSBRIDGE_TLS_KEY_FILE="+pairA.cert),
+			want: map[string]string{"WSBRIDGE_TLS_CERT_FILE": "are not a valid pair"}},
+		{name: "tls cert is a directory", environ: withWebhook("WSBRIDGE_TLS_CERT_FILE="+t.TempDir(), "WSBRIDGE_TLS_KEY_FILE="+pairA.key),
+			want: map[string]string{"WSBRIDGE_TLS_CERT_FILE": "is a directory"}},
 
 		// Values that fail parsing are reported once, by the parser, not again by validate.
 		{name: "unparsable duration", environ: withWebhook("WSBRIDGE_WEBHOOK_TIMEOUT=soon"),

@@ -16,6 +16,7 @@
 //	close webhooks: pacing, waiting out PHP outages   closequeue.go
 //	who receives a push                               hub.go, push.go, broker*.go
 //	plain HTTP to the app                             proxy.go
+//	TLS on the public listener, certificate reload    tls.go
 //	an environment variable                           config.go (configdoc.go renders the docs table)
 //	metrics                                           metrics.go (docs/reliability.md lists them)
 //	the process: listeners, signals, shutdown order   cmd/wsbridge/main.go, server.go

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -48,6 +49,7 @@ type Server struct {
 	drainStarted chan struct{}
 	closeLimiter *rate.Limiter
 	admission    admission
+	certs        *certReloader // the public listener's certificate; nil without TLS_CERT_FILE
 }
 
 // New builds a server from a validated configuration. broker nil means a single node
@@ -80,6 +82,9 @@ func New(cfg Config, log *slog.Logger, broker Broker) *Server {
 	}
 	s.hub.maxChannels = cfg.MaxChannels
 	s.hooks = newWebhooks(s.cfg, s.metrics)
+	if cfg.TLSCertFile != "" {
+		s.certs = newCertReloader(cfg.TLSCertFile, cfg.TLSKeyFile, s.log)
+	}
 	return s
 }
 
@@ -222,15 +227,27 @@ func (s *Server) Serve(ctx context.Context, public, internal net.Listener) error
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
 	in := &http.Server{Handler: s.InternalHandler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
+	if s.certs != nil {
+		// The files were checked at start but may have changed since: nothing is served
+		// without a certificate, and never plain HTTP in place of TLS.
+		if err := s.certs.load(); err != nil {
+			public.Close()
+			internal.Close()
+			return fmt.Errorf("public listener: %w", err)
+		}
+		pub.TLSConfig = s.certs.tlsConfig()
+		pub.Protocols = publicProtocols(os.Getenv("GODEBUG"), s.log)
+		pub.ErrorLog = log.New(handshakeErrorLog{s.log}, "", 0)
+	}
 
 	brokerCtx, stopBroker := context.WithCancel(context.Background())
 	brokerDone := make(chan error, 1)
 	go func() { brokerDone <- s.broker.Run(brokerCtx, s.node, s.hub.Deliver) }()
 
 	errc := make(chan error, 2)
-	go func() { errc <- fmt.Errorf("public listener: %w", pub.Serve(public)) }()
+	go func() { errc <- fmt.Errorf("public listener: %w", servePublic(pub, public)) }()
 	go func() { errc <- fmt.Errorf("internal listener: %w", in.Serve(internal)) }()
-	s.log.Info("listening", "public", public.Addr().String(), "internal", internal.Addr().String())
+	s.log.Info("listening", "public", public.Addr().String(), "internal", internal.Addr().String(), "tls", s.certs != nil)
 
 	var runErr error
 	select {

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -135,6 +136,11 @@ func TestRunBadEnvironment(t *testing.T) {
 			},
 			bad: []string{"WSBRIDGE_WEBHOOK_URL", "WSBRIDGE_WEBHOOK_TIMEOUT", "WSBRIDGE_SEND_QUEUE",
 				"WSBRIDGE_API_TOKEN", "WSBRIDGE_NODE_ID", "WSBRIDGE_LOG_LEVEL"},
+		},
+		{
+			name:    "TLS certificate without key",
+			environ: []string{"WSBRIDGE_WEBHOOK_URL=http://127.0.0.1:9/hook", "WSBRIDGE_TLS_CERT_FILE=/etc/ssl/cert.pem"},
+			bad:     []string{"WSBRIDGE_TLS_KEY_FILE"},
 		},
 	}
 	for _, tc := range tests {
@@ -524,5 +530,114 @@ func TestProcessLogsAreThrottled(t *testing.T) {
 		if written[msg] != 2 || summed[msg] != clients-2 {
 			t.Errorf("%q: %d lines written and %v summed up, want 2 and %d", msg, written[msg], summed[msg], clients-2)
 		}
+	}
+}
+
+// TestProcessServesWSS runs the binary with TLS_CERT_FILE and TLS_KEY_FILE: a wss:// client
+// that trusts only the test CA connects, is accepted by PHP and gets its welcome frame.
+func TestProcessServesWSS(t *testing.T) {
+	t.Parallel()
+	ca := testkit.NewCA(t)
+	certFile, keyFile := ca.WritePair(t, "wsbridge.test", 7)
+	php := newFakePHP(t)
+	public, internal := testkit.FreeAddr(t), testkit.FreeAddr(t)
+	p := startProc(t,
+		"WSBRIDGE_LISTEN="+public,
+		"WSBRIDGE_INTERNAL_LISTEN="+internal,
+		"WSBRIDGE_WEBHOOK_URL="+php.URL,
+		"WSBRIDGE_TLS_CERT_FILE="+certFile,
+		"WSBRIDGE_TLS_KEY_FILE="+keyFile,
+	)
+	client := &http.Client{Timeout: 5 * time.Second}
+	t.Cleanup(client.CloseIdleConnections)
+	p.waitReady(t, client, "http://"+internal+"/readyz")
+
+	tr := &http.Transport{TLSClientConfig: ca.ClientConfig()}
+	t.Cleanup(tr.CloseIdleConnections)
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	c, resp, err := websocket.Dial(ctx, "wss://"+public+"/ws", &websocket.DialOptions{HTTPClient: &http.Client{Transport: tr}})
+	if err != nil {
+		t.Fatalf("dial wss: %v", err)
+	}
+	t.Cleanup(func() { c.CloseNow() })
+	if resp.TLS == nil || resp.TLS.PeerCertificates[0].SerialNumber.Int64() != 7 {
+		t.Errorf("upgrade TLS state %+v, want the configured certificate (serial 7)", resp.TLS)
+	}
+	if _, msg, err := c.Read(ctx); err != nil || string(msg) != "welcome" {
+		t.Fatalf("first message %q, %v; want welcome", msg, err)
+	}
+	// Go's TLS server answers a plain HTTP request with a bare 400 and nothing else.
+	if resp, err := client.Get("http://" + public + "/"); err == nil {
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "HTTPS server") {
+			t.Errorf("plain HTTP to the TLS listener: %d %q, want 400", resp.StatusCode, body)
+		}
+	}
+	c.Close(websocket.StatusNormalClosure, "")
+	p.signal(t, syscall.SIGTERM)
+	if code := p.exitCode(t); code != 0 {
+		t.Errorf("exit status %d, want 0", code)
+	}
+	if n := len(php.received("open")); n != 1 {
+		t.Errorf("PHP received %d open webhooks, want 1", n)
+	}
+	if log := p.stderr.String(); !strings.Contains(log, `"msg":"tls: certificate loaded"`) || !strings.Contains(log, `"tls":true`) {
+		t.Errorf("the certificate and TLS listener are not logged:\n%s", log)
+	}
+}
+
+// TestProcessTLSWithExtendedConnect: GODEBUG=http2xconnect=1 would make net/http announce RFC
+// 8441 and browsers would send their WebSockets as HTTP/2 streams, which cannot be accepted.
+// The binary then serves HTTP/1.1 only, says why, and WebSockets keep working.
+func TestProcessTLSWithExtendedConnect(t *testing.T) {
+	t.Parallel()
+	ca := testkit.NewCA(t)
+	certFile, keyFile := ca.WritePair(t, "wsbridge.test", 8)
+	php := newFakePHP(t)
+	public, internal := testkit.FreeAddr(t), testkit.FreeAddr(t)
+	p := startProc(t,
+		"GODEBUG=http2xconnect=1",
+		"WSBRIDGE_LISTEN="+public,
+		"WSBRIDGE_INTERNAL_LISTEN="+internal,
+		"WSBRIDGE_WEBHOOK_URL="+php.URL,
+		"WSBRIDGE_TLS_CERT_FILE="+certFile,
+		"WSBRIDGE_TLS_KEY_FILE="+keyFile,
+	)
+	client := &http.Client{Timeout: 5 * time.Second}
+	t.Cleanup(client.CloseIdleConnections)
+	p.waitReady(t, client, "http://"+internal+"/readyz")
+
+	conf := ca.ClientConfig()
+	conf.NextProtos = []string{"h2", "http/1.1"}
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	nc, err := (&tls.Dialer{Config: conf}).DialContext(ctx, "tcp", public)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := nc.(*tls.Conn).ConnectionState().NegotiatedProtocol; got != "http/1.1" {
+		t.Errorf("ALPN chose %q with GODEBUG=http2xconnect=1, want http/1.1", got)
+	}
+	nc.Close()
+
+	tr := &http.Transport{TLSClientConfig: ca.ClientConfig()}
+	t.Cleanup(tr.CloseIdleConnections)
+	c, _, err := websocket.Dial(ctx, "wss://"+public+"/ws", &websocket.DialOptions{HTTPClient: &http.Client{Transport: tr}})
+	if err != nil {
+		t.Fatalf("dial wss: %v", err)
+	}
+	t.Cleanup(func() { c.CloseNow() })
+	if _, msg, err := c.Read(ctx); err != nil || string(msg) != "welcome" {
+		t.Fatalf("first message %q, %v; want welcome", msg, err)
+	}
+	c.Close(websocket.StatusNormalClosure, "")
+	p.signal(t, syscall.SIGTERM)
+	if code := p.exitCode(t); code != 0 {
+		t.Errorf("exit status %d, want 0", code)
+	}
+	if log := p.stderr.String(); !strings.Contains(log, "http2xconnect=1") {
+		t.Errorf("the fallback to HTTP/1.1 is not logged:\n%s", log)
 	}
 }
