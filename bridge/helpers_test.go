@@ -12,6 +12,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -290,3 +291,16 @@ func readClose(t *testing.T, c *websocket.Conn) websocket.CloseError {
 		return ce
 	}
 }
+
+// fakeClock is a clock for tests that moves only when told (the log throttle's windows, the
+// certificate reloader's gate), so a test steps past an interval without waiting for it.
+type fakeClock struct{ ns atomic.Int64 }
+
+func newFakeClock(t time.Time) *fakeClock {
+	c := &fakeClock{}
+	c.ns.Store(t.UnixNano())
+	return c
+}
+
+func (c *fakeClock) now() time.Time          { return time.Unix(0, c.ns.Load()) }
+func (c *fakeClock) advance(d time.Duration) { c.ns.Add(int64(d)) }

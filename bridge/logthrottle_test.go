@@ -56,19 +56,6 @@ func (h *recorder) take() []recorded {
 	return out
 }
 
-// fakeClock is a settable clock for the throttle's windows.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *fakeClock) add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 func TestLogThrottle(t *testing.T) {
 	t.Parallel()
 	const limit = 3
@@ -155,12 +142,12 @@ func TestLogThrottle(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			rec := newRecorder()
-			clock := &fakeClock{t: time.Unix(1_000_000, 0)}
+			clock := newFakeClock(time.Unix(1_000_000, 0))
 			th := NewLogThrottle(rec, limit, time.Hour)
 			th.st.now = clock.now
 			lg := slog.New(th)
 			tc.log(lg)
-			clock.add(tc.advance)
+			clock.advance(tc.advance)
 			if tc.after != nil {
 				tc.after(lg, th)
 			}

@@ -19,26 +19,12 @@ import (
 	"runtime"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
 	"github.com/wsbridge/wsbridge/bridge/testkit"
 )
-
-// fakeClock is the certificate reloader's clock in tests: it moves only when told, so a test
-// opens the reload gate without waiting for it.
-type fakeClock struct{ ns atomic.Int64 }
-
-func newFakeClock() *fakeClock {
-	c := &fakeClock{}
-	c.ns.Store(time.Now().UnixNano())
-	return c
-}
-
-func (c *fakeClock) now() time.Time          { return time.Unix(0, c.ns.Load()) }
-func (c *fakeClock) advance(d time.Duration) { c.ns.Add(int64(d)) }
 
 // certDir holds a certificate pair the way certbot does: live/cert.pem and live/key.pem are
 // symlinks to numbered files in archive/, and a renewal writes new numbered files and moves the
@@ -121,7 +107,7 @@ func startTLSBridge(t *testing.T, php *fakePHP, tweak func(*Config)) *tlsBridge 
 	logs := &testkit.SyncBuffer{}
 	log := slog.New(slog.NewJSONHandler(io.MultiWriter(logs, testWriter{t}), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	srv := New(cfg, log, nil)
-	clock := newFakeClock()
+	clock := newFakeClock(time.Now())
 	srv.certs.now = clock.now
 
 	public, err := net.Listen("tcp", "127.0.0.1:0")
@@ -524,7 +510,7 @@ func TestCertReloaderChanges(t *testing.T) {
 			d.renew(t, "old.test", 1)
 			logs := &testkit.SyncBuffer{}
 			r := newCertReloader(d.certFile, d.keyFile, slog.New(slog.NewJSONHandler(logs, nil)))
-			clock := newFakeClock()
+			clock := newFakeClock(time.Now())
 			r.now = clock.now
 			if err := r.load(); err != nil {
 				t.Fatal(err)
