@@ -32,6 +32,9 @@ type hookConn struct {
 	bw    *bufio.Writer
 	rr    replyReader
 	probe *idleProbe // nil where the socket cannot be peeked at (hookpeek_*.go)
+	tls   bool
+	// tlsConfig, when set, is the base of an https connection's (tests trust their own CA).
+	tlsConfig *tls.Config
 }
 
 // hookRequest is one webhook: a POST of body to url with header. It is written straight into
@@ -132,7 +135,22 @@ func (hc *hookConn) exchange(ctx context.Context, req *hookRequest, max int64) (
 // buffered, nothing waiting in the socket, not closed by the server. It costs one
 // non-blocking peek at the socket per request, never a wait.
 func (hc *hookConn) idle() bool {
-	return hc.br.Buffered() == 0 && (hc.probe == nil || hc.probe.clean())
+	if hc.br.Buffered() > 0 || hc.probe != nil && !hc.probe.clean() {
+		return false
+	}
+	return !hc.tls || hc.tlsIdle()
+}
+
+// tlsIdle looks for records crypto/tls read ahead of the last answer, which are in no buffer
+// the peek sees. A read with a deadline already past decrypts what it holds and returns it,
+// and otherwise fails at once without touching the socket (a timeout does not break a
+// tls.Conn).
+func (hc *hookConn) tlsIdle() bool {
+	hc.nc.SetReadDeadline(time.Unix(1, 0))
+	_, err := hc.br.Peek(1)
+	hc.nc.SetReadDeadline(time.Time{})
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 func (hc *hookConn) dial(ctx context.Context, u *url.URL, addr string) error {
@@ -141,16 +159,22 @@ func (hc *hookConn) dial(ctx context.Context, u *url.URL, addr string) error {
 	if err != nil {
 		return err
 	}
-	hc.probe = newIdleProbe(nc) // the TCP socket, under TLS too: any record there is unasked for
-	if u.Scheme == "https" {
-		tc := tls.Client(nc, &tls.Config{ServerName: u.Hostname(), NextProtos: []string{"http/1.1"}})
+	probe := newIdleProbe(nc) // the TCP socket, under TLS too: any record there is unasked for
+	hc.tls = u.Scheme == "https"
+	if hc.tls {
+		cfg := &tls.Config{}
+		if hc.tlsConfig != nil {
+			cfg = hc.tlsConfig.Clone()
+		}
+		cfg.ServerName, cfg.NextProtos = u.Hostname(), []string{"http/1.1"}
+		tc := tls.Client(nc, cfg)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			nc.Close()
 			return err
 		}
 		nc = tc
 	}
-	hc.addr, hc.nc = addr, nc
+	hc.addr, hc.nc, hc.probe = addr, nc, probe
 	if hc.br == nil {
 		hc.br, hc.bw = bufio.NewReader(nc), bufio.NewWriter(nc)
 	} else {

@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"net"
@@ -358,4 +360,88 @@ func TestHookConnChecksTheIdleConnection(t *testing.T) {
 	post(step{after: "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n{\"conn\":9}"}, `{"conn":1}`) // redialled
 	post(step{}, `{"conn":2}`)                                                                   // the unsolicited answer was not taken for this one
 	post(step{}, `{"conn":2}`)
+}
+
+// Over TLS, a second response in its own record can be read ahead by crypto/tls with the first
+// and wait there, where neither the buffer check nor the socket peek sees it: the next request
+// must not be answered with it.
+func TestHookConnTLSReadAhead(t *testing.T) {
+	ca := httptest.NewTLSServer(http.NotFoundHandler()) // for its certificate, valid for 127.0.0.1
+	serverTLS := ca.TLS.Clone()
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.Certificate())
+	ca.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	defer func() {
+		ln.Close()
+		wg.Wait()
+	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for n := 0; ; n++ {
+			raw, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			held := &heldWrites{Conn: raw}
+			tc := tls.Server(held, serverTLS)
+			br := bufio.NewReader(tc)
+			for {
+				req, err := http.ReadRequest(br)
+				if err != nil {
+					break
+				}
+				io.Copy(io.Discard, req.Body)
+				answer := func(conn int) {
+					body := fmt.Sprintf(`{"conn":%d}`, conn)
+					fmt.Fprintf(tc, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+				}
+				// Two records in one TCP write: the answer, and a stale one for conn 9.
+				held.hold = true
+				answer(n)
+				answer(9)
+				held.hold = false
+				if _, err := held.flush(); err != nil {
+					break
+				}
+			}
+			raw.Close()
+		}
+	}()
+	u, _ := url.Parse("https://" + ln.Addr().String() + "/hook")
+	hc := &hookConn{tlsConfig: &tls.Config{RootCAs: roots}}
+	defer hc.close()
+	for i := range 4 {
+		resp, body, err := hc.do(context.Background(), &hookRequest{url: u, body: []byte(`{}`)}, 1024)
+		// Each request finds the stale answer waiting and goes on a new connection.
+		if want := fmt.Sprintf(`{"conn":%d}`, i); err != nil || resp.StatusCode != 200 || string(body) != want {
+			t.Fatalf("request %d answered %q (%v), want %s", i, body, err, want)
+		}
+	}
+}
+
+// heldWrites is a net.Conn whose writes can be held and sent as one.
+type heldWrites struct {
+	net.Conn
+	hold bool
+	buf  []byte
+}
+
+func (c *heldWrites) Write(p []byte) (int, error) {
+	if c.hold {
+		c.buf = append(c.buf, p...)
+		return len(p), nil
+	}
+	return c.Conn.Write(p)
+}
+
+func (c *heldWrites) flush() (int, error) {
+	n, err := c.Conn.Write(c.buf)
+	c.buf = c.buf[:0]
+	return n, err
 }
