@@ -445,3 +445,38 @@ func (c *heldWrites) flush() (int, error) {
 	c.buf = c.buf[:0]
 	return n, err
 }
+
+// Any reply is read whole or refused whole: a refusal returns no answer, an answer keeps at
+// most max+1 bytes of body, and a connection is reusable only when the answer ended exactly
+// where the bytes did (nothing left behind for the next request).
+func FuzzReplyReader(f *testing.F) {
+	for _, s := range []string{
+		"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}",
+		"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2;x\r\n{}\r\n0\r\nT: 1\r\n\r\n",
+		"HTTP/1.0 200 OK\r\nX: a\r\n b\r\n\r\n{\"send\":[]}",
+		"HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\n\r\n{}HTTP/1.1 200 OK\r\n\r\n",
+	} {
+		f.Add([]byte(s), uint16(64))
+	}
+	f.Fuzz(func(t *testing.T, in []byte, max16 uint16) {
+		max := int64(max16)
+		src := bytes.NewReader(in)
+		// One buffer for all the input, as if it had all arrived at once: whatever the answer
+		// left unread is then in the buffer.
+		rr := replyReader{br: bufio.NewReaderSize(src, len(in)+16)}
+		resp, body, reusable, err := rr.read(max)
+		if err != nil {
+			if resp != nil || body != nil || reusable {
+				t.Fatalf("refused (%v) with an answer", err)
+			}
+			return
+		}
+		if resp.StatusCode < 200 || resp.StatusCode > 599 || int64(len(body)) > max+1 || resp.Close == reusable {
+			t.Fatalf("answer %d with %d bytes (max %d), reusable %v, Close %v", resp.StatusCode, len(body), max, reusable, resp.Close)
+		}
+		if reusable && (rr.br.Buffered() > 0 || src.Len() > 0) {
+			t.Fatalf("reusable with %d bytes left behind", rr.br.Buffered()+src.Len())
+		}
+	})
+}
