@@ -480,3 +480,69 @@ func FuzzReplyReader(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkReplyRead compares reading a typical message reply (nginx in front of PHP-FPM)
+// with net/http's ReadResponse, as the slots did before, and with the strict reader.
+func BenchmarkReplyRead(b *testing.B) {
+	reply := "HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Wed, 02 Dec 2026 01:00:00 GMT\r\n" +
+		"Content-Type: application/json\r\nContent-Length: 18\r\nConnection: keep-alive\r\n" +
+		"X-Powered-By: PHP/8.2.7\r\n\r\n{\"send\":[\"hello\"]}"
+	src := strings.NewReader(reply)
+	br := bufio.NewReader(src)
+	post := &http.Request{Method: http.MethodPost}
+	b.Run("net-http", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			src.Reset(reply)
+			br.Reset(src)
+			resp, err := http.ReadResponse(br, post)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20+1)); err != nil || len(body) != 18 {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("strict", func(b *testing.B) {
+		rr := replyReader{br: br}
+		b.ReportAllocs()
+		for b.Loop() {
+			src.Reset(reply)
+			br.Reset(src)
+			if _, body, _, err := rr.read(1 << 20); err != nil || len(body) != 18 {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// BenchmarkHookConnIdleCheck is the check made before each request on a kept-alive
+// connection: the buffer, then one non-blocking peek at the socket.
+func BenchmarkHookConnIdleCheck(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		accepted <- c
+	}()
+	nc, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer nc.Close()
+	if c := <-accepted; c != nil {
+		defer c.Close()
+	}
+	hc := &hookConn{nc: nc, br: bufio.NewReader(nc), probe: newIdleProbe(nc)}
+	b.ReportAllocs()
+	for b.Loop() {
+		if !hc.idle() {
+			b.Fatal("not idle")
+		}
+	}
+}

@@ -201,13 +201,15 @@ func checkFieldLine(line []byte) error {
 }
 
 // isTokenByte: RFC 9110 §5.6.2 tchar.
-func isTokenByte(c byte) bool {
-	switch {
-	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		return true
+func isTokenByte(c byte) bool { return tokenBytes[c] }
+
+var tokenBytes = func() (t [256]bool) {
+	for c := range 256 {
+		t[c] = 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
+			strings.IndexByte("!#$%&'*+-.^_`|~", byte(c)) >= 0
 	}
-	return strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
-}
+	return t
+}()
 
 // header builds the http.Header of the field lines in rr.buf: one string for all of them, the
 // names canonical (no copy when they already are) and the values slices of that string.
@@ -220,7 +222,7 @@ func (rr *replyReader) header(fields int) http.Header {
 	values := make([]string, fields)
 	var last string // the name of the previous field, for obs-fold
 	for len(s) > 0 {
-		i := indexByteString(s, '\n')
+		i := strings.IndexByte(s, '\n')
 		line := s[:i]
 		s = s[i+1:]
 		if line[0] == ' ' || line[0] == '\t' {
@@ -228,7 +230,7 @@ func (rr *replyReader) header(fields int) http.Header {
 			vs[len(vs)-1] = trimOWS(vs[len(vs)-1] + " " + trimOWS(line))
 			continue
 		}
-		colon := indexByteString(line, ':')
+		colon := strings.IndexByte(line, ':')
 		last = textproto.CanonicalMIMEHeaderKey(line[:colon])
 		v := trimOWS(line[colon+1:])
 		if vs, ok := h[last]; ok {
@@ -239,15 +241,6 @@ func (rr *replyReader) header(fields int) http.Header {
 		}
 	}
 	return h
-}
-
-func indexByteString(s string, c byte) int {
-	for i := 0; i < len(s); i++ {
-		if s[i] == c {
-			return i
-		}
-	}
-	return -1
 }
 
 func trimOWS(s string) string {
@@ -331,7 +324,7 @@ func contentLength(vs []string) (n int64, ok bool, err error) {
 	for _, v := range vs {
 		for len(v) > 0 {
 			item := v
-			if i := indexByteString(v, ','); i >= 0 {
+			if i := strings.IndexByte(v, ','); i >= 0 {
 				item, v = v[:i], v[i+1:]
 			} else {
 				v = ""
@@ -437,7 +430,7 @@ func hasToken(vs []string, token string) bool {
 	for _, v := range vs {
 		for len(v) > 0 {
 			item := v
-			if i := indexByteString(v, ','); i >= 0 {
+			if i := strings.IndexByte(v, ','); i >= 0 {
 				item, v = v[:i], v[i+1:]
 			} else {
 				v = ""
