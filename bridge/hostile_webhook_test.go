@@ -111,7 +111,7 @@ func replies(c hostileCall) (real, poison string) {
 		case EventMessage:
 			body = fmt.Sprintf(`{"send":[%q]}`, "for "+id)
 		default:
-			return "HTTP/1.1 204 No Content\r\n\r\n"
+			body = `{}` // a close reply in a body, so that every case frames one
 		}
 		return "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " +
 			strconv.Itoa(len(body)) + "\r\n\r\n" + body
