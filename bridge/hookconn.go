@@ -5,9 +5,11 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/textproto"
 	"net/url"
 	"strconv"
 	"syscall"
@@ -52,6 +54,26 @@ type hookRequest struct {
 // sends is its own or checked (validTraceparent).
 type headerField struct{ name, value string }
 
+// eventIDKey is HeaderEventID as http.Header keys it.
+var eventIDKey = textproto.CanonicalMIMEHeaderKey(HeaderEventID)
+
+// answered checks that resp answers r. HTTP/1.1 has no way to say which request an answer is
+// for, so a server that answers out of turn (a stale answer sent once the next request has
+// arrived) is caught only if it says: PHP may echo the WsBridge-Event-Id it received, and an
+// answer naming another event is refused.
+func (r *hookRequest) answered(resp *http.Response) error {
+	got, ok := resp.Header[eventIDKey]
+	if !ok {
+		return nil
+	}
+	for _, f := range r.header {
+		if f.name == HeaderEventID && (len(got) != 1 || got[0] != f.value) {
+			return fmt.Errorf("webhook reply: %s names another event than %s", HeaderEventID, f.value)
+		}
+	}
+	return nil
+}
+
 // writeTo writes r as HTTP/1.1 and flushes it to the socket.
 func (r *hookRequest) writeTo(bw *bufio.Writer) error {
 	bw.WriteString("POST ")
@@ -92,6 +114,9 @@ func (hc *hookConn) do(ctx context.Context, req *hookRequest, max int64) (*http.
 			}
 		}
 		resp, body, err := hc.exchange(ctx, req, max)
+		if err == nil {
+			err = req.answered(resp)
+		}
 		if err == nil {
 			if resp.Close {
 				hc.close() // the server ends it, or the rest of an oversize body is unread

@@ -120,6 +120,32 @@ func TestHookRequestOnTheWire(t *testing.T) {
 	}
 }
 
+// An answer that echoes WsBridge-Event-Id must echo the request's.
+func TestHookRequestAnswered(t *testing.T) {
+	req := &hookRequest{header: []headerField{{HeaderEvent, "open"}, {HeaderEventID, "EV1"}}}
+	for _, tc := range []struct {
+		name   string
+		header http.Header
+		ok     bool
+	}{
+		{"no echo", http.Header{}, true},
+		{"same event", http.Header{"Wsbridge-Event-Id": {"EV1"}}, true},
+		{"another event", http.Header{"Wsbridge-Event-Id": {"EV0"}}, false},
+		{"two events", http.Header{"Wsbridge-Event-Id": {"EV1", "EV0"}}, false},
+		{"empty", http.Header{"Wsbridge-Event-Id": {""}}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := req.answered(&http.Response{Header: tc.header})
+			if (err == nil) != tc.ok {
+				t.Fatalf("answered: %v, want ok=%v", err, tc.ok)
+			}
+			if err != nil && !strings.Contains(err.Error(), "names another event than EV1") {
+				t.Errorf("error %q does not say what was wrong", err)
+			}
+		})
+	}
+}
+
 func TestValidTraceparent(t *testing.T) {
 	good := "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 	if validTraceparent(good) != good {

@@ -47,6 +47,9 @@ type hostilePHP struct {
 	idlePoison bool
 	// firstOK: a first attempt's answer may be taken (later attempts' always may).
 	firstOK bool
+	// stale answers each request with the previous one's answer, event id echoed, as a server
+	// one answer behind would.
+	stale bool
 
 	mu      sync.Mutex
 	calls   []hostileCall
@@ -101,8 +104,9 @@ func (h *hostilePHP) stop() {
 	h.wg.Wait()
 }
 
-// replies returns the request's own reply and a poison one of the same kind, as raw HTTP.
-func replies(c hostileCall) (real, poison string) {
+// replies returns the request's own reply and a poison one of the same kind, as raw HTTP;
+// with echo, they carry the event id as PHP may send it back.
+func replies(c hostileCall, echo bool) (real, poison string) {
 	mk := func(id string) string {
 		var body string
 		switch EventType(c.typ) {
@@ -113,14 +117,18 @@ func replies(c hostileCall) (real, poison string) {
 		default:
 			body = `{}` // a close reply in a body, so that every case frames one
 		}
-		return "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " +
-			strconv.Itoa(len(body)) + "\r\n\r\n" + body
+		head := "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+		if echo {
+			head += HeaderEventID + ": " + c.event + "\r\n"
+		}
+		return head + "Content-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body
 	}
 	return mk(c.conn), mk("admin")
 }
 
 func (h *hostilePHP) handle(nc net.Conn) {
 	br := bufio.NewReader(nc)
+	last := "" // the previous answer on this connection, for stale
 	for {
 		req, err := http.ReadRequest(br)
 		if err != nil {
@@ -141,9 +149,15 @@ func (h *hostilePHP) handle(nc net.Conn) {
 		if !h.early && !readBody() {
 			return
 		}
-		real, poison := replies(c)
+		real, poison := replies(c, h.stale)
 		out := real
-		if c.attempt == 1 {
+		if h.stale {
+			// The answer of the connection's previous request, sent again for this one.
+			out, last = last, real
+			if out == "" {
+				out = real
+			}
+		} else if c.attempt == 1 {
 			if h.stream != nil {
 				h.stream(nc)
 				h.record(c)
@@ -212,6 +226,7 @@ type hostileCase struct {
 	stream     func(w io.Writer)
 	early      bool
 	idlePoison bool
+	stale      bool
 	first      firstAnswer
 }
 
@@ -308,6 +323,9 @@ var hostileCases = []hostileCase{
 	{name: "response before the next request is read", first: either, idlePoison: true, answer: func(_ hostileCall, real, _ string) string {
 		return real
 	}},
+	// A server one answer behind sends the previous request's answer once the next request has
+	// arrived: only the echoed event id tells it from the right one.
+	{name: "stale answer once the next request arrived, event id echoed", first: either, stale: true},
 }
 
 // hugeHeader streams a 48 MiB header line from a small buffer, so that only the bridge could
@@ -332,7 +350,8 @@ func TestHostileWebhookServers(t *testing.T) {
 			var before runtime.MemStats
 			runtime.ReadMemStats(&before)
 			h := newHostilePHP(t, tc.answer)
-			h.stream, h.early, h.idlePoison, h.firstOK = tc.stream, tc.early, tc.idlePoison, tc.first != refused
+			h.stream, h.early, h.idlePoison, h.stale = tc.stream, tc.early, tc.idlePoison, tc.stale
+			h.firstOK = tc.first != refused
 			runHostile(t, h, tc.first)
 			if tc.stream != nil {
 				var after runtime.MemStats
@@ -371,7 +390,7 @@ func runHostile(t *testing.T, h *hostilePHP, first firstAnswer) {
 		}
 		for _, other := range ids[:i] {
 			if other == id {
-				t.Fatalf("client %d was given client's %s open reply", i, id)
+				t.Fatalf("client %d was given the open reply of connection %s", i, id)
 			}
 		}
 		ids[i] = id
