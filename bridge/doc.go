@@ -8,7 +8,7 @@
 //	changing …                                        open
 //	what PHP receives or may answer                   event.go, then webhook.go
 //	retries, backoff, PHP considered down             webhook.go, breaker.go
-//	the HTTP connections to PHP                       hookconn.go
+//	the HTTP connections to PHP, reading answers      hookconn.go, hookreply.go
 //	the handshake, origins, subprotocols              accept.go
 //	connection limits (in all, per address)           limits.go
 //	one socket's life: rate limit, pings, close       conn.go, writer.go

@@ -5,9 +5,11 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/textproto"
 	"net/url"
 	"strconv"
 	"syscall"
@@ -20,11 +22,21 @@ import (
 // Transport hands every request to two goroutines of its own and back; dropping those wake-ups
 // (with the reader writing its own reply) cut the bridge's CPU per message by about a third
 // (docs/benchmarks.md, webhook path).
+//
+// The connection is shared by every WebSocket connection, so an answer must never be read as
+// another request's: a reply whose framing is in any doubt (hookreply.go) ends the connection,
+// and before a request goes out on a kept-alive one, a check that costs no wait makes sure the
+// server has sent nothing since its last answer.
 type hookConn struct {
-	addr string // host:port it is connected to
-	nc   net.Conn
-	br   *bufio.Reader
-	bw   *bufio.Writer
+	addr  string // host:port it is connected to
+	nc    net.Conn
+	br    *bufio.Reader
+	bw    *bufio.Writer
+	rr    replyReader
+	probe *idleProbe // nil where the socket cannot be peeked at (hookpeek_*.go)
+	tls   bool
+	// tlsConfig, when set, is the base of an https connection's (tests trust their own CA).
+	tlsConfig *tls.Config
 }
 
 // hookRequest is one webhook: a POST of body to url with header. It is written straight into
@@ -41,6 +53,26 @@ type hookRequest struct {
 // headerField is one request header. Values must not contain CR or LF: every value the bridge
 // sends is its own or checked (validTraceparent).
 type headerField struct{ name, value string }
+
+// eventIDKey is HeaderEventID as http.Header keys it.
+var eventIDKey = textproto.CanonicalMIMEHeaderKey(HeaderEventID)
+
+// answered checks that resp answers r. HTTP/1.1 has no way to say which request an answer is
+// for, so a server that answers out of turn (a stale answer sent once the next request has
+// arrived) is caught only if it says: PHP may echo the WsBridge-Event-Id it received, and an
+// answer naming another event is refused.
+func (r *hookRequest) answered(resp *http.Response) error {
+	got, ok := resp.Header[eventIDKey]
+	if !ok {
+		return nil
+	}
+	for _, f := range r.header {
+		if f.name == HeaderEventID && (len(got) != 1 || got[0] != f.value) {
+			return fmt.Errorf("webhook reply: %s names another event than %s", HeaderEventID, f.value)
+		}
+	}
+	return nil
+}
 
 // writeTo writes r as HTTP/1.1 and flushes it to the socket.
 func (r *hookRequest) writeTo(bw *bufio.Writer) error {
@@ -61,17 +93,20 @@ func (r *hookRequest) writeTo(bw *bufio.Writer) error {
 	return bw.Flush() // bufio's errors stick: the first failed write is reported here
 }
 
-// postRequest is what http.ReadResponse is told about the request it reads the answer to: only
-// the method matters (a HEAD's answer has no body).
-var postRequest = &http.Request{Method: http.MethodPost}
-
 // do sends req and reads the whole answer, keeping at most max+1 bytes of body (so the caller
 // can tell "over the limit"). The connection is dialled when there is none (or it goes to
-// another address) and kept for the next request unless the answer or an error ends it.
+// another address, or is not idle) and kept for the next request unless the answer or an error
+// ends it. An answer whose framing is in doubt is an error, never a response.
 func (hc *hookConn) do(ctx context.Context, req *hookRequest, max int64) (*http.Response, []byte, error) {
 	addr := hostPort(req.url)
 	for try := 0; ; try++ {
 		reused := hc.nc != nil && hc.addr == addr
+		if reused && !hc.idle() {
+			// The server sent something while no request was out (a late second answer, a
+			// 408 before closing) or closed the connection: a request written now would be
+			// answered with those bytes, or fail. That is no failure of this request.
+			reused = false
+		}
 		if !reused {
 			hc.close()
 			if err := hc.dial(ctx, req.url, addr); err != nil {
@@ -80,12 +115,15 @@ func (hc *hookConn) do(ctx context.Context, req *hookRequest, max int64) (*http.
 		}
 		resp, body, err := hc.exchange(ctx, req, max)
 		if err == nil {
-			if resp.Close || int64(len(body)) > max {
+			err = req.answered(resp)
+		}
+		if err == nil {
+			if resp.Close {
 				hc.close() // the server ends it, or the rest of an oversize body is unread
 			}
 			return resp, body, nil
 		}
-		hc.close()
+		hc.close() // whatever was read, nothing more on it can be trusted
 		// A kept-alive connection that the server closed while it was idle fails before any
 		// answer. That says nothing about PHP: the request goes once more, on a new connection,
 		// with the same event id (at least once, as every retry).
@@ -114,15 +152,30 @@ func (hc *hookConn) exchange(ctx context.Context, req *hookRequest, max int64) (
 	if err := req.writeTo(hc.bw); err != nil {
 		return nil, nil, err
 	}
-	resp, err := http.ReadResponse(hc.br, postRequest)
-	if err != nil {
-		return nil, nil, err
+	resp, body, _, err := hc.rr.read(max)
+	return resp, body, err
+}
+
+// idle reports whether the kept-alive connection is as its last answer left it: nothing
+// buffered, nothing waiting in the socket, not closed by the server. It costs one
+// non-blocking peek at the socket per request, never a wait.
+func (hc *hookConn) idle() bool {
+	if hc.br.Buffered() > 0 || hc.probe != nil && !hc.probe.clean() {
+		return false
 	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, max+1))
-	if err != nil {
-		return nil, nil, err
-	}
-	return resp, body, nil
+	return !hc.tls || hc.tlsIdle()
+}
+
+// tlsIdle looks for records crypto/tls read ahead of the last answer, which are in no buffer
+// the peek sees. A read with a deadline already past decrypts what it holds and returns it,
+// and otherwise fails at once without touching the socket (a timeout does not break a
+// tls.Conn).
+func (hc *hookConn) tlsIdle() bool {
+	hc.nc.SetReadDeadline(time.Unix(1, 0))
+	_, err := hc.br.Peek(1)
+	hc.nc.SetReadDeadline(time.Time{})
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 func (hc *hookConn) dial(ctx context.Context, u *url.URL, addr string) error {
@@ -131,28 +184,36 @@ func (hc *hookConn) dial(ctx context.Context, u *url.URL, addr string) error {
 	if err != nil {
 		return err
 	}
-	if u.Scheme == "https" {
-		tc := tls.Client(nc, &tls.Config{ServerName: u.Hostname(), NextProtos: []string{"http/1.1"}})
+	probe := newIdleProbe(nc) // the TCP socket, under TLS too: any record there is unasked for
+	hc.tls = u.Scheme == "https"
+	if hc.tls {
+		cfg := &tls.Config{}
+		if hc.tlsConfig != nil {
+			cfg = hc.tlsConfig.Clone()
+		}
+		cfg.ServerName, cfg.NextProtos = u.Hostname(), []string{"http/1.1"}
+		tc := tls.Client(nc, cfg)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			nc.Close()
 			return err
 		}
 		nc = tc
 	}
-	hc.addr, hc.nc = addr, nc
+	hc.addr, hc.nc, hc.probe = addr, nc, probe
 	if hc.br == nil {
 		hc.br, hc.bw = bufio.NewReader(nc), bufio.NewWriter(nc)
 	} else {
 		hc.br.Reset(nc)
 		hc.bw.Reset(nc)
 	}
+	hc.rr.br = hc.br
 	return nil
 }
 
 func (hc *hookConn) close() {
 	if hc.nc != nil {
 		hc.nc.Close()
-		hc.nc = nil
+		hc.nc, hc.probe = nil, nil
 	}
 }
 
