@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"net"
 	"net/http"
@@ -22,9 +23,12 @@ var rejectHeaders = []string{"Content-Type", "Location", "Retry-After", "Www-Aut
 // asked before the upgrade is accepted so that its refusal reaches the client as a real HTTP
 // status (401, 403, ...) rather than as a WebSocket that opens and closes at once.
 func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
-	if !isUpgrade(r) {
-		w.Header().Set("Upgrade", "websocket")
-		http.Error(w, "this is a WebSocket endpoint: send a GET with Upgrade: websocket", http.StatusUpgradeRequired)
+	// Everything websocket.Accept would refuse is refused here, before PHP is asked: PHP must
+	// never run its open (and close) logic for a socket that cannot exist.
+	if status, why := checkHandshake(w.Header(), r); status != 0 {
+		s.metrics.rejected.WithLabelValues(rejectBadHandshake).Inc()
+		s.log.Debug("upgrade refused: invalid handshake", "status", status, "err", why)
+		http.Error(w, why, status)
 		return
 	}
 	if !s.originAllowed(r) {
@@ -90,8 +94,13 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		Subprotocols: offered,
 	}
 
-	hctx, cancel := context.WithTimeout(r.Context(), s.cfg.HandshakeTimeout)
+	// The open webhook is bound by HANDSHAKE_TIMEOUT and the server's life, not by the
+	// request: a client that leaves while PHP decides must not cut PHP off mid-answer, for PHP
+	// may have accepted it (and then is owed a close webhook).
+	hctx, cancel := context.WithTimeout(s.base, s.cfg.HandshakeTimeout)
+	stop := context.AfterFunc(r.Context(), func() { c.log.Debug("client left during the open webhook", "event", ev.EventID) })
 	res, err := s.hooks.send(hctx, ev, c.traceparent, failFast)
+	stop()
 	cancel()
 	if errors.Is(err, errMalformedReply) {
 		s.refuseMalformedOpen(w, c, ev, err)
@@ -135,6 +144,14 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	c.opened = time.Now()
 	s.hub.Add(c, ConnInfo{ID: id, RemoteAddr: r.RemoteAddr, Path: r.URL.Path, Subprotocol: deref(reply.Subprotocol), ConnectedAt: c.opened},
 		&c.counters, deref(reply.UserID), reply.Meta, reply.Join)
+	if r.Context().Err() != nil {
+		// The client left while PHP accepted it. Accept would answer a closed socket; PHP is
+		// told at once that this connection ended, as for any client that vanishes.
+		s.metrics.rejected.WithLabelValues(rejectUpgradeFailed).Inc()
+		c.Close(int(websocket.StatusAbnormalClosure), "client left during the handshake", InitiatorClient)
+		c.ended(s.base)
+		return
+	}
 	cw := &corkingWriter{ResponseWriter: w}
 	ws, err := websocket.Accept(cw, r, opts)
 	if err != nil {
@@ -187,10 +204,33 @@ func deref(s *string) string {
 	return *s
 }
 
-func isUpgrade(r *http.Request) bool {
-	return r.Method == http.MethodGet &&
-		headerHasToken(r.Header, "Connection", "upgrade") &&
-		headerHasToken(r.Header, "Upgrade", "websocket")
+// checkHandshake applies RFC 6455 §4.2.1 as websocket.Accept does, and returns the status and
+// reason of a refusal, or 0. It may set headers of the answer (the supported version, §4.4).
+func checkHandshake(h http.Header, r *http.Request) (int, string) {
+	if !headerHasToken(r.Header, "Connection", "upgrade") || !headerHasToken(r.Header, "Upgrade", "websocket") {
+		h.Set("Connection", "Upgrade")
+		h.Set("Upgrade", "websocket")
+		return http.StatusUpgradeRequired, "this is a WebSocket endpoint: send a GET with Connection: Upgrade and Upgrade: websocket"
+	}
+	if !r.ProtoAtLeast(1, 1) {
+		return http.StatusUpgradeRequired, "a WebSocket handshake needs HTTP/1.1 or later, not " + r.Proto
+	}
+	if r.Method != http.MethodGet {
+		h.Set("Allow", http.MethodGet)
+		return http.StatusMethodNotAllowed, "a WebSocket handshake is a GET, not " + r.Method
+	}
+	if r.Header.Get("Sec-WebSocket-Version") != "13" {
+		h.Set("Sec-WebSocket-Version", "13")
+		return http.StatusUpgradeRequired, "unsupported Sec-WebSocket-Version: only 13 is supported"
+	}
+	keys := r.Header.Values("Sec-WebSocket-Key")
+	if len(keys) != 1 {
+		return http.StatusBadRequest, "a WebSocket handshake needs exactly one Sec-WebSocket-Key"
+	}
+	if k, err := base64.StdEncoding.DecodeString(strings.TrimSpace(keys[0])); err != nil || len(k) != 16 {
+		return http.StatusBadRequest, "Sec-WebSocket-Key must be 16 bytes in base64"
+	}
+	return 0, ""
 }
 
 func headerHasToken(h http.Header, name, token string) bool {

@@ -36,7 +36,7 @@ type Config struct {
 	WebhookOpenURL     *url.URL      `env:"WEBHOOK_OPEN_URL" desc:"Optional URL for open webhooks only, instead of WEBHOOK_URL."`
 	WebhookMessageURL  *url.URL      `env:"WEBHOOK_MESSAGE_URL" desc:"Optional URL for message webhooks only, instead of WEBHOOK_URL."`
 	WebhookCloseURL    *url.URL      `env:"WEBHOOK_CLOSE_URL" desc:"Optional URL for close webhooks only, instead of WEBHOOK_URL."`
-	WebhookSecret      string        `env:"WEBHOOK_SECRET,unset" desc:"HMAC-SHA256 key that signs every webhook (WsBridge-Signature header). Empty: webhooks are not signed."`
+	WebhookSecret      string        `env:"WEBHOOK_SECRET,unset" desc:"HMAC-SHA256 key that signs every webhook (WsBridge-Signature header). Empty: webhooks are not signed, and a warning is logged at start (anyone who can reach PHP's webhook URL can then forge events). Only whitespace is an error."`
 	WebhookSecretFile  string        `env:"WEBHOOK_SECRET_FILE,file" desc:"Path of a file holding WEBHOOK_SECRET (surrounding whitespace is trimmed). Set one of the two."`
 	WebhookConcurrency int           `env:"WEBHOOK_CONCURRENCY" envDefault:"8" desc:"Most webhook requests in flight at once, over all connections. Set it to the PHP-FPM pool's pm.max_children (or a little below) so webhooks wait here rather than in FPM's backlog."`
 	WebhookTimeout     time.Duration `env:"WEBHOOK_TIMEOUT" envDefault:"10s" desc:"Longest wait for PHP's answer to one webhook attempt, including the wait for a free concurrency slot. A timed-out attempt is retried (WEBHOOK_RETRIES)."`
@@ -348,6 +348,11 @@ func checkHTTPURL(u *url.URL) error {
 // oneSecret merges a secret given directly and one read from a file; setting both is an error
 // because one of them would be silently ignored.
 func oneSecret(direct, fromFile string) (string, error) {
+	// A value of only whitespace is a mistake (a quoted blank, an empty line in the file), and
+	// reading it as unset would silently turn signing or the token off.
+	if (direct != "" && strings.TrimSpace(direct) == "") || (fromFile != "" && strings.TrimSpace(fromFile) == "") {
+		return "", errors.New("is set but blank (only whitespace)")
+	}
 	direct, fromFile = strings.TrimSpace(direct), strings.TrimSpace(fromFile)
 	if direct != "" && fromFile != "" {
 		return "", errors.New("set either the variable or its _FILE variant, not both")

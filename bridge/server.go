@@ -80,6 +80,9 @@ func New(cfg Config, log *slog.Logger, broker Broker) *Server {
 	}
 	s.hub.maxChannels = cfg.MaxChannels
 	s.hooks = newWebhooks(s.cfg, s.metrics)
+	if cfg.WebhookSecret == "" {
+		s.log.Warn("WSBRIDGE_WEBHOOK_SECRET is not set: webhooks are unsigned, and whoever reaches PHP's webhook URL can forge open, message and close events; set a secret and verify it in PHP (docs/PROTOCOL.md)")
+	}
 	return s
 }
 
