@@ -4,7 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
-	"net"
+	"fmt"
 	"net/http"
 	"net/url"
 	"path"
@@ -37,7 +37,28 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "origin not allowed", http.StatusForbidden)
 		return
 	}
-	ip := s.clientIP(r)
+	cl := s.clientOf(r)
+	ip := cl.ip
+	// Per-address handshake limits come first, so every attempt counts against the rate, and
+	// a flood from one address never reaches the connection limits or PHP.
+	handshakeDone, hlimit := s.handshakes.begin(ip)
+	if hlimit != "" {
+		s.metrics.rejected.WithLabelValues(rejectHandshakeRate).Inc()
+		s.metrics.limit(hlimit)
+		s.log.Debug("upgrade refused: handshake limit", "limit", hlimit, "client", ip)
+		w.Header().Set("Retry-After", s.handshakes.retryAfter(hlimit))
+		http.Error(w, "too many handshakes from your address", http.StatusTooManyRequests)
+		return
+	}
+	defer handshakeDone()
+	headers, err := s.forwardedHeaders(r, cl)
+	if err != nil {
+		s.metrics.rejected.WithLabelValues(rejectLimit).Inc()
+		s.metrics.limit("forwarded_headers")
+		s.log.Debug("upgrade refused: forwarded headers too large", "client", ip, "err", err)
+		http.Error(w, err.Error(), http.StatusRequestHeaderFieldsTooLarge)
+		return
+	}
 	release, limit := s.admission.admit(ip)
 	if limit != "" {
 		s.metrics.rejected.WithLabelValues(rejectLimit).Inc()
@@ -89,8 +110,8 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		Method:       r.Method,
 		Path:         r.URL.Path,
 		Query:        r.URL.RawQuery,
-		Headers:      s.forwardedHeaders(r),
-		RemoteAddr:   r.RemoteAddr,
+		Headers:      headers,
+		RemoteAddr:   cl.remote,
 		Subprotocols: offered,
 	}
 
@@ -102,6 +123,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	res, err := s.hooks.send(hctx, ev, c.traceparent, failFast)
 	stop()
 	cancel()
+	handshakeDone() // no longer pending: PHP has answered
 	if errors.Is(err, errMalformedReply) {
 		s.refuseMalformedOpen(w, c, ev, err)
 		return
@@ -142,7 +164,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	// Register before the upgrade completes, so that from the moment the client sees the
 	// socket open, pushes reach it and presence lists it.
 	c.opened = time.Now()
-	s.hub.Add(c, ConnInfo{ID: id, RemoteAddr: r.RemoteAddr, Path: r.URL.Path, Subprotocol: deref(reply.Subprotocol), ConnectedAt: c.opened},
+	s.hub.Add(c, ConnInfo{ID: id, RemoteAddr: cl.remote, Path: r.URL.Path, Subprotocol: deref(reply.Subprotocol), ConnectedAt: c.opened},
 		&c.counters, deref(reply.UserID), reply.Meta, reply.Join)
 	if r.Context().Err() != nil {
 		// The client left while PHP accepted it. Accept would answer a closed socket; PHP is
@@ -285,28 +307,34 @@ func (s *Server) originAllowed(r *http.Request) bool {
 }
 
 // forwardedHeaders copies the configured handshake headers for the open webhook. Only these
-// reach PHP; X-Forwarded-For gets the client's address appended as a reverse proxy would.
-func (s *Server) forwardedHeaders(r *http.Request) map[string]string {
+// reach PHP; X-Forwarded-For is the chain clientOf believes with the peer's address appended,
+// as a reverse proxy would, and CLIENT_IP_HEADER is passed on only from a trusted peer. Their
+// total size is bounded by MAX_FORWARDED_HEADER_BYTES: net/http reads up to MAX_HEADER_BYTES,
+// and all of it would otherwise go to PHP with every open.
+func (s *Server) forwardedHeaders(r *http.Request, cl clientAddr) (map[string]string, error) {
 	out := make(map[string]string, len(s.fwd))
+	size := 0
 	for _, name := range s.fwd {
-		sep := ", "
-		if name == "Cookie" {
-			sep = "; "
-		}
-		v := strings.Join(r.Header.Values(name), sep)
-		if name == "X-Forwarded-For" {
-			if ip, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
-				if v != "" {
-					v += ", "
-				}
-				v += ip
-			}
+		var v string
+		switch {
+		case name == "X-Forwarded-For":
+			v = cl.xff(peerIP(r))
+		case !cl.trusted && s.cfg.ClientIPHeader != "" && name == http.CanonicalHeaderKey(s.cfg.ClientIPHeader):
+			continue // a client's claim about its own address
+		case name == "Cookie":
+			v = strings.Join(r.Header.Values(name), "; ")
+		default:
+			v = strings.Join(r.Header.Values(name), ", ")
 		}
 		if v != "" {
 			out[name] = v
+			size += len(name) + len(v)
 		}
 	}
-	return out
+	if size > s.cfg.MaxForwardedHeaderBytes {
+		return nil, fmt.Errorf("the forwarded headers (%s) are %d bytes, more than WSBRIDGE_MAX_FORWARDED_HEADER_BYTES=%d", strings.Join(s.fwd, ", "), size, s.cfg.MaxForwardedHeaderBytes)
+	}
+	return out, nil
 }
 
 // validTraceparent returns s if it is a W3C trace context header (version-traceid-parentid-flags,

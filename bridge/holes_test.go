@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	"github.com/wsbridge/wsbridge/bridge/testkit"
 )
 
@@ -341,5 +342,290 @@ func TestInternalAPIWithTokenAcceptsAnyHost(t *testing.T) {
 		if resp.StatusCode != tc.status {
 			t.Errorf("%s: %d, want %d", tc.name, resp.StatusCode, tc.status)
 		}
+	}
+}
+
+// TestForwardedHeadersAreBounded: a handshake whose forwarded headers exceed
+// MAX_FORWARDED_HEADER_BYTES is answered 431 before PHP is asked.
+func TestForwardedHeadersAreBounded(t *testing.T) {
+	t.Parallel()
+	php := newFakePHP(t, acceptAll)
+	b := newBridge(t, php, func(c *Config) { c.MaxForwardedHeaderBytes = 1000 })
+	_, resp, err := b.dialErr(t, "big=1", http.Header{"Cookie": {"s=" + strings.Repeat("x", 2000)}})
+	if err == nil || resp == nil || resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Errorf("2 KiB of cookies with a bound of 1000: %v %v, want 431", resp, err)
+	}
+	b.dial(t, "small=1")
+	if q := php.next(t, EventOpen).Event.Request.Query; q != "small=1" {
+		t.Errorf("PHP was asked to open a handshake with oversized headers (query %q)", q)
+	}
+}
+
+// TestPublicServerBoundsHeaders: the public listener refuses a header block beyond
+// MAX_HEADER_BYTES with 431 (net/http's default would read 1 MiB).
+func TestPublicServerBoundsHeaders(t *testing.T) {
+	t.Parallel()
+	b := newBridge(t, newFakePHP(t, acceptAll), nil)
+	hs := b.srv.publicServer()
+	ts := httptest.NewUnstartedServer(nil)
+	ts.Config = hs // httptest's Close waits for every connection to end
+	ts.Start()
+	defer ts.Close()
+	resp := rawRequest(t, ts.Listener.Addr().String(), "GET /ws HTTP/1.1\r\nHost: x\r\nX-Big: "+strings.Repeat("a", 200<<10)+"\r\n\r\n")
+	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Errorf("200 KiB of headers: status %d, want 431", resp.StatusCode)
+	}
+	if hs.ReadHeaderTimeout <= 0 {
+		t.Errorf("public server has no ReadHeaderTimeout")
+	}
+}
+
+// TestProxiedBodyIdleTimeout: a client that starts an upload and then sends nothing is cut off
+// after PROXY_BODY_IDLE_TIMEOUT instead of holding a connection (and the app's worker) for ever.
+func TestProxiedBodyIdleTimeout(t *testing.T) {
+	t.Parallel()
+	readErr := make(chan error, 1)
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, err := io.ReadAll(r.Body)
+		readErr <- err
+	}))
+	defer app.Close()
+	up, _ := url.Parse(app.URL)
+	b := newBridge(t, newFakePHP(t, acceptAll), func(c *Config) { c.Upstream = up; c.ProxyBodyIdleTimeout = 50 * time.Millisecond })
+	nc, err := net.Dial("tcp", b.public.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	io.WriteString(nc, "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n0123456789")
+	nc.SetReadDeadline(time.Now().Add(waitLimit))
+	if _, err := io.Copy(io.Discard, nc); err != nil {
+		t.Errorf("the stalled upload's connection was not ended by the bridge: %v", err)
+	}
+	select {
+	case err := <-readErr:
+		if err == nil {
+			t.Error("the app read a complete body from a stalled upload")
+		}
+	case <-time.After(waitLimit):
+		t.Error("the app is still waiting for the stalled upload")
+	}
+}
+
+// dialFrom opens a WebSocket with extra headers, as a client behind proxies would.
+func dialFrom(t *testing.T, b *testBridge, query string, h http.Header) (*websocket.Conn, *http.Response, error) {
+	t.Helper()
+	return b.dialErr(t, query, h)
+}
+
+// TestTrustedProxies: the client address, remote_addr and the X-Forwarded-For PHP sees come
+// from trusted hops only.
+func TestTrustedProxies(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name       string
+		env        []string
+		header     http.Header
+		wantXFF    string // in the open webhook
+		wantRemote string // "" : the peer's ip:port
+		wantProxy  string // X-Forwarded-For the upstream gets for the same headers
+	}{
+		{"untrusted peer: client XFF dropped", nil, http.Header{"X-Forwarded-For": {"198.51.100.7"}}, "127.0.0.1", "", "127.0.0.1"},
+		{"untrusted peer with trusted list", []string{"WSBRIDGE_TRUSTED_PROXIES=10.0.0.0/8", "WSBRIDGE_CLIENT_IP_HEADER=X-Real-IP"},
+			http.Header{"X-Forwarded-For": {"198.51.100.7"}, "X-Real-Ip": {"198.51.100.8"}}, "127.0.0.1", "", "127.0.0.1"},
+		{"trusted peer: walk past trusted hops", []string{"WSBRIDGE_TRUSTED_PROXIES=127.0.0.1,10.0.0.0/8"},
+			http.Header{"X-Forwarded-For": {"6.6.6.6, 203.0.113.9", "10.1.2.3"}}, "203.0.113.9, 10.1.2.3, 127.0.0.1", "203.0.113.9", "203.0.113.9, 10.1.2.3, 127.0.0.1"},
+		{"trusted peer, every hop trusted", []string{"WSBRIDGE_TRUSTED_PROXIES=127.0.0.0/8,10.0.0.0/8"},
+			http.Header{"X-Forwarded-For": {"10.9.9.9, 10.1.2.3"}}, "10.9.9.9, 10.1.2.3, 127.0.0.1", "10.9.9.9", "10.9.9.9, 10.1.2.3, 127.0.0.1"},
+		{"trusted peer, garbage hop", []string{"WSBRIDGE_TRUSTED_PROXIES=127.0.0.0/8"},
+			http.Header{"X-Forwarded-For": {"203.0.113.9, not-an-ip"}}, "127.0.0.1", "", "127.0.0.1"},
+		{"trusted peer with X-Real-IP", []string{"WSBRIDGE_TRUSTED_PROXIES=127.0.0.1/32", "WSBRIDGE_CLIENT_IP_HEADER=X-Real-IP"},
+			http.Header{"X-Real-Ip": {"203.0.113.5"}}, "127.0.0.1", "203.0.113.5", "127.0.0.1"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			seen := make(chan string, 1)
+			app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				seen <- strings.Join(r.Header.Values("X-Forwarded-For"), ", ")
+			}))
+			defer app.Close()
+			php := newFakePHP(t, acceptAll)
+			cfg, err := LoadConfig(append([]string{"WSBRIDGE_WEBHOOK_URL=" + php.URL, "WSBRIDGE_UPSTREAM=" + app.URL}, tc.env...))
+			if err != nil {
+				t.Fatal(err)
+			}
+			b := startBridge(t, cfg, php, nil)
+			if _, _, err := dialFrom(t, b, "", tc.header); err != nil {
+				t.Fatal(err)
+			}
+			req := php.next(t, EventOpen).Event.Request
+			if got := req.Headers["X-Forwarded-For"]; got != tc.wantXFF {
+				t.Errorf("open webhook X-Forwarded-For = %q, want %q", got, tc.wantXFF)
+			}
+			if tc.wantRemote == "" {
+				if !strings.HasPrefix(req.RemoteAddr, "127.0.0.1:") {
+					t.Errorf("remote_addr = %q, want the peer's", req.RemoteAddr)
+				}
+			} else if req.RemoteAddr != tc.wantRemote {
+				t.Errorf("remote_addr = %q, want %q", req.RemoteAddr, tc.wantRemote)
+			}
+			if v := tc.header.Get("X-Real-Ip"); v != "" && req.Headers["X-Real-Ip"] != "" && tc.wantRemote != v {
+				t.Errorf("X-Real-IP from an untrusted peer reached PHP")
+			}
+			preq, _ := http.NewRequest("GET", b.public.URL+"/page", nil)
+			for k, vs := range tc.header {
+				preq.Header[k] = vs
+			}
+			resp, err := http.DefaultClient.Do(preq)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if got := <-seen; got != tc.wantProxy {
+				t.Errorf("upstream X-Forwarded-For = %q, want %q", got, tc.wantProxy)
+			}
+		})
+	}
+}
+
+// TestPerAddressLimitsUseTheTrustedClient: MAX_CONNECTIONS_PER_IP counts the client a trusted
+// proxy names, and a client cannot dodge it by sending its own X-Forwarded-For.
+func TestPerAddressLimitsUseTheTrustedClient(t *testing.T) {
+	t.Parallel()
+	php := newFakePHP(t, acceptAll)
+	cfg, err := LoadConfig([]string{"WSBRIDGE_WEBHOOK_URL=" + php.URL, "WSBRIDGE_TRUSTED_PROXIES=127.0.0.1", "WSBRIDGE_MAX_CONNECTIONS_PER_IP=1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := startBridge(t, cfg, php, nil)
+	from := func(ip string) http.Header { return http.Header{"X-Forwarded-For": {ip}} }
+	if _, _, err := dialFrom(t, b, "", from("203.0.113.1")); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := dialFrom(t, b, "", from("203.0.113.2")); err != nil {
+		t.Errorf("a second client behind the trusted proxy: %v", err)
+	}
+	if _, resp, err := dialFrom(t, b, "", from("203.0.113.1")); err == nil || resp.StatusCode != http.StatusTooManyRequests {
+		t.Errorf("the first client again: %v, want 429", err)
+	}
+
+	// Without a trusted proxy the peer is the client, whatever it claims.
+	php2 := newFakePHP(t, acceptAll)
+	b2 := newBridge(t, php2, func(c *Config) { c.MaxConnectionsPerIP = 1 })
+	if _, _, err := dialFrom(t, b2, "", from("203.0.113.1")); err != nil {
+		t.Fatal(err)
+	}
+	if _, resp, err := dialFrom(t, b2, "", from("203.0.113.2")); err == nil || resp.StatusCode != http.StatusTooManyRequests {
+		t.Errorf("a forged X-Forwarded-For dodged MAX_CONNECTIONS_PER_IP: %v", err)
+	}
+}
+
+// TestPendingHandshakesPerAddress: no more than MAX_PENDING_HANDSHAKES_PER_IP upgrades of one
+// address wait for PHP at once; one more gets 429 with Retry-After before PHP is asked.
+func TestPendingHandshakesPerAddress(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	var once sync.Once
+	php := newFakePHP(t, func(c hookCall) (int, any) {
+		if c.Event.Type == EventOpen && c.Event.Request.Query == "slow" {
+			<-release
+		}
+		return http.StatusNoContent, nil
+	})
+	// Registered after newFakePHP's, so it runs first: PHP's handlers return before it closes.
+	t.Cleanup(func() { once.Do(func() { close(release) }) })
+	b := newBridge(t, php, func(c *Config) { c.MaxPendingHandshakesPerIP = 2 })
+	errs := make(chan error, 2)
+	for range 2 {
+		go func() {
+			_, _, err := b.dialErr(t, "slow", nil)
+			errs <- err
+		}()
+	}
+	waitFor(t, "two opens waiting in PHP", func() bool {
+		return metricValue(t, b.srv, "wsbridge_webhooks_in_flight") == 2
+	})
+	_, resp, err := b.dialErr(t, "third", nil)
+	if err == nil || resp == nil || resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("a third pending handshake: %v %v, want 429 with Retry-After", resp, err)
+	}
+	once.Do(func() { close(release) })
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Errorf("a pending handshake failed: %v", err)
+		}
+	}
+	b.dial(t, "after") // the places are given back
+	for _, q := range []string{"slow", "slow", "after"} {
+		if got := php.next(t, EventOpen).Event.Request.Query; got != q && !(got == "after" && q == "slow") {
+			t.Errorf("PHP saw open %q, want %q (never the refused one)", got, q)
+		}
+	}
+	if n := metricValue(t, b.srv, "wsbridge_connections_rejected_total", "reason", rejectHandshakeRate); n != 1 {
+		t.Errorf("rejected{reason=%s} = %g, want 1", rejectHandshakeRate, n)
+	}
+}
+
+// TestHandshakeRatePerAddress: every attempt counts, PHP's refusals too; beyond the burst the
+// client gets 429 before PHP is asked.
+func TestHandshakeRatePerAddress(t *testing.T) {
+	t.Parallel()
+	php := newFakePHP(t, func(c hookCall) (int, any) {
+		if c.Event.Type == EventOpen && c.Event.Request.Query == "nosession" {
+			return http.StatusUnauthorized, "log in first"
+		}
+		return http.StatusNoContent, nil
+	})
+	// A rate so low that no token comes back during the test.
+	b := newBridge(t, php, func(c *Config) { c.HandshakeRatePerIP = 0.001; c.HandshakeBurstPerIP = 3 })
+	for range 2 {
+		if _, resp, _ := b.dialErr(t, "nosession", nil); resp == nil || resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("refused by PHP: %v, want 401", resp)
+		}
+	}
+	b.dial(t, "ok")
+	_, resp, err := b.dialErr(t, "fourth", nil)
+	if err == nil || resp == nil || resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("a fourth handshake with burst 3: %v %v, want 429 with Retry-After", resp, err)
+	}
+	for _, q := range []string{"nosession", "nosession", "ok"} {
+		if got := php.next(t, EventOpen).Event.Request.Query; got != q {
+			t.Errorf("PHP saw open %q, want %q", got, q)
+		}
+	}
+	select {
+	case c := <-php.calls:
+		if c.Event.Type == EventOpen {
+			t.Errorf("PHP was asked about a handshake beyond the rate (query %q)", c.Event.Request.Query)
+		}
+	default:
+	}
+}
+
+// TestHandshakeLimiterMemoryIsBounded: per-address buckets of addresses gone idle are evicted.
+func TestHandshakeLimiterMemoryIsBounded(t *testing.T) {
+	t.Parallel()
+	now := time.Unix(1000, 0)
+	h := newHandshakeLimits(0, 10, 5)
+	h.now = func() time.Time { return now }
+	for i := range 100000 {
+		ip := fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255)
+		done, limit := h.begin(ip)
+		if limit != "" {
+			t.Fatalf("first handshake of %s refused: %s", ip, limit)
+		}
+		done()
+		now = now.Add(10 * time.Millisecond) // 100 new addresses per second, each idle after
+	}
+	if n := h.tracked(); n > 2*minSweep {
+		t.Errorf("%d addresses tracked after 100,000 idle ones, want at most %d", n, 2*minSweep)
+	}
+	// A busy address is remembered: its bucket is not reset by a sweep.
+	for range 5 {
+		h.begin("192.0.2.1")
+	}
+	if _, limit := h.begin("192.0.2.1"); limit != "handshake_rate" {
+		t.Errorf("sixth handshake with burst 5: %q, want handshake_rate", limit)
 	}
 }
