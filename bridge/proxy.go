@@ -9,6 +9,7 @@ import (
 	"os"
 	"path"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -93,7 +94,7 @@ func (s *Server) reverseProxy() http.Handler {
 			}
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			if b, ok := r.Body.(*idleBody); ok && b.stalled {
+			if b, ok := r.Body.(*idleBody); ok && b.stalled.Load() {
 				s.log.Warn("proxy: client stopped sending its request body", "path", r.URL.Path, "client", s.clientIP(r), "idle", s.cfg.ProxyBodyIdleTimeout.String())
 				http.Error(w, "request body not sent in time", http.StatusRequestTimeout)
 				return
@@ -122,9 +123,11 @@ func (s *Server) bodyIdleTimeout(next http.Handler) http.Handler {
 // notice a client that leaves, and a deadline there would cancel a slow answer from the app.
 type idleBody struct {
 	io.ReadCloser
-	rc      *http.ResponseController
-	idle    time.Duration
-	stalled bool // a read hit the deadline (read by the ErrorHandler, on the same request)
+	rc   *http.ResponseController
+	idle time.Duration
+	// stalled: a read hit the deadline. The transport reads the body on a goroutine of its own,
+	// and the ErrorHandler asks on the handler's.
+	stalled atomic.Bool
 }
 
 func (b *idleBody) Read(p []byte) (int, error) {
@@ -132,7 +135,7 @@ func (b *idleBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	switch {
 	case errors.Is(err, os.ErrDeadlineExceeded):
-		b.stalled = true
+		b.stalled.Store(true)
 	case err != nil:
 		b.rc.SetReadDeadline(time.Time{})
 	}
