@@ -2,8 +2,9 @@ package bridge
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
-	"net"
+	"fmt"
 	"net/http"
 	"net/url"
 	"path"
@@ -22,9 +23,12 @@ var rejectHeaders = []string{"Content-Type", "Location", "Retry-After", "Www-Aut
 // asked before the upgrade is accepted so that its refusal reaches the client as a real HTTP
 // status (401, 403, ...) rather than as a WebSocket that opens and closes at once.
 func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
-	if !isUpgrade(r) {
-		w.Header().Set("Upgrade", "websocket")
-		http.Error(w, "this is a WebSocket endpoint: send a GET with Upgrade: websocket", http.StatusUpgradeRequired)
+	// Everything websocket.Accept would refuse is refused here, before PHP is asked: PHP must
+	// never run its open (and close) logic for a socket that cannot exist.
+	if status, why := checkHandshake(w.Header(), r); status != 0 {
+		s.metrics.rejected.WithLabelValues(rejectBadHandshake).Inc()
+		s.log.Debug("upgrade refused: invalid handshake", "status", status, "err", why)
+		http.Error(w, why, status)
 		return
 	}
 	if !s.originAllowed(r) {
@@ -33,7 +37,28 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "origin not allowed", http.StatusForbidden)
 		return
 	}
-	ip := s.clientIP(r)
+	cl := s.clientOf(r)
+	ip := cl.ip
+	// Per-address handshake limits come first, so every attempt counts against the rate, and
+	// a flood from one address never reaches the connection limits or PHP.
+	handshakeDone, hlimit := s.handshakes.begin(ip)
+	if hlimit != "" {
+		s.metrics.rejected.WithLabelValues(rejectHandshakeRate).Inc()
+		s.metrics.limit(hlimit)
+		s.log.Debug("upgrade refused: handshake limit", "limit", hlimit, "client", ip)
+		w.Header().Set("Retry-After", s.handshakes.retryAfter(hlimit))
+		http.Error(w, "too many handshakes from your address", http.StatusTooManyRequests)
+		return
+	}
+	defer handshakeDone()
+	headers, err := s.forwardedHeaders(r, cl)
+	if err != nil {
+		s.metrics.rejected.WithLabelValues(rejectLimit).Inc()
+		s.metrics.limit("forwarded_headers")
+		s.log.Debug("upgrade refused: forwarded headers too large", "client", ip, "err", err)
+		http.Error(w, err.Error(), http.StatusRequestHeaderFieldsTooLarge)
+		return
+	}
 	release, limit := s.admission.admit(ip)
 	if limit != "" {
 		s.metrics.rejected.WithLabelValues(rejectLimit).Inc()
@@ -85,14 +110,20 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		Method:       r.Method,
 		Path:         r.URL.Path,
 		Query:        r.URL.RawQuery,
-		Headers:      s.forwardedHeaders(r),
-		RemoteAddr:   r.RemoteAddr,
+		Headers:      headers,
+		RemoteAddr:   cl.remote,
 		Subprotocols: offered,
 	}
 
-	hctx, cancel := context.WithTimeout(r.Context(), s.cfg.HandshakeTimeout)
+	// The open webhook is bound by HANDSHAKE_TIMEOUT and the server's life, not by the
+	// request: a client that leaves while PHP decides must not cut PHP off mid-answer, for PHP
+	// may have accepted it (and then is owed a close webhook).
+	hctx, cancel := context.WithTimeout(s.base, s.cfg.HandshakeTimeout)
+	stop := context.AfterFunc(r.Context(), func() { c.log.Debug("client left during the open webhook", "event", ev.EventID) })
 	res, err := s.hooks.send(hctx, ev, c.traceparent, failFast)
+	stop()
 	cancel()
+	handshakeDone() // no longer pending: PHP has answered
 	if errors.Is(err, errMalformedReply) {
 		s.refuseMalformedOpen(w, c, ev, err)
 		return
@@ -133,8 +164,16 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	// Register before the upgrade completes, so that from the moment the client sees the
 	// socket open, pushes reach it and presence lists it.
 	c.opened = time.Now()
-	s.hub.Add(c, ConnInfo{ID: id, RemoteAddr: r.RemoteAddr, Path: r.URL.Path, Subprotocol: deref(reply.Subprotocol), ConnectedAt: c.opened},
+	s.hub.Add(c, ConnInfo{ID: id, RemoteAddr: cl.remote, Path: r.URL.Path, Subprotocol: deref(reply.Subprotocol), ConnectedAt: c.opened},
 		&c.counters, deref(reply.UserID), reply.Meta, reply.Join)
+	if r.Context().Err() != nil {
+		// The client left while PHP accepted it. Accept would answer a closed socket; PHP is
+		// told at once that this connection ended, as for any client that vanishes.
+		s.metrics.rejected.WithLabelValues(rejectUpgradeFailed).Inc()
+		c.Close(int(websocket.StatusAbnormalClosure), "client left during the handshake", InitiatorClient)
+		c.ended(s.base)
+		return
+	}
 	cw := &corkingWriter{ResponseWriter: w}
 	ws, err := websocket.Accept(cw, r, opts)
 	if err != nil {
@@ -187,10 +226,33 @@ func deref(s *string) string {
 	return *s
 }
 
-func isUpgrade(r *http.Request) bool {
-	return r.Method == http.MethodGet &&
-		headerHasToken(r.Header, "Connection", "upgrade") &&
-		headerHasToken(r.Header, "Upgrade", "websocket")
+// checkHandshake applies RFC 6455 §4.2.1 as websocket.Accept does, and returns the status and
+// reason of a refusal, or 0. It may set headers of the answer (the supported version, §4.4).
+func checkHandshake(h http.Header, r *http.Request) (int, string) {
+	if !headerHasToken(r.Header, "Connection", "upgrade") || !headerHasToken(r.Header, "Upgrade", "websocket") {
+		h.Set("Connection", "Upgrade")
+		h.Set("Upgrade", "websocket")
+		return http.StatusUpgradeRequired, "this is a WebSocket endpoint: send a GET with Connection: Upgrade and Upgrade: websocket"
+	}
+	if !r.ProtoAtLeast(1, 1) {
+		return http.StatusUpgradeRequired, "a WebSocket handshake needs HTTP/1.1 or later, not " + r.Proto
+	}
+	if r.Method != http.MethodGet {
+		h.Set("Allow", http.MethodGet)
+		return http.StatusMethodNotAllowed, "a WebSocket handshake is a GET, not " + r.Method
+	}
+	if r.Header.Get("Sec-WebSocket-Version") != "13" {
+		h.Set("Sec-WebSocket-Version", "13")
+		return http.StatusUpgradeRequired, "unsupported Sec-WebSocket-Version: only 13 is supported"
+	}
+	keys := r.Header.Values("Sec-WebSocket-Key")
+	if len(keys) != 1 {
+		return http.StatusBadRequest, "a WebSocket handshake needs exactly one Sec-WebSocket-Key"
+	}
+	if k, err := base64.StdEncoding.DecodeString(strings.TrimSpace(keys[0])); err != nil || len(k) != 16 {
+		return http.StatusBadRequest, "Sec-WebSocket-Key must be 16 bytes in base64"
+	}
+	return 0, ""
 }
 
 func headerHasToken(h http.Header, name, token string) bool {
@@ -245,28 +307,34 @@ func (s *Server) originAllowed(r *http.Request) bool {
 }
 
 // forwardedHeaders copies the configured handshake headers for the open webhook. Only these
-// reach PHP; X-Forwarded-For gets the client's address appended as a reverse proxy would.
-func (s *Server) forwardedHeaders(r *http.Request) map[string]string {
+// reach PHP; X-Forwarded-For is the chain clientOf believes with the peer's address appended,
+// as a reverse proxy would, and CLIENT_IP_HEADER is passed on only from a trusted peer. Their
+// total size is bounded by MAX_FORWARDED_HEADER_BYTES: net/http reads up to MAX_HEADER_BYTES,
+// and all of it would otherwise go to PHP with every open.
+func (s *Server) forwardedHeaders(r *http.Request, cl clientAddr) (map[string]string, error) {
 	out := make(map[string]string, len(s.fwd))
+	size := 0
 	for _, name := range s.fwd {
-		sep := ", "
-		if name == "Cookie" {
-			sep = "; "
-		}
-		v := strings.Join(r.Header.Values(name), sep)
-		if name == "X-Forwarded-For" {
-			if ip, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
-				if v != "" {
-					v += ", "
-				}
-				v += ip
-			}
+		var v string
+		switch {
+		case name == "X-Forwarded-For":
+			v = cl.xff(peerIP(r))
+		case !cl.trusted && s.cfg.ClientIPHeader != "" && name == http.CanonicalHeaderKey(s.cfg.ClientIPHeader):
+			continue // a client's claim about its own address
+		case name == "Cookie":
+			v = strings.Join(r.Header.Values(name), "; ")
+		default:
+			v = strings.Join(r.Header.Values(name), ", ")
 		}
 		if v != "" {
 			out[name] = v
+			size += len(name) + len(v)
 		}
 	}
-	return out
+	if size > s.cfg.MaxForwardedHeaderBytes {
+		return nil, fmt.Errorf("the forwarded headers (%s) are %d bytes, more than WSBRIDGE_MAX_FORWARDED_HEADER_BYTES=%d", strings.Join(s.fwd, ", "), size, s.cfg.MaxForwardedHeaderBytes)
+	}
+	return out, nil
 }
 
 // validTraceparent returns s if it is a W3C trace context header (version-traceid-parentid-flags,

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"path"
 	"reflect"
@@ -38,7 +39,7 @@ type Config struct {
 	WebhookOpenURL     *url.URL      `env:"WEBHOOK_OPEN_URL" desc:"Optional URL for open webhooks only, instead of WEBHOOK_URL."`
 	WebhookMessageURL  *url.URL      `env:"WEBHOOK_MESSAGE_URL" desc:"Optional URL for message webhooks only, instead of WEBHOOK_URL."`
 	WebhookCloseURL    *url.URL      `env:"WEBHOOK_CLOSE_URL" desc:"Optional URL for close webhooks only, instead of WEBHOOK_URL."`
-	WebhookSecret      string        `env:"WEBHOOK_SECRET,unset" desc:"HMAC-SHA256 key that signs every webhook (WsBridge-Signature header). Empty: webhooks are not signed."`
+	WebhookSecret      string        `env:"WEBHOOK_SECRET,unset" desc:"HMAC-SHA256 key that signs every webhook (WsBridge-Signature header). Empty: webhooks are not signed, and a warning is logged at start (anyone who can reach PHP's webhook URL can then forge events). Only whitespace is an error."`
 	WebhookSecretFile  string        `env:"WEBHOOK_SECRET_FILE,file" desc:"Path of a file holding WEBHOOK_SECRET (surrounding whitespace is trimmed). Set one of the two."`
 	WebhookConcurrency int           `env:"WEBHOOK_CONCURRENCY" envDefault:"8" desc:"Most webhook requests in flight at once, over all connections. Set it to the PHP-FPM pool's pm.max_children (or a little below) so webhooks wait here rather than in FPM's backlog."`
 	WebhookOpenShare   float64       `env:"WEBHOOK_OPEN_SHARE" envDefault:"0.75" desc:"Share of WEBHOOK_CONCURRENCY that open webhooks may hold at once (rounded down, at least 1); message and close webhooks may use every slot. The rest is kept for the connections PHP already accepted, so a flood of handshakes cannot delay their messages. With the default and WEBHOOK_CONCURRENCY=8, opens hold at most 6; with 2, at most 1. 1: opens may hold every slot."`
@@ -55,19 +56,27 @@ type Config struct {
 	WebhookMaxReply    int64         `env:"WEBHOOK_MAX_REPLY" envDefault:"1048576" desc:"Largest webhook reply body PHP may send, in bytes; a larger one is refused as malformed."`
 	ForwardHeaders     []string      `env:"FORWARD_HEADERS" envDefault:"Cookie,Authorization,User-Agent,Origin,Accept-Language,X-Forwarded-For" desc:"Comma-separated handshake headers copied into the open webhook's request.headers. X-Forwarded-For gets the client's address appended. WsBridge-* headers cannot be forwarded."`
 
-	MaxConnections      int           `env:"MAX_CONNECTIONS" envDefault:"100000" desc:"Most WebSocket connections this node holds; an upgrade beyond it gets 503 with Retry-After before PHP is asked. 0: no limit."`
-	MaxConnectionsPerIP int           `env:"MAX_CONNECTIONS_PER_IP" envDefault:"0" desc:"Most connections from one client address (see CLIENT_IP_HEADER); one more gets 429 before PHP is asked. 0: no limit. Behind a proxy, set CLIENT_IP_HEADER or every client shares the proxy's address."`
-	ClientIPHeader      string        `env:"CLIENT_IP_HEADER" desc:"Header that carries the real client address when a trusted proxy (nginx) stands in front: X-Real-IP, or X-Forwarded-For (its last address is used). Used for MAX_CONNECTIONS_PER_IP and logs. Empty: the TCP peer address. Set it only when every request comes through that proxy, or clients can claim any address."`
-	MessageRate         float64       `env:"MESSAGE_RATE" envDefault:"100" desc:"Most messages per second one client may send, on average (token bucket, burst MESSAGE_BURST); a client that sends faster is closed with 1008 \"message rate exceeded\". 0: no limit."`
-	MessageBurst        int           `env:"MESSAGE_BURST" envDefault:"200" desc:"Messages a client may send at once before MESSAGE_RATE applies."`
-	MaxChannels         int           `env:"MAX_CHANNELS" envDefault:"100" desc:"Most channels one connection may be in. A reply that would go beyond it is refused whole; a push API join that would is refused with 409."`
-	MaxMessageSize      int64         `env:"MAX_MESSAGE_SIZE" envDefault:"65536" desc:"Largest message a client may send, in bytes; a larger one closes the connection with 1009."`
-	MaxMetaSize         int           `env:"MAX_META_SIZE" envDefault:"8192" desc:"Largest meta object PHP may store on a connection, in bytes of JSON."`
-	MaxNameLength       int           `env:"MAX_NAME_LENGTH" envDefault:"200" desc:"Longest channel name or user id, in bytes."`
-	SendQueue           int           `env:"SEND_QUEUE" envDefault:"256" desc:"Messages that may wait to be written to one client. A client that falls further behind is disconnected at once (close webhook: initiator slow_consumer, code 1008, reason \"slow consumer\")."`
-	WriteTimeout        time.Duration `env:"WRITE_TIMEOUT" envDefault:"10s" desc:"Longest time one write to a client may take; a client that does not read for that long is disconnected (initiator slow_consumer, reason \"write timeout\")."`
-	PingInterval        time.Duration `env:"PING_INTERVAL" envDefault:"25s" desc:"Time between keepalive pings to each client. Keep it below proxies' idle timeouts (nginx: 60s)."`
-	PingTimeout         time.Duration `env:"PING_TIMEOUT" envDefault:"10s" desc:"Longest wait for a client's pong; no pong in time drops the connection (close webhook: initiator server, code 1006, reason \"ping timeout\")."`
+	MaxConnections            int           `env:"MAX_CONNECTIONS" envDefault:"100000" desc:"Most WebSocket connections this node holds; an upgrade beyond it gets 503 with Retry-After before PHP is asked. 0: no limit."`
+	MaxConnectionsPerIP       int           `env:"MAX_CONNECTIONS_PER_IP" envDefault:"0" desc:"Most connections from one client address (see CLIENT_IP_HEADER); one more gets 429 before PHP is asked. 0: no limit. Behind a proxy, set CLIENT_IP_HEADER or every client shares the proxy's address."`
+	ClientIPHeader            string        `env:"CLIENT_IP_HEADER" desc:"Header that carries the real client address when a trusted proxy (nginx) stands in front: X-Real-IP, True-Client-IP, CF-Connecting-IP, or X-Forwarded-For. With TRUSTED_PROXIES it is read only from a trusted peer. Without TRUSTED_PROXIES (the old behaviour, kept for compatibility) it is read from every peer (X-Forwarded-For: its last address) and client headers reach PHP as sent: set it then only when every request comes through that proxy, or clients can claim any address. Empty: the TCP peer address, or what TRUSTED_PROXIES finds."`
+	TrustedProxies            []string      `env:"TRUSTED_PROXIES" desc:"Comma-separated CIDRs (or single addresses) of the proxies in front of wsbridge, e.g. 10.0.0.0/8,127.0.0.1. From a trusted peer, the client's address is found by walking X-Forwarded-For from the right past trusted hops (or read from CLIENT_IP_HEADER); it is used for the per-address limits, logs and remote_addr, and PHP sees X-Forwarded-For from that address on. From any other peer, a client's X-Forwarded-For (and CLIENT_IP_HEADER) is dropped: PHP sees only the peer's address. Empty: no peer is trusted (unless CLIENT_IP_HEADER is set, see there)."`
+	MaxPendingHandshakesPerIP int           `env:"MAX_PENDING_HANDSHAKES_PER_IP" envDefault:"64" desc:"Most upgrade requests from one client address that may wait for PHP's answer to their open webhook at once; one more gets 429 with Retry-After before PHP is asked. 0: no limit. Behind a proxy, set TRUSTED_PROXIES, or every client shares the proxy's address."`
+	HandshakeRatePerIP        float64       `env:"HANDSHAKE_RATE_PER_IP" envDefault:"0" desc:"Most upgrade requests per second from one client address, on average (token bucket, burst HANDSHAKE_BURST_PER_IP); every attempt counts, refused ones too. Beyond it: 429 with Retry-After before PHP is asked. 0: no limit. Idle addresses are forgotten, so memory stays bounded by the addresses seen lately."`
+	HandshakeBurstPerIP       int           `env:"HANDSHAKE_BURST_PER_IP" envDefault:"20" desc:"Upgrade requests one address may send at once before HANDSHAKE_RATE_PER_IP applies."`
+	MessageRate               float64       `env:"MESSAGE_RATE" envDefault:"100" desc:"Most messages per second one client may send, on average (token bucket, burst MESSAGE_BURST); a client that sends faster is closed with 1008 \"message rate exceeded\". 0: no limit."`
+	MessageBurst              int           `env:"MESSAGE_BURST" envDefault:"200" desc:"Messages a client may send at once before MESSAGE_RATE applies."`
+	MaxChannels               int           `env:"MAX_CHANNELS" envDefault:"100" desc:"Most channels one connection may be in. A reply that would go beyond it is refused whole; a push API join that would is refused with 409."`
+	MaxMessageSize            int64         `env:"MAX_MESSAGE_SIZE" envDefault:"65536" desc:"Largest message a client may send, in bytes; a larger one closes the connection with 1009."`
+	MaxMetaSize               int           `env:"MAX_META_SIZE" envDefault:"8192" desc:"Largest meta object PHP may store on a connection, in bytes of JSON."`
+	MaxNameLength             int           `env:"MAX_NAME_LENGTH" envDefault:"200" desc:"Longest channel name or user id, in bytes."`
+	SendQueue                 int           `env:"SEND_QUEUE" envDefault:"256" desc:"Messages that may wait to be written to one client. A client that falls further behind is disconnected at once (close webhook: initiator slow_consumer, code 1008, reason \"slow consumer\")."`
+	WriteTimeout              time.Duration `env:"WRITE_TIMEOUT" envDefault:"10s" desc:"Longest time one write to a client may take; a client that does not read for that long is disconnected (initiator slow_consumer, reason \"write timeout\")."`
+	PingInterval              time.Duration `env:"PING_INTERVAL" envDefault:"25s" desc:"Time between keepalive pings to each client. Keep it below proxies' idle timeouts (nginx: 60s)."`
+	PingTimeout               time.Duration `env:"PING_TIMEOUT" envDefault:"10s" desc:"Longest wait for a client's pong; no pong in time drops the connection (close webhook: initiator server, code 1006, reason \"ping timeout\")."`
+
+	MaxHeaderBytes          int           `env:"MAX_HEADER_BYTES" envDefault:"65536" desc:"Largest request header block the public listener reads (request line and headers, in bytes); a larger one gets 431."`
+	MaxForwardedHeaderBytes int           `env:"MAX_FORWARDED_HEADER_BYTES" envDefault:"16384" desc:"Largest total size (names and values, in bytes) of the FORWARD_HEADERS copied into one open webhook; a handshake with more gets 431 before PHP is asked."`
+	ProxyBodyIdleTimeout    time.Duration `env:"PROXY_BODY_IDLE_TIMEOUT" envDefault:"30s" desc:"Longest pause between two reads of a reverse-proxied request's body; a client that sends nothing for that long is cut off (a slow upload that keeps sending is not). The headers are bounded by a 10s read timeout."`
 
 	MaxPushBody   int64 `env:"MAX_PUSH_BODY" envDefault:"1048576" desc:"Largest push API request body, in bytes."`
 	MaxBatch      int   `env:"MAX_BATCH" envDefault:"1000" desc:"Most publications in one batch request."`
@@ -253,6 +262,8 @@ func (c *Config) validate() []problem {
 		{"MAX_NAME_LENGTH", int64(c.MaxNameLength)}, {"SEND_QUEUE", int64(c.SendQueue)},
 		{"MAX_PUSH_BODY", c.MaxPushBody}, {"MAX_BATCH", int64(c.MaxBatch)}, {"MAX_LIST_RESULT", int64(c.MaxListResult)},
 		{"MAX_CHANNELS", int64(c.MaxChannels)}, {"MESSAGE_BURST", int64(c.MessageBurst)}, {"CLOSE_BURST", int64(c.CloseBurst)},
+		{"HANDSHAKE_BURST_PER_IP", int64(c.HandshakeBurstPerIP)}, {"MAX_HEADER_BYTES", int64(c.MaxHeaderBytes)},
+		{"MAX_FORWARDED_HEADER_BYTES", int64(c.MaxForwardedHeaderBytes)},
 	}
 	nonNegative := []struct {
 		key string
@@ -260,6 +271,7 @@ func (c *Config) validate() []problem {
 	}{
 		{"WEBHOOK_RETRIES", c.WebhookRetries}, {"BREAKER_FAILURES", c.BreakerFailures}, {"LOG_REPEAT_LIMIT", c.LogRepeatLimit},
 		{"MAX_CONNECTIONS", c.MaxConnections}, {"MAX_CONNECTIONS_PER_IP", c.MaxConnectionsPerIP},
+		{"MAX_PENDING_HANDSHAKES_PER_IP", c.MaxPendingHandshakesPerIP},
 	}
 	for _, p := range nonNegative {
 		if p.v < 0 {
@@ -271,6 +283,12 @@ func (c *Config) validate() []problem {
 	}
 	if !(c.WebhookOpenShare > 0 && c.WebhookOpenShare <= 1) { // also refuses NaN
 		add("WEBHOOK_OPEN_SHARE", "must be greater than 0 and at most 1, got %g", c.WebhookOpenShare)
+	}
+	if c.HandshakeRatePerIP < 0 {
+		add("HANDSHAKE_RATE_PER_IP", "must be 0 (no limit) or more, got %g", c.HandshakeRatePerIP)
+	}
+	if _, err := parseTrusted(c.TrustedProxies); err != nil {
+		add("TRUSTED_PROXIES", "%v", err)
 	}
 	if c.CloseRate <= 0 {
 		add("CLOSE_RATE", "must be greater than 0, got %g", c.CloseRate)
@@ -293,6 +311,7 @@ func (c *Config) validate() []problem {
 		{"PING_TIMEOUT", c.PingTimeout}, {"SHUTDOWN_TIMEOUT", c.ShutdownTimeout}, {"WEBHOOK_BACKOFF", c.WebhookBackoff},
 		{"WEBHOOK_BACKOFF_MAX", c.WebhookBackoffMax}, {"BREAKER_COOLDOWN", c.BreakerCooldown}, {"HANDSHAKE_TIMEOUT", c.HandshakeTimeout},
 		{"WEBHOOK_QUEUE_WAIT", c.WebhookQueueWait}, {"LOG_REPEAT_INTERVAL", c.LogRepeatInterval},
+		{"PROXY_BODY_IDLE_TIMEOUT", c.ProxyBodyIdleTimeout},
 	}
 	for _, d := range durations {
 		if d.v <= 0 {
@@ -360,11 +379,35 @@ func checkHTTPURL(u *url.URL) error {
 // oneSecret merges a secret given directly and one read from a file; setting both is an error
 // because one of them would be silently ignored.
 func oneSecret(direct, fromFile string) (string, error) {
+	// A value of only whitespace is a mistake (a quoted blank, an empty line in the file), and
+	// reading it as unset would silently turn signing or the token off.
+	if (direct != "" && strings.TrimSpace(direct) == "") || (fromFile != "" && strings.TrimSpace(fromFile) == "") {
+		return "", errors.New("is set but blank (only whitespace)")
+	}
 	direct, fromFile = strings.TrimSpace(direct), strings.TrimSpace(fromFile)
 	if direct != "" && fromFile != "" {
 		return "", errors.New("set either the variable or its _FILE variant, not both")
 	}
 	return direct + fromFile, nil
+}
+
+// parseTrusted reads TRUSTED_PROXIES: CIDRs, or single addresses (a /32 or /128).
+func parseTrusted(list []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, v := range list {
+		v = strings.TrimSpace(v)
+		if v == "" {
+			continue
+		}
+		if p, err := netip.ParsePrefix(v); err == nil {
+			out = append(out, p.Masked())
+		} else if a, err := netip.ParseAddr(v); err == nil {
+			out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+		} else {
+			return nil, fmt.Errorf("%q is neither a CIDR (10.0.0.0/8) nor an address", v)
+		}
+	}
+	return out, nil
 }
 
 // headerCanonical returns the canonical forms of configured header names.

@@ -46,8 +46,8 @@ func TestOpenWebhookCarriesHandshake(t *testing.T) {
 	if req.Headers["Cookie"] != "PHPSESSID=abc" || req.Headers["User-Agent"] != "test-agent" {
 		t.Errorf("forwarded headers = %v", req.Headers)
 	}
-	if got := req.Headers["X-Forwarded-For"]; got != "203.0.113.9, 127.0.0.1" {
-		t.Errorf("X-Forwarded-For = %q, want the client's address appended", got)
+	if got := req.Headers["X-Forwarded-For"]; got != "127.0.0.1" {
+		t.Errorf("X-Forwarded-For = %q, want the peer's address alone (the client's own claim is dropped without TRUSTED_PROXIES)", got)
 	}
 	if _, ok := req.Headers["X-Not-Forwarded"]; ok {
 		t.Error("a header outside FORWARD_HEADERS reached PHP")

@@ -622,7 +622,8 @@ func TestFaultSIGTERMWithThousandsOfConnections(t *testing.T) {
 	addr := testkit.FreeAddr(t)
 	cmd := exec.Command(bin)
 	cmd.Env = append(os.Environ(), "WSBRIDGE_LISTEN="+addr, "WSBRIDGE_INTERNAL_LISTEN=127.0.0.1:0",
-		"WSBRIDGE_WEBHOOK_URL="+php.URL+"/fault.php", "WSBRIDGE_WEBHOOK_CONCURRENCY=8", "WSBRIDGE_LOG_LEVEL=warn")
+		"WSBRIDGE_WEBHOOK_URL="+php.URL+"/fault.php", "WSBRIDGE_WEBHOOK_CONCURRENCY=8", "WSBRIDGE_LOG_LEVEL=warn",
+		"WSBRIDGE_MAX_PENDING_HANDSHAKES_PER_IP=0") // 100 dials at once from one address
 	stderr := &testkit.SyncBuffer{}
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {

@@ -39,7 +39,8 @@ func FuzzPushAPI(f *testing.F) {
 		if _, err := url.ParseRequestURI(path); err != nil || strings.ContainsFunc(path, func(r rune) bool { return unicode.IsControl(r) || unicode.IsSpace(r) }) {
 			return // not a path a client could send
 		}
-		req := httptest.NewRequest(http.MethodPost, "http://wsbridge"+path, bytes.NewReader(body))
+		req := httptest.NewRequest(http.MethodPost, "http://127.0.0.1:8081"+path, bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, req)
 		if rec.Code >= 500 {

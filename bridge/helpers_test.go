@@ -236,6 +236,9 @@ func (b *testBridge) api(t *testing.T, method, path string, body any, out any) i
 		rd = bytes.NewReader(j)
 	}
 	req, _ := http.NewRequest(method, b.internal.URL+path, rd)
+	if rd != nil {
+		req.Header.Set("Content-Type", "application/json") // as the PHP kit sends it
+	}
 	if b.srv.cfg.APIToken != "" {
 		req.Header.Set("Authorization", "Bearer "+b.srv.cfg.APIToken)
 	}

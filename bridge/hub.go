@@ -149,7 +149,9 @@ func (h *Hub) Update(id string, user *string, meta json.RawMessage, join, leave 
 	if h.maxChannels > 0 {
 		// Checked before anything changes, so a refused reply leaves no trace.
 		n := len(m.channels)
-		for _, ch := range leave {
+		// Each channel counts once however often it is named: a repeated leave frees one
+		// place, not one per repetition.
+		for _, ch := range slices.Compact(slices.Sorted(slices.Values(leave))) {
 			if _, in := m.channels[ch]; in && !slices.Contains(join, ch) {
 				n--
 			}

@@ -48,6 +48,8 @@ const (
 	rejectUnavailable   = "php_unavailable"
 	rejectMalformed     = "php_bad_reply"
 	rejectUpgradeFailed = "upgrade_failed"
+	rejectBadHandshake  = "bad_handshake"  // refused before PHP is asked: not a valid RFC 6455 handshake
+	rejectHandshakeRate = "handshake_rate" // HANDSHAKES_PER_IP_RATE or MAX_PENDING_HANDSHAKES_PER_IP
 )
 
 // Webhook outcomes, as the webhooks metric labels them; one per attempt.
@@ -117,7 +119,7 @@ func newMetrics() *metrics {
 		m.webhookRetries.WithLabelValues(string(ev))
 		m.webhookDuration.WithLabelValues(string(ev))
 	}
-	for _, r := range []string{rejectOrigin, rejectDraining, rejectLimit, rejectPHP, rejectUnavailable, rejectMalformed, rejectUpgradeFailed} {
+	for _, r := range []string{rejectOrigin, rejectDraining, rejectLimit, rejectPHP, rejectUnavailable, rejectMalformed, rejectUpgradeFailed, rejectBadHandshake, rejectHandshakeRate} {
 		m.rejected.WithLabelValues(r)
 	}
 	for _, l := range []string{"connections", "connections_per_ip", "message_size", "message_rate", "meta_size", "channels", "push_body", "batch"} {

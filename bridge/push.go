@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -36,7 +38,63 @@ func (s *Server) InternalHandler() http.Handler {
 	mux.HandleFunc("GET /healthz", s.handleHealth)
 	mux.HandleFunc("GET /readyz", s.handleReady)
 	mux.Handle("GET /metrics", s.metrics.handler())
-	return mux
+	return s.refuseBrowsers(mux)
+}
+
+// refuseBrowsers keeps web pages out of the internal listener. Without API_TOKEN it is open to
+// anything on the host, and a page in a local browser can reach it: by a cross-site "simple"
+// POST (text/plain needs no CORS preflight), or by DNS rebinding (a name of the attacker's that
+// now resolves to 127.0.0.1, which makes the page same-origin with the API). PHP's requests
+// carry no Origin and no Sec-Fetch-Site; browsers send them on every such request. The Host
+// check stops rebinding even in a browser that sends neither. With a token, the token is the
+// protection, so any Host passes (the listener may then sit behind a name of its own).
+func (s *Server) refuseBrowsers(next http.Handler) http.Handler {
+	checkHost := s.cfg.APIToken == "" && !strings.HasPrefix(s.cfg.InternalListen, "unix:")
+	var listenHost string
+	if h, _, err := net.SplitHostPort(s.cfg.InternalListen); err == nil {
+		listenHost = strings.ToLower(strings.Trim(h, "[]"))
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Origin") != "" {
+			apiError(w, http.StatusForbidden, "forbidden", "requests from web pages (with an Origin header) are refused: the internal API is for the application's server side")
+			return
+		}
+		switch r.Header.Get("Sec-Fetch-Site") {
+		case "cross-site", "same-site":
+			apiError(w, http.StatusForbidden, "forbidden", "requests from web pages (Sec-Fetch-Site: cross-site or same-site) are refused")
+			return
+		}
+		if checkHost && !localHost(r.Host, listenHost) {
+			apiError(w, http.StatusForbidden, "forbidden", fmt.Sprintf("Host %q is not this listener: without API_TOKEN only localhost, a loopback address or %q is accepted", r.Host, listenHost))
+			return
+		}
+		if r.Method == http.MethodPost && r.ContentLength != 0 {
+			if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+				apiError(w, http.StatusUnsupportedMediaType, "unsupported_media_type", "send the body with Content-Type: application/json")
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// localHost reports whether a request's Host names this host's loopback listener: localhost,
+// a loopback address, or the configured listen host; the port is not compared. An absent Host
+// (HTTP/1.0) passes: browsers always send one.
+func localHost(hostport, listenHost string) bool {
+	if hostport == "" {
+		return true
+	}
+	h := hostport
+	if hh, _, err := net.SplitHostPort(hostport); err == nil {
+		h = hh
+	}
+	h = strings.ToLower(strings.Trim(h, "[]"))
+	if h == "localhost" || (listenHost != "" && h == listenHost) {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
 }
 
 // requireToken checks "Authorization: Bearer <API_TOKEN>" in constant time. Both sides are

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"strings"
 	"sync"
@@ -49,7 +50,9 @@ type Server struct {
 	drainStarted chan struct{}
 	closeLimiter *rate.Limiter
 	admission    admission
-	certs        *certReloader // the public listener's certificate; nil without TLS_CERT_FILE
+	certs        *certReloader    // the public listener's certificate; nil without TLS_CERT_FILE
+	handshakes   *handshakeLimits // per-address pending handshakes and handshake rate
+	trusted      []netip.Prefix   // TRUSTED_PROXIES
 }
 
 // New builds a server from a validated configuration. broker nil means a single node
@@ -81,7 +84,15 @@ func New(cfg Config, log *slog.Logger, broker Broker) *Server {
 		admission:    admission{max: cfg.MaxConnections, maxPerIP: cfg.MaxConnectionsPerIP, perIP: map[string]int{}},
 	}
 	s.hub.maxChannels = cfg.MaxChannels
+	s.handshakes = newHandshakeLimits(cfg.MaxPendingHandshakesPerIP, cfg.HandshakeRatePerIP, cfg.HandshakeBurstPerIP)
+	s.trusted, _ = parseTrusted(cfg.TrustedProxies) // validated by LoadConfig
+	if len(s.trusted) == 0 && cfg.ClientIPHeader != "" {
+		s.log.Warn("WSBRIDGE_CLIENT_IP_HEADER is set without WSBRIDGE_TRUSTED_PROXIES: every peer is believed, so a client that reaches this port directly can claim any address; list your proxies in WSBRIDGE_TRUSTED_PROXIES", "header", cfg.ClientIPHeader)
+	}
 	s.hooks = newWebhooks(s.cfg, s.metrics)
+	if cfg.WebhookSecret == "" {
+		s.log.Warn("WSBRIDGE_WEBHOOK_SECRET is not set: webhooks are unsigned, and whoever reaches PHP's webhook URL can forge open, message and close events; set a secret and verify it in PHP (docs/PROTOCOL.md)")
+	}
 	if cfg.TLSCertFile != "" {
 		s.certs = newCertReloader(cfg.TLSCertFile, cfg.TLSKeyFile, s.log)
 	}
@@ -223,8 +234,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // accepting, close every connection with 1001, deliver every close webhook, stop the internal
 // listener. It is bounded by SHUTDOWN_TIMEOUT.
 func (s *Server) Serve(ctx context.Context, public, internal net.Listener) error {
-	pub := &http.Server{Handler: s.PublicHandler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
-		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
+	pub := s.publicServer()
 	in := &http.Server{Handler: s.InternalHandler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
 	if s.certs != nil {
@@ -268,6 +278,14 @@ func (s *Server) Serve(ctx context.Context, public, internal net.Listener) error
 	stopBroker()
 	<-brokerDone
 	return errors.Join(runErr, drainErr, pubErr, inErr)
+}
+
+// publicServer is the public listener's HTTP server.
+func (s *Server) publicServer() *http.Server {
+	// Headers are bounded in time and size here; bodies (only proxied requests have one) by
+	// PROXY_BODY_IDLE_TIMEOUT between reads, which lets a slow upload that keeps sending finish.
+	return &http.Server{Handler: s.PublicHandler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+		MaxHeaderBytes: s.cfg.MaxHeaderBytes, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
 }
 
 // Listen opens a listener for addr: host:port, or unix:/path for a unix socket (a stale socket

@@ -238,6 +238,9 @@ func (s *stack) startBridge(ctx context.Context, bin string, concurrency int, en
 		// The webhook scenario's clients send as fast as PHP answers; the per-client rate limit
 		// (100/s by default) would close them, and it is not what is measured here.
 		"WSBRIDGE_MESSAGE_RATE=0",
+		// Every load client dials from 127.0.0.1, hundreds at once: the per-address handshake
+		// bound is for strangers, not for the load tool.
+		"WSBRIDGE_MAX_PENDING_HANDSHAKES_PER_IP=0",
 	)
 	s.GC = &gcTrace{}
 	s.stderr = &tail{}
