@@ -9,7 +9,7 @@ namespace WsBridge;
  * field not allowed for the event (user_id outside open; anything but publish on close), so
  * build only what the event allows.
  *
- *     Reply::accept()->user('42')->join('room:1')->send(json_encode([...]))->emit();
+ *     Reply::accept()->user('42')->join('room:1')->send(json_encode([...]))->emit($event);
  *     Reply::reject(403, 'log in first')->emit();
  */
 final class Reply
@@ -115,15 +115,37 @@ final class Reply
         return $this->fields === [] ? '' : json_encode($this->fields, JSON_THROW_ON_ERROR | JSON_UNESCAPED_SLASHES | JSON_UNESCAPED_UNICODE);
     }
 
-    /** Sends status, Content-Type and body to the client of this PHP request. */
-    public function emit(): void
+    /**
+     * The response headers: Content-Type when there is a body, and with $for the
+     * WsBridge-Event-Id of the event this answers. wsbridge refuses (and retries) an answer
+     * naming another event, which catches a server that answers out of turn; without $for
+     * nothing is echoed and nothing is checked.
+     *
+     * @return array<string, string>
+     */
+    public function headers(?Event $for = null): array
     {
-        $body = $this->body();
-        http_response_code($this->status());
-        if ($body !== '') {
-            header('Content-Type: ' . ($this->status === 200 ? 'application/json' : 'text/plain; charset=utf-8'));
-            echo $body;
+        $h = [];
+        if ($this->body() !== '') {
+            $h['Content-Type'] = $this->status === 200 ? 'application/json' : 'text/plain; charset=utf-8';
         }
+        if ($for !== null) {
+            $h['WsBridge-Event-Id'] = $for->eventId;
+        }
+        return $h;
+    }
+
+    /**
+     * Sends status, headers and body to the client of this PHP request. Pass the event being
+     * answered to echo its id (see headers()).
+     */
+    public function emit(?Event $for = null): void
+    {
+        http_response_code($this->status());
+        foreach ($this->headers($for) as $name => $value) {
+            header("$name: $value");
+        }
+        echo $this->body();
     }
 
     /** @param list<mixed> $items */
