@@ -32,7 +32,7 @@ $reply = match (true) {
     $event instanceof MessageEvent => $event->binary ? on_file($event) : on_message($event),
     $event instanceof CloseEvent => on_close($event),
 };
-$reply->emit();
+$reply->emit($event); // echoes WsBridge-Event-Id: wsbridge refuses an answer to another event
 
 /** The handshake: the PHP session cookie says who this is. */
 function on_open(OpenEvent $event): Reply

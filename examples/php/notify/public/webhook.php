@@ -18,7 +18,7 @@ try {
     Webhook::refuse($e);
 }
 if (!$event instanceof OpenEvent) {
-    Reply::accept()->emit(); // 204: pages send nothing that needs handling
+    Reply::accept()->emit($event); // 204: pages send nothing that needs handling
     exit;
 }
 $sid = $event->request->cookie(session_name()) ?? '';
@@ -28,7 +28,7 @@ if (preg_match('/^[A-Za-z0-9,-]{1,128}$/D', $sid) === 1) {
 }
 $user = $_SESSION['user'] ?? null;
 if (!is_string($user)) {
-    Reply::reject(401, 'log in first')->emit();
+    Reply::reject(401, 'log in first')->emit($event);
     exit;
 }
-Reply::accept()->user($user)->emit();
+Reply::accept()->user($user)->emit($event); // with the event: its id is echoed
