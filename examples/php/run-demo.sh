@@ -122,10 +122,17 @@ if [ "${DEMO_CHECK:-}" = "1" ]; then
         curl -fsS --max-time 5 "http://127.0.0.1:$PORT/" | grep -q 'action="/login.php"'
     }
     unsigned_webhook_refused() {
-        # Proves the secret reached PHP: an unsigned webhook through the proxy gets a 401.
+        # Proves the secret reached PHP: an unsigned webhook sent to PHP itself gets a 401.
         [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 -X POST \
             -H 'Content-Type: application/json' -H 'WsBridge-Event: open' \
-            --data '{"type":"open"}' "http://127.0.0.1:$PORT/webhook.php")" = "401" ]
+            --data '{"type":"open"}' "http://127.0.0.1:$PHP_PORT/webhook.php")" = "401" ]
+    }
+    webhook_path_not_proxied() {
+        # The public port never forwards a request to the webhook's path: a forged event
+        # cannot reach PHP through wsbridge, signed or not.
+        [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 -X POST \
+            -H 'Content-Type: application/json' -H 'WsBridge-Event: open' \
+            --data '{"type":"open"}' "http://127.0.0.1:$PORT/webhook.php")" = "403" ]
     }
     login_works() {
         # A session cookie through the proxy, then the chat page for that user.
@@ -140,7 +147,8 @@ if [ "${DEMO_CHECK:-}" = "1" ]; then
             "http://127.0.0.1:$PORT/ws")" = "401" ]
     }
     check "login page served through wsbridge" page_served
-    check "unsigned webhook refused with 401" unsigned_webhook_refused
+    check "unsigned webhook refused by PHP with 401" unsigned_webhook_refused
+    check "webhook path not proxied by wsbridge (403)" webhook_path_not_proxied
     check "login sets a session the chat page sees" login_works
     check "socket without a session refused by PHP with 401" anonymous_socket_refused
     [ "$ok" -eq 1 ] || die "self-check failed"
