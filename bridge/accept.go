@@ -126,6 +126,9 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		// originAllowed already applied ALLOWED_ORIGINS with the same rules coder/websocket
 		// uses; checking here a second time could only refuse a client PHP already accepted.
 		InsecureSkipVerify: true,
+		// Pings are frames a client makes the bridge answer: they count against MESSAGE_RATE
+		// like messages, or a ping flood would be free.
+		OnPingReceived: c.pingReceived,
 	}
 	if reply.Subprotocol != nil && *reply.Subprotocol != "" {
 		opts.Subprotocols = []string{*reply.Subprotocol}
@@ -150,6 +153,10 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	s.metrics.connections.Inc()
 	ws.SetReadLimit(s.cfg.MaxMessageSize)
 	c.wire = cw.conn
+	// Before anything reads the socket (no goroutine of this connection runs yet): the 1009
+	// reason states MAX_MESSAGE_SIZE, and once a Close went out the peer has PING_TIMEOUT to
+	// answer.
+	c.wire.cfg = s.cfg
 	c.setSocket(ws)
 	// Shutdown may have closed every connection between enter and Add; this one was not in
 	// the hub yet, so it closes itself.

@@ -323,9 +323,15 @@ func (c *conn) write(f Frame) bool {
 	if !c.burst { // in a burst, the timer armed at its start covers every write
 		c.armWriteTimer()
 	}
-	_, err := c.wire.Write(f.wireFrame())
+	_, err := c.wire.writeData(f.wireFrame())
 	if !c.burst || err != nil {
 		c.wtimer.Stop()
+	}
+	if err == errCloseSent {
+		// coder/websocket has sent Close (a protocol error, a 1009, the client's close
+		// echoed): the frame is dropped (§5.5.1). The reader is ending and records why; the
+		// writer carries on so that the close path still runs.
+		return true
 	}
 	if err != nil {
 		c.writeFailed()
@@ -349,6 +355,14 @@ func (c *conn) finish() {
 	// through. 1005 and 1006 describe a close without a frame and must never be sent. In all
 	// these cases the socket is simply dropped.
 	if by == InitiatorSlowConsumer || code == int(websocket.StatusAbnormalClosure) || code == int(websocket.StatusNoStatusRcvd) {
+		c.ws.CloseNow()
+		return
+	}
+	if c.failing.Load() {
+		// The reader stopped at a protocol error or an oversized message: what the client
+		// sends next cannot be parsed, so no close handshake is waited for and nothing queued
+		// is sent; the Close frame goes out and the socket is ended within PING_TIMEOUT.
+		c.wire.fail(c.ctx, code, reason)
 		c.ws.CloseNow()
 		return
 	}
