@@ -130,6 +130,11 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		// like messages, or a ping flood would be free.
 		OnPingReceived: c.pingReceived,
 	}
+	if s.cfg.Compression == "on" {
+		// No context takeover both ways: each message is compressed alone, so a broadcast is
+		// compressed once for all (wsframe.go), and no connection keeps a 32 KiB window.
+		opts.CompressionMode = websocket.CompressionNoContextTakeover
+	}
 	if reply.Subprotocol != nil && *reply.Subprotocol != "" {
 		opts.Subprotocols = []string{*reply.Subprotocol}
 	}
@@ -157,6 +162,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	// reason states MAX_MESSAGE_SIZE, and once a Close went out the peer has PING_TIMEOUT to
 	// answer.
 	c.wire.cfg = s.cfg
+	c.wire.deflate = strings.HasPrefix(w.Header().Get("Sec-WebSocket-Extensions"), "permessage-deflate")
 	c.setSocket(ws)
 	// Shutdown may have closed every connection between enter and Add; this one was not in
 	// the hub yet, so it closes itself.

@@ -51,20 +51,22 @@ type Config struct {
 	WebhookMaxReply    int64         `env:"WEBHOOK_MAX_REPLY" envDefault:"1048576" desc:"Largest webhook reply body PHP may send, in bytes; a larger one is refused as malformed."`
 	ForwardHeaders     []string      `env:"FORWARD_HEADERS" envDefault:"Cookie,Authorization,User-Agent,Origin,Accept-Language,X-Forwarded-For" desc:"Comma-separated handshake headers copied into the open webhook's request.headers. X-Forwarded-For gets the client's address appended. WsBridge-* headers cannot be forwarded."`
 
-	MaxConnections      int           `env:"MAX_CONNECTIONS" envDefault:"100000" desc:"Most WebSocket connections this node holds; an upgrade beyond it gets 503 with Retry-After before PHP is asked. 0: no limit."`
-	MaxConnectionsPerIP int           `env:"MAX_CONNECTIONS_PER_IP" envDefault:"0" desc:"Most connections from one client address (see CLIENT_IP_HEADER); one more gets 429 before PHP is asked. 0: no limit. Behind a proxy, set CLIENT_IP_HEADER or every client shares the proxy's address."`
-	ClientIPHeader      string        `env:"CLIENT_IP_HEADER" desc:"Header that carries the real client address when a trusted proxy (nginx) stands in front: X-Real-IP, or X-Forwarded-For (its last address is used). Used for MAX_CONNECTIONS_PER_IP and logs. Empty: the TCP peer address. Set it only when every request comes through that proxy, or clients can claim any address."`
-	MessageRate         float64       `env:"MESSAGE_RATE" envDefault:"100" desc:"Most messages per second one client may send, on average (token bucket, burst MESSAGE_BURST); a client that sends faster is closed with 1008 \"message rate exceeded\". 0: no limit."`
-	MessageBurst        int           `env:"MESSAGE_BURST" envDefault:"200" desc:"Messages a client may send at once before MESSAGE_RATE applies."`
-	MaxChannels         int           `env:"MAX_CHANNELS" envDefault:"100" desc:"Most channels one connection may be in. A reply that would go beyond it is refused whole; a push API join that would is refused with 409."`
-	MaxMessageSize      int64         `env:"MAX_MESSAGE_SIZE" envDefault:"65536" desc:"Largest message a client may send, in bytes; a larger one closes the connection with 1009."`
-	MaxMetaSize         int           `env:"MAX_META_SIZE" envDefault:"8192" desc:"Largest meta object PHP may store on a connection, in bytes of JSON."`
-	MaxNameLength       int           `env:"MAX_NAME_LENGTH" envDefault:"200" desc:"Longest channel name or user id, in bytes."`
-	SendQueue           int           `env:"SEND_QUEUE" envDefault:"2048" desc:"Messages that may wait to be written to one client. A client that falls further behind (this many messages, or SEND_QUEUE_BYTES) is disconnected at once (close webhook: initiator slow_consumer, code 1008, reason \"slow consumer\"). The default holds a whole push batch (MAX_BATCH) and a reply's send list."`
-	SendQueueBytes      int           `env:"SEND_QUEUE_BYTES" envDefault:"4194304" desc:"Bytes of message payload that may wait to be written to one client; past it the client is disconnected as a slow consumer, as for SEND_QUEUE. The default holds what one push request (MAX_PUSH_BODY) and one reply (WEBHOOK_MAX_REPLY) can carry, twice over. At most 1073741824."`
-	WriteTimeout        time.Duration `env:"WRITE_TIMEOUT" envDefault:"10s" desc:"Longest time one write to a client may take; a client that does not read for that long is disconnected (initiator slow_consumer, reason \"write timeout\")."`
-	PingInterval        time.Duration `env:"PING_INTERVAL" envDefault:"25s" desc:"Time between keepalive pings to each client. Keep it below proxies' idle timeouts (nginx: 60s)."`
-	PingTimeout         time.Duration `env:"PING_TIMEOUT" envDefault:"10s" desc:"Longest wait for a client's pong; no pong in time drops the connection (close webhook: initiator server, code 1006, reason \"ping timeout\")."`
+	MaxConnections       int           `env:"MAX_CONNECTIONS" envDefault:"100000" desc:"Most WebSocket connections this node holds; an upgrade beyond it gets 503 with Retry-After before PHP is asked. 0: no limit."`
+	MaxConnectionsPerIP  int           `env:"MAX_CONNECTIONS_PER_IP" envDefault:"0" desc:"Most connections from one client address (see CLIENT_IP_HEADER); one more gets 429 before PHP is asked. 0: no limit. Behind a proxy, set CLIENT_IP_HEADER or every client shares the proxy's address."`
+	ClientIPHeader       string        `env:"CLIENT_IP_HEADER" desc:"Header that carries the real client address when a trusted proxy (nginx) stands in front: X-Real-IP, or X-Forwarded-For (its last address is used). Used for MAX_CONNECTIONS_PER_IP and logs. Empty: the TCP peer address. Set it only when every request comes through that proxy, or clients can claim any address."`
+	MessageRate          float64       `env:"MESSAGE_RATE" envDefault:"100" desc:"Most messages per second one client may send, on average (token bucket, burst MESSAGE_BURST); a client that sends faster is closed with 1008 \"message rate exceeded\". 0: no limit."`
+	MessageBurst         int           `env:"MESSAGE_BURST" envDefault:"200" desc:"Messages a client may send at once before MESSAGE_RATE applies."`
+	MaxChannels          int           `env:"MAX_CHANNELS" envDefault:"100" desc:"Most channels one connection may be in. A reply that would go beyond it is refused whole; a push API join that would is refused with 409."`
+	MaxMessageSize       int64         `env:"MAX_MESSAGE_SIZE" envDefault:"65536" desc:"Largest message a client may send, in bytes; a larger one closes the connection with 1009."`
+	MaxMetaSize          int           `env:"MAX_META_SIZE" envDefault:"8192" desc:"Largest meta object PHP may store on a connection, in bytes of JSON."`
+	MaxNameLength        int           `env:"MAX_NAME_LENGTH" envDefault:"200" desc:"Longest channel name or user id, in bytes."`
+	SendQueue            int           `env:"SEND_QUEUE" envDefault:"2048" desc:"Messages that may wait to be written to one client. A client that falls further behind (this many messages, or SEND_QUEUE_BYTES) is disconnected at once (close webhook: initiator slow_consumer, code 1008, reason \"slow consumer\"). The default holds a whole push batch (MAX_BATCH) and a reply's send list."`
+	Compression          string        `env:"COMPRESSION" envDefault:"off" desc:"permessage-deflate (RFC 7692): on negotiates it with every client that offers it (all browsers do), always without context takeover, so that a broadcast is compressed once and its bytes shared by every recipient; off never negotiates it. Messages to clients shorter than COMPRESSION_THRESHOLD, or that would not get smaller, go uncompressed; compressed messages from clients are inflated, MAX_MESSAGE_SIZE applying to the inflated size."`
+	CompressionThreshold int           `env:"COMPRESSION_THRESHOLD" envDefault:"512" desc:"Smallest message to a client, in bytes, that is compressed when COMPRESSION is on."`
+	SendQueueBytes       int           `env:"SEND_QUEUE_BYTES" envDefault:"4194304" desc:"Bytes of message payload that may wait to be written to one client; past it the client is disconnected as a slow consumer, as for SEND_QUEUE. The default holds what one push request (MAX_PUSH_BODY) and one reply (WEBHOOK_MAX_REPLY) can carry, twice over. At most 1073741824."`
+	WriteTimeout         time.Duration `env:"WRITE_TIMEOUT" envDefault:"10s" desc:"Longest time one write to a client may take; a client that does not read for that long is disconnected (initiator slow_consumer, reason \"write timeout\")."`
+	PingInterval         time.Duration `env:"PING_INTERVAL" envDefault:"25s" desc:"Time between keepalive pings to each client. Keep it below proxies' idle timeouts (nginx: 60s)."`
+	PingTimeout          time.Duration `env:"PING_TIMEOUT" envDefault:"10s" desc:"Longest wait for a client's pong; no pong in time drops the connection (close webhook: initiator server, code 1006, reason \"ping timeout\")."`
 
 	MaxPushBody   int64 `env:"MAX_PUSH_BODY" envDefault:"1048576" desc:"Largest push API request body, in bytes."`
 	MaxBatch      int   `env:"MAX_BATCH" envDefault:"1000" desc:"Most publications in one batch request."`
@@ -258,6 +260,14 @@ func (c *Config) validate() []problem {
 		if p.v < 0 {
 			add(p.key, "must be 0 or more, got %d", p.v)
 		}
+	}
+	switch c.Compression {
+	case "on", "off":
+	default:
+		add("COMPRESSION", "%q: use on or off", c.Compression)
+	}
+	if c.CompressionThreshold < 0 {
+		add("COMPRESSION_THRESHOLD", "must be 0 or more, got %d", c.CompressionThreshold)
 	}
 	// The send queue counts frames and bytes in int32 (writer.go: idle connections stay small).
 	if c.SendQueue > 1<<30 {

@@ -39,11 +39,12 @@ type corkConn struct {
 
 	// The state of one tryWrite, under mu, and the function RawConn.Write calls, bound once:
 	// a closure per call would cost three allocations per frame. tried is an int32 and tryErr
-	// an Errno, and corked sits in tried's padding, so that what RFC 6455 needs below costs an
+	// an Errno, and corked and deflate sit in tried's padding, so that what RFC 6455 needs below costs an
 	// idle connection nothing: the struct stays in its 128-byte size class.
 	try     []byte
 	tried   int32
 	corked  bool
+	deflate bool // permessage-deflate was negotiated (conn.encode); set before the socket is used
 	tryErr  syscall.Errno
 	writeFd func(fd uintptr) bool
 

@@ -100,6 +100,10 @@ type Frame struct {
 	// wire is the frame as sent, when already encoded: a publication encodes it once for all
 	// its recipients (wsframe.go).
 	wire []byte
+	// deflated is the frame compressed for connections that negotiated permessage-deflate
+	// (RFC 7692), when already encoded; it may be wire itself when compressing would not make
+	// it smaller.
+	deflated []byte
 	// queue asks the connection to leave the frame to its writer rather than write it on the
 	// sender's goroutine: the hub sets it on a big publication while publications outrun the
 	// sockets, when frames pile up per connection and the writer sends them in bursts

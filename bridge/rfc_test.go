@@ -127,3 +127,51 @@ func TestTextReachesPHPByteForByte(t *testing.T) {
 		t.Fatalf("PHP received %q, want %q", got, sent)
 	}
 }
+
+// TestRFC7692Conformance: with COMPRESSION=on, the permessage-deflate probes pass on
+// connections that offer it, and every RFC 6455 probe still passes on connections that do not
+// (for them RSV1 stays a protocol error).
+func TestRFC7692Conformance(t *testing.T) {
+	php := testkit.NewEchoPHP(t)
+	cfg := testConfig(t, php.URL)
+	cfg.MessageRate = 0
+	cfg.Compression = "on"
+	b := startBridge(t, cfg, nil, nil)
+	u, _ := url.Parse(b.public.URL)
+	t.Run("deflate", func(t *testing.T) {
+		testkit.RunRFC7692(t, u.Host, cfg.WSPaths[0], php, int(cfg.MaxMessageSize), cfg.CompressionThreshold)
+	})
+	t.Run("plain", func(t *testing.T) {
+		testkit.RunRFC6455(t, u.Host, cfg.WSPaths[0], php, int(cfg.MaxMessageSize))
+	})
+}
+
+// TestBroadcastCompressedOnceForAll: a publication to connections that negotiated compression
+// and to one that did not reaches each in its own encoding, intact, and is compressed once (the
+// compressed bytes are the hub's, shared: every deflating recipient gets identical frames).
+func TestBroadcastCompressedOnceForAll(t *testing.T) {
+	php := testkit.NewEchoPHP(t)
+	cfg := testConfig(t, php.URL)
+	cfg.Compression = "on"
+	b := startBridge(t, cfg, nil, nil)
+	u, _ := url.Parse(b.public.URL)
+	var zs []*testkit.Probe
+	for range 3 {
+		zs = append(zs, testkit.DialProbe(t, u.Host, cfg.WSPaths[0], testkit.DeflateOffer))
+	}
+	plain := testkit.DialProbe(t, u.Host, cfg.WSPaths[0])
+	data := strings.Repeat(`{"user":"ann","text":"hello everyone in the room"},`, 40)
+	if n, err := b.srv.Hub().Publish(context.Background(), &Publication{To: Targets{All: true}, Data: &data}); err != nil || n != 4 {
+		t.Fatalf("publish = %d, %v; want 4", n, err)
+	}
+	for i, p := range zs {
+		p.ExpectEcho(testkit.OpText, []byte(data))
+		if !p.Compressed {
+			t.Errorf("deflate client %d got the broadcast uncompressed", i)
+		}
+	}
+	plain.ExpectEcho(testkit.OpText, []byte(data))
+	if plain.Compressed {
+		t.Error("a client that did not offer permessage-deflate got a compressed frame")
+	}
+}

@@ -79,6 +79,9 @@ func New(cfg Config, log *slog.Logger, broker Broker) *Server {
 		admission:    admission{max: cfg.MaxConnections, maxPerIP: cfg.MaxConnectionsPerIP, perIP: map[string]int{}},
 	}
 	s.hub.maxChannels = cfg.MaxChannels
+	if cfg.Compression == "on" {
+		s.hub.deflateMin = max(cfg.CompressionThreshold, 1)
+	}
 	s.hooks = newWebhooks(s.cfg, s.metrics)
 	return s
 }

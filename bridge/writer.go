@@ -24,7 +24,7 @@ func (c *conn) Send(f Frame) bool {
 	if !f.queue && !streaming && !c.isClosing() && c.idle.CompareAndSwap(true, false) {
 		// This goroutine is the writer now, until it gives the role back.
 		if c.queue.empty() {
-			taken, pending, err := c.wire.tryWrite(f.wireFrame())
+			taken, pending, err := c.wire.tryWrite(c.encode(f))
 			switch {
 			case err != nil:
 				// As dropSlow does, the socket is closed off this goroutine: coder/websocket's
@@ -331,7 +331,7 @@ func (c *conn) write(f Frame) bool {
 	if !c.burst { // in a burst, the timer armed at its start covers every write
 		c.armWriteTimer()
 	}
-	_, err := c.wire.writeData(f.wireFrame())
+	_, err := c.wire.writeData(c.encode(f))
 	if !c.burst || err != nil {
 		c.wtimer.Stop()
 	}
@@ -347,6 +347,16 @@ func (c *conn) write(f Frame) bool {
 	}
 	c.sent(f)
 	return true
+}
+
+// encode returns f's bytes for this connection: compressed when it negotiated permessage-deflate
+// and f is big enough (a publication brings them compressed already; a reply's frame, for this
+// connection alone, is compressed here), else plain.
+func (c *conn) encode(f Frame) []byte {
+	if c.wire.deflate && len(f.Data) >= c.srv.cfg.CompressionThreshold {
+		return f.deflatedFrame()
+	}
+	return f.wireFrame()
 }
 
 // sent counts a frame handed to the socket.

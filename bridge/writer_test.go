@@ -140,7 +140,10 @@ func TestPublishSplitFanOut(t *testing.T) {
 // for the writer, and once the client reads it gets every frame whole and in order.
 func TestSendLeftoverGoesOutInOrder(t *testing.T) {
 	php := newFakePHP(t, acceptAll)
-	b := newBridge(t, php, nil)
+	// The client reads only after all 12 MiB were pushed: a queue that holds them (the
+	// default SEND_QUEUE_BYTES would call the client slow, rightly, which is not this test's
+	// subject).
+	b := newBridge(t, php, func(c *Config) { c.SendQueueBytes = 64 << 20 })
 	c, id := b.openConn(t, "")
 	c.SetReadLimit(-1)
 

@@ -196,13 +196,91 @@ func RFC6455Cases(limit int) []RFCCase {
 	return cs
 }
 
+// RFC7692Cases returns the permessage-deflate probes (Autobahn 12 and 13 style) for a server
+// that compresses messages of threshold bytes or more and whose largest message is limit bytes.
+// They run on connections that offered DeflateOffer.
+func RFC7692Cases(limit, threshold int) []RFCCase {
+	var cs []RFCCase
+	add := func(name string, run func(p *Probe), hook *CloseHook) {
+		cs = append(cs, RFCCase{Name: name, Run: run, Hook: hook})
+	}
+	// JSON-like text compresses; the echo must come back compressed once it reaches the
+	// threshold, and intact either way.
+	payload := func(n int) []byte {
+		b := []byte(strings.Repeat(`{"event":"chat","room":"lobby","text":"hello there"},`, n/52+1))
+		return b[:n]
+	}
+	for _, n := range []int{0, 16, 125, threshold - 1, threshold, 4096, 65535, limit} {
+		if n < 0 || n > limit {
+			continue
+		}
+		for _, op := range []byte{OpText, OpBinary} {
+			name := "12/text/"
+			if op == OpBinary {
+				name = "12/binary/"
+			}
+			add(name+itoa(n), func(p *Probe) {
+				data := payload(n)
+				p.SendDeflated(op, data, 1)
+				p.ExpectEcho(op, data)
+				if want := n >= threshold; p.Compressed != want {
+					p.t.Errorf("echo of %d bytes compressed %v, want %v (threshold %d)", n, p.Compressed, want, threshold)
+				}
+			}, nil)
+		}
+	}
+	add("12/uncompressed-still-fine", func(p *Probe) {
+		data := payload(2000)
+		p.Send(true, 0, OpText, data)
+		p.ExpectEcho(OpText, data)
+	}, nil)
+	add("13/fragmented-compressed", func(p *Probe) {
+		data := payload(20000)
+		p.SendDeflated(OpText, data, 5)
+		p.ExpectEcho(OpText, data)
+	}, nil)
+	add("13/compressed-then-plain-then-compressed", func(p *Probe) {
+		for i, c := range []bool{true, false, true} {
+			data := payload(1000 + i)
+			if c {
+				p.SendDeflated(OpBinary, data, 2)
+			} else {
+				p.Send(true, 0, OpBinary, data)
+			}
+			p.ExpectEcho(OpBinary, data)
+		}
+	}, nil)
+	add("13/invalid-utf8-compressed", func(p *Probe) { p.SendDeflated(OpText, []byte("ab\xff\xfecd"), 1); p.ExpectClose(1007) }, serverHook(1007))
+	add("13/rsv1-on-continuation", failCase(1002, frame(false, 0, OpText, "a"), frame(true, 0x40, OpCont, "b")), serverHook(1002))
+	add("13/rsv1-on-ping", failCase(1002, frame(true, 0x40, OpPing, "a")), serverHook(1002))
+	add("13/rsv1-on-close", failCase(1002, frame(true, 0x40, OpClose, closePayload(1000, ""))), serverHook(1002))
+	add("13/compression-bomb", func(p *Probe) {
+		p.SendDeflated(OpBinary, make([]byte, 64*limit), 1) // a few hundred bytes on the wire
+		p.ExpectClose(1009)
+	}, serverHook(1009))
+	return cs
+}
+
+// RunRFC7692 runs RFC7692Cases on connections that offer permessage-deflate, checking first
+// that the server accepted it without context takeover.
+func RunRFC7692(t *testing.T, addr, path string, php *EchoPHP, limit, threshold int) {
+	runCases(t, addr, path, php, RFC7692Cases(limit, threshold), DeflateOffer)
+}
+
 // RunRFC6455 runs every case against the server at addr (host:port) serving WebSockets on
 // path, with php as its app, each on a fresh connection.
 func RunRFC6455(t *testing.T, addr, path string, php *EchoPHP, limit int) {
-	for _, c := range RFC6455Cases(limit) {
+	runCases(t, addr, path, php, RFC6455Cases(limit))
+}
+
+func runCases(t *testing.T, addr, path string, php *EchoPHP, cases []RFCCase, headers ...string) {
+	for _, c := range cases {
 		t.Run(c.Name, func(t *testing.T) {
 			t.Parallel()
-			p := DialProbe(t, addr, path)
+			p := DialProbe(t, addr, path, headers...)
+			if len(headers) > 0 && !p.AllowRSV1 {
+				t.Fatal("permessage-deflate was offered and not accepted")
+			}
 			c.Run(p)
 			want := c.Hook
 			if want == nil {

@@ -3,6 +3,7 @@ package testkit
 import (
 	"bufio"
 	"bytes"
+	"compress/flate"
 	"crypto/rand"
 	"crypto/sha1"
 	"encoding/base64"
@@ -57,6 +58,8 @@ type Probe struct {
 	sentClo  bool
 	// AllowRSV1 lets server data frames carry RSV1 (permessage-deflate was negotiated).
 	AllowRSV1 bool
+	// Compressed says whether the last message Message returned came compressed.
+	Compressed bool
 }
 
 // DialProbe performs the opening handshake on addr (host:port) for path and reads EchoPHP's
@@ -96,6 +99,9 @@ func DialProbe(t testing.TB, addr, path string, extraHeaders ...string) *Probe {
 	p := &Probe{t: t, nc: nc, br: br}
 	if ext := resp.Header.Get("Sec-WebSocket-Extensions"); ext != "" {
 		p.AllowRSV1 = strings.Contains(ext, "permessage-deflate")
+		if !strings.Contains(ext, "server_no_context_takeover") || !strings.Contains(ext, "client_no_context_takeover") {
+			t.Fatalf("probe: extension %q keeps a context; the bridge must not (one compression per broadcast)", ext)
+		}
 	}
 	f := p.Next()
 	if f.Op != OpText || !strings.HasPrefix(string(f.Payload), "id:") {
@@ -155,6 +161,49 @@ func (p *Probe) SendRaw(b []byte) {
 	p.nc.SetWriteDeadline(time.Now().Add(ProbeWait))
 	p.nc.Write(b)
 }
+
+// Deflate compresses one message as RFC 7692 §7.2.1 says, without context takeover: a
+// sync-flushed deflate stream with its 0x00 0x00 0xff 0xff tail removed.
+func Deflate(data []byte) []byte {
+	var b bytes.Buffer
+	w, _ := flate.NewWriter(&b, flate.BestCompression)
+	w.Write(data)
+	w.Flush()
+	return bytes.TrimSuffix(b.Bytes(), []byte{0, 0, 0xff, 0xff})
+}
+
+// Inflate reverses Deflate (§7.2.2: the tail is put back before inflating).
+func Inflate(t testing.TB, z []byte) []byte {
+	t.Helper()
+	r := flate.NewReader(io.MultiReader(bytes.NewReader(z), bytes.NewReader([]byte{0, 0, 0xff, 0xff})))
+	out, err := io.ReadAll(r)
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("probe: a compressed message does not inflate: %v", err)
+	}
+	return out
+}
+
+// SendDeflated sends data as one compressed message (RSV1 on its first frame) in the given
+// number of frames.
+func (p *Probe) SendDeflated(op byte, data []byte, frames int) {
+	p.t.Helper()
+	z := Deflate(data)
+	step := max(1, (len(z)+frames-1)/frames)
+	for i := 0; i < frames; i++ {
+		lo, hi := min(i*step, len(z)), min((i+1)*step, len(z))
+		if i == frames-1 {
+			hi = len(z)
+		}
+		fop, rsv := byte(OpCont), byte(0)
+		if i == 0 {
+			fop, rsv = op, 0x40
+		}
+		p.Send(i == frames-1, rsv, fop, z[lo:hi])
+	}
+}
+
+// DeflateOffer is the extension header a browser sends, asking for no context takeover.
+const DeflateOffer = "Sec-WebSocket-Extensions: permessage-deflate; client_no_context_takeover; server_no_context_takeover"
 
 // SendText sends a single-frame text message.
 func (p *Probe) SendText(s string) { p.t.Helper(); p.Send(true, 0, OpText, []byte(s)) }
@@ -273,6 +322,7 @@ func (p *Probe) Message() (byte, []byte) {
 	p.t.Helper()
 	var op byte
 	var data []byte
+	compressed := false
 	for {
 		f := p.Next()
 		switch f.Op {
@@ -292,9 +342,14 @@ func (p *Probe) Message() (byte, []byte) {
 				p.t.Fatal("probe: new message before the last one ended")
 			}
 			op = f.Op
+			compressed = f.RSV == 0x40
 		}
 		data = append(data, f.Payload...)
 		if f.Fin {
+			p.Compressed = compressed
+			if compressed {
+				data = Inflate(p.t, data)
+			}
 			return op, data
 		}
 	}
