@@ -96,3 +96,12 @@ func TestProcessNodeWSClient(t *testing.T) {
 		t.Errorf("1009 reason %q, want the real limit", r.Reason)
 	}
 }
+
+// TestProcessRFC7692Conformance runs the permessage-deflate probes against the built binary
+// with WSBRIDGE_COMPRESSION=on, and the RFC 6455 probes on connections that do not offer it.
+func TestProcessRFC7692Conformance(t *testing.T) {
+	php := testkit.NewEchoPHP(t)
+	addr := startEchoBridge(t, php, "WSBRIDGE_COMPRESSION=on")
+	t.Run("deflate", func(t *testing.T) { testkit.RunRFC7692(t, addr, "/ws", php, 65536, 512) })
+	t.Run("plain", func(t *testing.T) { testkit.RunRFC6455(t, addr, "/ws", php, 65536) })
+}
