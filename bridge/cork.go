@@ -82,10 +82,12 @@ func (c *corkConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	n := len(p)
+	if c.sent != nil {
+		// Nothing follows a Close: not a second one, nor a ping or pong coder/websocket does
+		// not know it must hold back (when the bridge wrote the Close itself, in fail).
+		return 0, net.ErrClosed
+	}
 	if len(p) >= 2 && p[0] == opCloseFinal {
-		if c.sent != nil {
-			return 0, net.ErrClosed // one Close per connection
-		}
 		// Not gathered even during a burst: coder/websocket may close the socket right after
 		// (when it echoes the client's Close), before the writer would uncork.
 		if err := c.flushLocked(); err != nil {
