@@ -51,9 +51,15 @@ func TestProcessNodeWSClient(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "node_modules", "ws")); err != nil {
 		testkit.Missing(t, "node's ws is not installed (npm ci --prefix cmd/wsbridge/testdata/wsnode)")
 	}
+	for _, compression := range []string{"off", "on"} {
+		t.Run("compression-"+compression, func(t *testing.T) { runNodeWSClient(t, node, dir, compression) })
+	}
+}
+
+func runNodeWSClient(t *testing.T, node, dir, compression string) {
 	const limit = 4096
 	php := testkit.NewEchoPHP(t)
-	addr := startEchoBridge(t, php, "WSBRIDGE_MAX_MESSAGE_SIZE="+strconv.Itoa(limit))
+	addr := startEchoBridge(t, php, "WSBRIDGE_MAX_MESSAGE_SIZE="+strconv.Itoa(limit), "WSBRIDGE_COMPRESSION="+compression)
 	cmd := exec.Command(node, filepath.Join(dir, "client.mjs"), "ws://"+addr+"/ws", strconv.Itoa(limit))
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -62,12 +68,14 @@ func TestProcessNodeWSClient(t *testing.T) {
 		t.Fatalf("node client: %v\nstdout:\n%s\nstderr:\n%s", err, out, stderr.String())
 	}
 	type result struct {
-		Check  string   `json:"check"`
-		OK     bool     `json:"ok"`
-		Code   int      `json:"code"`
-		Reason string   `json:"reason"`
-		Errors []string `json:"errors"`
+		Check      string   `json:"check"`
+		OK         bool     `json:"ok"`
+		Code       int      `json:"code"`
+		Reason     string   `json:"reason"`
+		Errors     []string `json:"errors"`
+		Extensions string   `json:"extensions"`
 	}
+	t.Logf("node client:\n%s", out)
 	got := map[string]result{}
 	sc := bufio.NewScanner(bytes.NewReader(out))
 	for sc.Scan() {
@@ -77,10 +85,13 @@ func TestProcessNodeWSClient(t *testing.T) {
 		}
 		got[r.Check] = r
 	}
-	for _, c := range []string{"text", "binary"} {
+	for _, c := range []string{"text", "big-text", "binary"} {
 		if !got[c].OK {
 			t.Errorf("%s round trip through ws failed: %+v", c, got[c])
 		}
+	}
+	if ext, want := got["big-text"].Extensions, compression == "on"; (ext != "") != want {
+		t.Errorf("ws negotiated extensions %q with COMPRESSION=%s", ext, compression)
 	}
 	for check, code := range map[string]int{"client-close": 1000, "invalid-utf8": 1007, "close-reason-not-utf8": 1007, "too-big": 1009} {
 		r, ok := got[check]

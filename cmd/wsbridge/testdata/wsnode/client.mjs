@@ -27,7 +27,8 @@ function open() {
       st.onclose?.();
     });
     ws.on('unexpected-response', (_, res) => reject(new Error('handshake answered ' + res.statusCode)));
-    setTimeout(() => reject(new Error('no welcome frame')), 10000);
+    const t = setTimeout(() => reject(new Error('no welcome frame')), 10000);
+    ws.once('message', () => clearTimeout(t));
   });
 }
 
@@ -40,7 +41,8 @@ const closed = (st) => new Promise((resolve) => {
   st.onclose = () => resolve(st.closed);
 });
 
-const out = (o) => console.log(JSON.stringify(o));
+const t0 = Date.now();
+const out = (o) => console.log(JSON.stringify({ ...o, ms: Date.now() - t0 }));
 const timer = setTimeout(() => { out({ check: 'timeout' }); process.exit(2); }, 20000);
 
 // Text and binary round trips, byte for byte.
@@ -50,6 +52,12 @@ const timer = setTimeout(() => { out({ check: 'timeout' }); process.exit(2); }, 
   st.ws.send(text);
   const m1 = await nextMessage(st);
   out({ check: 'text', ok: !m1.binary && Buffer.from(m1.hex, 'hex').toString() === text });
+  // Big enough to be compressed when the bridge has COMPRESSION=on (ws offers it by default).
+  const big = JSON.stringify(Array.from({ length: 60 }, (_, i) => ({ user: 'u' + i, text: 'hello room' })));
+  st.ws.send(big);
+  const mb = await nextMessage(st);
+  out({ check: 'big-text', ok: !mb.binary && Buffer.from(mb.hex, 'hex').toString() === big,
+    extensions: st.ws.extensions });
   const bin = Buffer.from([0, 255, 1, 128, 0xfe]);
   st.ws.send(bin);
   const m2 = await nextMessage(st);
