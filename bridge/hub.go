@@ -258,9 +258,10 @@ func (h *Hub) Publish(ctx context.Context, p *Publication) (int, error) {
 // the CPU per delivery (docs/benchmarks.md). A small publication (a push to a user, a room of a
 // few hundred) costs an HTTP request or a webhook anyway, and its writes do not pile up.
 func (h *Hub) publishLocal(to Targets, except string, f Frame) int {
-	f.wire = f.wireFrame() // once, shared by every recipient
 	if h.deflateMin > 0 && len(f.Data) >= h.deflateMin {
-		f.deflated = f.deflatedFrame() // once too, for the recipients that compress
+		f = f.withDeflated() // both encodings, once, for the recipients that compress or not
+	} else {
+		f.wire = f.wireFrame() // once, shared by every recipient
 	}
 	p := recipientPool.Get().(*[]Client)
 	rs := (*p)[:0]

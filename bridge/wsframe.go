@@ -26,13 +26,19 @@ const maxFrameHeader = 10
 // wireFrame returns f as one unmasked, final WebSocket frame (RFC 6455 §5.2).
 func (f Frame) wireFrame() []byte {
 	if f.wire != nil {
+		if f.zAt > 0 {
+			return f.wire[:f.zAt]
+		}
 		return f.wire
 	}
-	op := byte(0x1) // text
+	return appendFrame(make([]byte, 0, maxFrameHeader+len(f.Data)), 0x80|f.opcode(), f.Data)
+}
+
+func (f Frame) opcode() byte {
 	if f.Binary {
-		op = 0x2
+		return 0x2
 	}
-	return appendFrame(make([]byte, 0, maxFrameHeader+len(f.Data)), 0x80|op, f.Data)
+	return 0x1 // text
 }
 
 // appendFrame appends one unmasked frame with first byte b0 and payload p.
@@ -63,27 +69,54 @@ var deflaters = sync.Pool{New: func() any {
 var deflateTail = []byte{0x00, 0x00, 0xff, 0xff}
 
 // deflatedFrame returns f as one final frame compressed per RFC 7692 (RSV1 set), or as the plain
-// frame when compressing would not make it smaller. BestSpeed: a broadcast is compressed once,
-// but on the publisher's goroutine, and JSON compresses well at any level.
+// frame when compressing would not make it smaller. A publication brings it made (withDeflated);
+// a reply's frame, for one connection, is compressed here.
 func (f Frame) deflatedFrame() []byte {
-	if f.deflated != nil {
-		return f.deflated
+	switch {
+	case f.zAt > 0:
+		return f.wire[f.zAt:]
+	case f.zAt < 0:
+		return f.wireFrame()
+	}
+	z := deflate(f.Data)
+	if z == nil {
+		return f.wireFrame()
+	}
+	return appendFrame(make([]byte, 0, maxFrameHeader+len(z)), 0xC0|f.opcode(), z)
+}
+
+// withDeflated returns f with both encodings made, in one buffer: the plain frame, then the
+// compressed one (or the plain frame alone, zAt -1, when compressing does not make it smaller).
+func (f Frame) withDeflated() Frame {
+	z := deflate(f.Data)
+	if z == nil {
+		f.wire, f.zAt = f.wireFrame(), -1
+		return f
+	}
+	b := appendFrame(make([]byte, 0, 2*maxFrameHeader+len(f.Data)+len(z)), 0x80|f.opcode(), f.Data)
+	f.zAt = int32(len(b))
+	f.wire = appendFrame(b, 0xC0|f.opcode(), z)
+	return f
+}
+
+// deflate compresses p as one message without context takeover, or returns nil when that does
+// not make it smaller (or p is too big for Frame.zAt). BestSpeed: a broadcast is compressed once,
+// but on the publisher's goroutine, and JSON compresses well at any level.
+func deflate(p []byte) []byte {
+	if len(p) > 1<<30 {
+		return nil
 	}
 	var z bytes.Buffer
-	z.Grow(len(f.Data)/2 + 16)
+	z.Grow(len(p)/2 + 16)
 	w := deflaters.Get().(*flate.Writer)
 	w.Reset(&z)
-	w.Write(f.Data) // a bytes.Buffer does not fail
+	w.Write(p) // a bytes.Buffer does not fail
 	w.Flush()
 	w.Reset(nil) // do not keep z reachable from the pool
 	deflaters.Put(w)
-	p := bytes.TrimSuffix(z.Bytes(), deflateTail)
-	if len(p) >= len(f.Data) {
-		return f.wireFrame()
+	out := bytes.TrimSuffix(z.Bytes(), deflateTail)
+	if len(out) >= len(p) {
+		return nil
 	}
-	op := byte(0x1)
-	if f.Binary {
-		op = 0x2
-	}
-	return appendFrame(make([]byte, 0, maxFrameHeader+len(p)), 0x80|0x40|op, p)
+	return out
 }
