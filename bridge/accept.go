@@ -157,6 +157,14 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		// originAllowed already applied ALLOWED_ORIGINS with the same rules coder/websocket
 		// uses; checking here a second time could only refuse a client PHP already accepted.
 		InsecureSkipVerify: true,
+		// Pings are frames a client makes the bridge answer: they count against MESSAGE_RATE
+		// like messages, or a ping flood would be free.
+		OnPingReceived: c.pingReceived,
+	}
+	if s.cfg.Compression == "on" {
+		// No context takeover both ways: each message is compressed alone, so a broadcast is
+		// compressed once for all (wsframe.go), and no connection keeps a 32 KiB window.
+		opts.CompressionMode = websocket.CompressionNoContextTakeover
 	}
 	if reply.Subprotocol != nil && *reply.Subprotocol != "" {
 		opts.Subprotocols = []string{*reply.Subprotocol}
@@ -189,6 +197,11 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	s.metrics.connections.Inc()
 	ws.SetReadLimit(s.cfg.MaxMessageSize)
 	c.wire = cw.conn
+	// Before anything reads the socket (no goroutine of this connection runs yet): the 1009
+	// reason states MAX_MESSAGE_SIZE, and once a Close went out the peer has PING_TIMEOUT to
+	// answer.
+	c.wire.cfg = s.cfg
+	c.wire.deflate = strings.HasPrefix(w.Header().Get("Sec-WebSocket-Extensions"), "permessage-deflate")
 	c.setSocket(ws)
 	// Shutdown may have closed every connection between enter and Add; this one was not in
 	// the hub yet, so it closes itself.

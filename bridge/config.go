@@ -69,7 +69,10 @@ type Config struct {
 	MaxMessageSize            int64         `env:"MAX_MESSAGE_SIZE" envDefault:"65536" desc:"Largest message a client may send, in bytes; a larger one closes the connection with 1009."`
 	MaxMetaSize               int           `env:"MAX_META_SIZE" envDefault:"8192" desc:"Largest meta object PHP may store on a connection, in bytes of JSON."`
 	MaxNameLength             int           `env:"MAX_NAME_LENGTH" envDefault:"200" desc:"Longest channel name or user id, in bytes."`
-	SendQueue                 int           `env:"SEND_QUEUE" envDefault:"256" desc:"Messages that may wait to be written to one client. A client that falls further behind is disconnected at once (close webhook: initiator slow_consumer, code 1008, reason \"slow consumer\")."`
+	SendQueue                 int           `env:"SEND_QUEUE" envDefault:"2048" desc:"Messages that may wait to be written to one client. A client that falls further behind (this many messages, or SEND_QUEUE_BYTES) is disconnected at once (close webhook: initiator slow_consumer, code 1008, reason \"slow consumer\"). The default holds a whole push batch (MAX_BATCH) and a reply's send list."`
+	SendQueueBytes            int           `env:"SEND_QUEUE_BYTES" envDefault:"4194304" desc:"Bytes of message payload that may wait to be written to one client; past it the client is disconnected as a slow consumer, as for SEND_QUEUE. The default holds what one push request (MAX_PUSH_BODY) and one reply (WEBHOOK_MAX_REPLY) can carry, twice over. At most 1073741824."`
+	Compression               string        `env:"COMPRESSION" envDefault:"off" desc:"permessage-deflate (RFC 7692): on negotiates it with every client that offers it (all browsers do), always without context takeover, so that a broadcast is compressed once and its bytes shared by every recipient; off never negotiates it. Messages to clients shorter than COMPRESSION_THRESHOLD, or that would not get smaller, go uncompressed; compressed messages from clients are inflated, MAX_MESSAGE_SIZE applying to the inflated size."`
+	CompressionThreshold      int           `env:"COMPRESSION_THRESHOLD" envDefault:"512" desc:"Smallest message to a client, in bytes, that is compressed when COMPRESSION is on."`
 	WriteTimeout              time.Duration `env:"WRITE_TIMEOUT" envDefault:"10s" desc:"Longest time one write to a client may take; a client that does not read for that long is disconnected (initiator slow_consumer, reason \"write timeout\")."`
 	PingInterval              time.Duration `env:"PING_INTERVAL" envDefault:"25s" desc:"Time between keepalive pings to each client. Keep it below proxies' idle timeouts (nginx: 60s)."`
 	PingTimeout               time.Duration `env:"PING_TIMEOUT" envDefault:"10s" desc:"Longest wait for a client's pong; no pong in time drops the connection (close webhook: initiator server, code 1006, reason \"ping timeout\")."`
@@ -259,7 +262,7 @@ func (c *Config) validate() []problem {
 	}{
 		{"WEBHOOK_CONCURRENCY", int64(c.WebhookConcurrency)}, {"WEBHOOK_MAX_REPLY", c.WebhookMaxReply},
 		{"MAX_MESSAGE_SIZE", c.MaxMessageSize}, {"MAX_META_SIZE", int64(c.MaxMetaSize)},
-		{"MAX_NAME_LENGTH", int64(c.MaxNameLength)}, {"SEND_QUEUE", int64(c.SendQueue)},
+		{"MAX_NAME_LENGTH", int64(c.MaxNameLength)}, {"SEND_QUEUE", int64(c.SendQueue)}, {"SEND_QUEUE_BYTES", int64(c.SendQueueBytes)},
 		{"MAX_PUSH_BODY", c.MaxPushBody}, {"MAX_BATCH", int64(c.MaxBatch)}, {"MAX_LIST_RESULT", int64(c.MaxListResult)},
 		{"MAX_CHANNELS", int64(c.MaxChannels)}, {"MESSAGE_BURST", int64(c.MessageBurst)}, {"CLOSE_BURST", int64(c.CloseBurst)},
 		{"HANDSHAKE_BURST_PER_IP", int64(c.HandshakeBurstPerIP)}, {"MAX_HEADER_BYTES", int64(c.MaxHeaderBytes)},
@@ -277,6 +280,21 @@ func (c *Config) validate() []problem {
 		if p.v < 0 {
 			add(p.key, "must be 0 or more, got %d", p.v)
 		}
+	}
+	switch c.Compression {
+	case "on", "off":
+	default:
+		add("COMPRESSION", "%q: use on or off", c.Compression)
+	}
+	if c.CompressionThreshold < 0 {
+		add("COMPRESSION_THRESHOLD", "must be 0 or more, got %d", c.CompressionThreshold)
+	}
+	// The send queue counts frames and bytes in int32 (writer.go: idle connections stay small).
+	if c.SendQueue > 1<<30 {
+		add("SEND_QUEUE", "must be at most 1073741824, got %d", c.SendQueue)
+	}
+	if c.SendQueueBytes > 1<<30 {
+		add("SEND_QUEUE_BYTES", "must be at most 1073741824, got %d", c.SendQueueBytes)
 	}
 	if c.MessageRate < 0 {
 		add("MESSAGE_RATE", "must be 0 (no limit) or more, got %g", c.MessageRate)

@@ -136,8 +136,8 @@ func TestLoadConfig(t *testing.T) {
 				if !slices.Equal(c.ForwardHeaders, wantFwd) {
 					t.Errorf("ForwardHeaders = %q, want %q", c.ForwardHeaders, wantFwd)
 				}
-				if c.MaxMessageSize != 65536 || c.MaxMetaSize != 8192 || c.MaxNameLength != 200 || c.SendQueue != 256 {
-					t.Errorf("sizes = %d/%d/%d/%d, want 65536/8192/200/256", c.MaxMessageSize, c.MaxMetaSize, c.MaxNameLength, c.SendQueue)
+				if c.MaxMessageSize != 65536 || c.MaxMetaSize != 8192 || c.MaxNameLength != 200 || c.SendQueue != 2048 || c.SendQueueBytes != 4<<20 {
+					t.Errorf("sizes = %d/%d/%d/%d, want 65536/8192/200/2048 (and 4 MiB)", c.MaxMessageSize, c.MaxMetaSize, c.MaxNameLength, c.SendQueue)
 				}
 				if c.WriteTimeout != 10*time.Second || c.PingInterval != 25*time.Second || c.PingTimeout != 10*time.Second {
 					t.Errorf("write/ping = %s/%s/%s, want 10s/25s/10s", c.WriteTimeout, c.PingInterval, c.PingTimeout)

@@ -4,10 +4,14 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"io"
 	"log/slog"
+	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/coder/websocket"
 	"golang.org/x/time/rate"
@@ -43,6 +47,7 @@ type conn struct {
 	pinger     *time.Timer     // the keepalive; set under closeMu
 	writerDone chan struct{}   // closed when the last writer has closed the socket
 	busy       atomic.Bool     // a message webhook is in flight and reads are paused
+	failing    atomic.Bool     // the bridge failed the connection (§7.1.7); finish skips the handshake
 
 	closeOnce sync.Once
 	closing   atomic.Bool // set by the first Close; an atomic, not a channel: Send checks it per frame
@@ -100,10 +105,15 @@ func (c *conn) readLoop(ctx context.Context) {
 			// are not delivered. Reading goes on only to complete the close handshake.
 			continue
 		}
-		if c.rate != nil && !c.rate.Allow() {
-			c.srv.metrics.limit("message_rate")
-			c.log.Warn("closing: message rate exceeded", "rate", c.srv.cfg.MessageRate, "burst", c.srv.cfg.MessageBurst)
-			c.Close(int(websocket.StatusPolicyViolation), "message rate exceeded", InitiatorServer)
+		if !c.allowFrame() {
+			continue
+		}
+		if typ == websocket.MessageText && !utf8.Valid(data) {
+			// coder/websocket does not check UTF-8; §8.1 says the endpoint MUST fail the
+			// connection. The whole message is checked, so a character split across
+			// fragments passes and a bad one anywhere fails. PHP never sees it: json.Marshal
+			// would have turned the bad bytes into U+FFFD, altering what the client sent.
+			c.Close(int(websocket.StatusInvalidFramePayloadData), "invalid UTF-8 in text message", InitiatorServer)
 			continue
 		}
 		seq++
@@ -116,20 +126,63 @@ func (c *conn) readLoop(ctx context.Context) {
 	}
 }
 
+// allowFrame applies MESSAGE_RATE to a frame the client sent (a message or a ping) and closes
+// a client that sends too fast with 1008.
+func (c *conn) allowFrame() bool {
+	if c.rate == nil || c.rate.Allow() {
+		return true
+	}
+	if c.Close(int(websocket.StatusPolicyViolation), "message rate exceeded", InitiatorServer) {
+		c.srv.metrics.limit("message_rate")
+		c.log.Warn("closing: message rate exceeded", "rate", c.srv.cfg.MessageRate, "burst", c.srv.cfg.MessageBurst)
+	}
+	return false
+}
+
+// pingReceived runs in the reader for every ping: a ping within MESSAGE_RATE is answered with
+// its pong; beyond it the connection is closed and the ping left unanswered.
+func (c *conn) pingReceived(context.Context, []byte) bool {
+	return c.isClosing() || c.allowFrame()
+}
+
 // readFailed records why reading ended, unless something else already closed the connection
-// (then this error is only the consequence).
+// (then this error is only the consequence). The close webhook carries the code the client was
+// actually sent: coder/websocket fails the connection itself on a protocol error or an
+// oversized message, and corkConn saw its Close frame go out.
 func (c *conn) readFailed(err error) {
+	sent, code, reason := c.wire.sentClose()
 	var ce websocket.CloseError
 	switch {
-	case errors.As(err, &ce):
+	case errors.As(err, &ce) && (!sent || code == 0 || code == int(ce.Code)):
+		// The client closed; coder/websocket echoed its code.
 		c.Close(int(ce.Code), ce.Reason, InitiatorClient)
 	case errors.Is(err, websocket.ErrMessageTooBig):
 		c.srv.metrics.limit("message_size")
-		c.Close(int(websocket.StatusMessageTooBig), "message too big", InitiatorServer)
-	default:
+		c.failing.Store(true)
+		c.Close(int(websocket.StatusMessageTooBig), reason, InitiatorServer)
+	case sent && code != 0:
+		// coder/websocket failed the connection (1002), or corkConn answered a client's close
+		// whose reason is not UTF-8 with 1007.
+		c.failing.Store(true)
+		c.Close(code, reason, InitiatorServer)
+	case connLost(err):
 		// The socket ended without a close frame: the client vanished or the network broke.
 		c.Close(int(websocket.StatusAbnormalClosure), "connection lost", InitiatorClient)
+	default:
+		// A protocol error coder/websocket reports without sending Close (an unmasked frame,
+		// §5.1): the bridge fails the connection with 1002 itself.
+		c.log.Debug("closing: protocol error", "err", err)
+		c.failing.Store(true)
+		c.Close(int(websocket.StatusProtocolError), "protocol error", InitiatorServer)
 	}
+}
+
+// connLost reports whether a read error is the socket's rather than the peer's protocol's.
+func connLost(err error) bool {
+	var ne net.Error
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) ||
+		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.As(err, &ne)
 }
 
 func (c *conn) deliverMessage(ctx context.Context, seq uint64, binary bool, data []byte) {

@@ -382,11 +382,11 @@ func TestCloseWebhookForEveryEnding(t *testing.T) {
 					t.Errorf("client saw close %v", ce)
 				}
 			}},
-		{name: "message too big", code: 1009, initiator: InitiatorServer, reason: "message too big",
+		{name: "message too big", code: 1009, initiator: InitiatorServer, reason: "read limited at 16 bytes",
 			tweak: func(c *Config) { c.MaxMessageSize = 16 },
 			end: func(t *testing.T, b *testBridge, c *websocket.Conn, id string) {
 				write(t, c, "this message is longer than sixteen bytes")
-				if ce := readClose(t, c); ce.Code != websocket.StatusMessageTooBig {
+				if ce := readClose(t, c); ce.Code != websocket.StatusMessageTooBig || ce.Reason != "read limited at 16 bytes" {
 					t.Errorf("client saw close %v", ce)
 				}
 			}},

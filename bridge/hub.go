@@ -70,6 +70,9 @@ type Hub struct {
 	// maxChannels caps the channels of one connection (0: no cap). Joins beyond it are refused
 	// whole, never half-applied.
 	maxChannels int
+	// deflateMin: publications of at least this many bytes are also compressed, once, for the
+	// connections that negotiated permessage-deflate (0: COMPRESSION off).
+	deflateMin int
 
 	// fanning counts big publications (fanoutChunk recipients or more) being sent right now,
 	// and writing the connections' writers running now (conn.drain): together, whether frames
@@ -257,7 +260,11 @@ func (h *Hub) Publish(ctx context.Context, p *Publication) (int, error) {
 // the CPU per delivery (docs/benchmarks.md). A small publication (a push to a user, a room of a
 // few hundred) costs an HTTP request or a webhook anyway, and its writes do not pile up.
 func (h *Hub) publishLocal(to Targets, except string, f Frame) int {
-	f.wire = f.wireFrame() // once, shared by every recipient
+	if h.deflateMin > 0 && len(f.Data) >= h.deflateMin {
+		f = f.withDeflated() // both encodings, once, for the recipients that compress or not
+	} else {
+		f.wire = f.wireFrame() // once, shared by every recipient
+	}
 	p := recipientPool.Get().(*[]Client)
 	rs := (*p)[:0]
 	h.mu.RLock()

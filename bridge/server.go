@@ -89,6 +89,9 @@ func New(cfg Config, log *slog.Logger, broker Broker) *Server {
 	if len(s.trusted) == 0 && cfg.ClientIPHeader != "" {
 		s.log.Warn("WSBRIDGE_CLIENT_IP_HEADER is set without WSBRIDGE_TRUSTED_PROXIES: every peer is believed, so a client that reaches this port directly can claim any address; list your proxies in WSBRIDGE_TRUSTED_PROXIES", "header", cfg.ClientIPHeader)
 	}
+	if cfg.Compression == "on" {
+		s.hub.deflateMin = max(cfg.CompressionThreshold, 1)
+	}
 	s.hooks = newWebhooks(s.cfg, s.metrics)
 	if cfg.WebhookSecret == "" {
 		s.log.Warn("WSBRIDGE_WEBHOOK_SECRET is not set: webhooks are unsigned, and whoever reaches PHP's webhook URL can forge open, message and close events; set a secret and verify it in PHP (docs/PROTOCOL.md)")

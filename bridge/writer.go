@@ -24,7 +24,7 @@ func (c *conn) Send(f Frame) bool {
 	if !f.queue && !streaming && !c.isClosing() && c.idle.CompareAndSwap(true, false) {
 		// This goroutine is the writer now, until it gives the role back.
 		if c.queue.empty() {
-			taken, pending, err := c.wire.tryWrite(f.wireFrame())
+			taken, pending, err := c.wire.tryWrite(c.encode(f))
 			switch {
 			case err != nil:
 				// As dropSlow does, the socket is closed off this goroutine: coder/websocket's
@@ -83,7 +83,7 @@ func (c *conn) enqueue(f Frame) bool {
 	if c.isClosing() {
 		return false
 	}
-	if !c.queue.push(f, c.srv.cfg.SendQueue) {
+	if !c.queue.push(f, c.srv.cfg.SendQueue, c.srv.cfg.SendQueueBytes) {
 		c.dropSlow("slow consumer")
 		return false
 	}
@@ -105,20 +105,26 @@ func (c *conn) sendOwn(fs []Frame) {
 	}
 }
 
-// sendQueue holds the frames waiting for a connection's writer, at most SEND_QUEUE of them.
+// sendQueue holds the frames waiting for a connection's writer, at most SEND_QUEUE of them and
+// SEND_QUEUE_BYTES of payload. The byte bound is what makes a queue deep enough for a whole push
+// batch (MAX_BATCH frames) safe: a client is judged by how much it has not read, not by how many
+// pieces that came in (as centrifuge does).
 // It is a slice that grows with use, not a channel of SEND_QUEUE slots made up front: most
 // connections are idle most of the time, and a 256-slot channel of frames cost every one of
-// them 9.5 KiB of heap. Its zero value is an empty queue.
+// them 9.5 KiB of heap. Its zero value is an empty queue. head and bytes are int32 so that the
+// byte count costs an idle connection nothing (SEND_QUEUE and SEND_QUEUE_BYTES are validated to
+// fit).
 type sendQueue struct {
 	mu     sync.Mutex
 	frames []Frame // frames[head:] wait, oldest first
-	head   int
+	head   int32
+	bytes  int32 // payload bytes in frames[head:]
 }
 
-// push appends f unless limit frames already wait. It never blocks.
-func (q *sendQueue) push(f Frame, limit int) bool {
+// push appends f unless limit frames or limitBytes of payload would then wait. It never blocks.
+func (q *sendQueue) push(f Frame, limit, limitBytes int) bool {
 	q.mu.Lock()
-	if len(q.frames)-q.head >= limit {
+	if len(q.frames)-int(q.head) >= limit || int(q.bytes)+len(f.Data) > limitBytes {
 		q.mu.Unlock()
 		return false
 	}
@@ -130,6 +136,7 @@ func (q *sendQueue) push(f Frame, limit int) bool {
 		q.frames, q.head = q.frames[:n], 0
 	}
 	q.frames = append(q.frames, f)
+	q.bytes += int32(len(f.Data))
 	q.mu.Unlock()
 	return true
 }
@@ -139,7 +146,7 @@ func (q *sendQueue) push(f Frame, limit int) bool {
 func (q *sendQueue) pop() (Frame, bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if q.head == len(q.frames) {
+	if int(q.head) == len(q.frames) {
 		if cap(q.frames) > 16 {
 			q.frames = nil
 		} else {
@@ -151,6 +158,7 @@ func (q *sendQueue) pop() (Frame, bool) {
 	f := q.frames[q.head]
 	q.frames[q.head] = Frame{} // the writer is done with it after this; do not pin its bytes
 	q.head++
+	q.bytes -= int32(len(f.Data))
 	return f, true
 }
 
@@ -158,7 +166,7 @@ func (q *sendQueue) pop() (Frame, bool) {
 func (q *sendQueue) empty() bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return q.head == len(q.frames)
+	return int(q.head) == len(q.frames)
 }
 
 // dropSlow cuts off a client that does not read. No close frame is attempted: the writer is
@@ -323,9 +331,15 @@ func (c *conn) write(f Frame) bool {
 	if !c.burst { // in a burst, the timer armed at its start covers every write
 		c.armWriteTimer()
 	}
-	_, err := c.wire.Write(f.wireFrame())
+	_, err := c.wire.writeData(c.encode(f))
 	if !c.burst || err != nil {
 		c.wtimer.Stop()
+	}
+	if err == errCloseSent {
+		// coder/websocket has sent Close (a protocol error, a 1009, the client's close
+		// echoed): the frame is dropped (§5.5.1). The reader is ending and records why; the
+		// writer carries on so that the close path still runs.
+		return true
 	}
 	if err != nil {
 		c.writeFailed()
@@ -333,6 +347,16 @@ func (c *conn) write(f Frame) bool {
 	}
 	c.sent(f)
 	return true
+}
+
+// encode returns f's bytes for this connection: compressed when it negotiated permessage-deflate
+// and f is big enough (a publication brings them compressed already; a reply's frame, for this
+// connection alone, is compressed here), else plain.
+func (c *conn) encode(f Frame) []byte {
+	if c.wire.deflate && len(f.Data) >= c.srv.cfg.CompressionThreshold {
+		return f.deflatedFrame()
+	}
+	return f.wireFrame()
 }
 
 // sent counts a frame handed to the socket.
@@ -349,6 +373,14 @@ func (c *conn) finish() {
 	// through. 1005 and 1006 describe a close without a frame and must never be sent. In all
 	// these cases the socket is simply dropped.
 	if by == InitiatorSlowConsumer || code == int(websocket.StatusAbnormalClosure) || code == int(websocket.StatusNoStatusRcvd) {
+		c.ws.CloseNow()
+		return
+	}
+	if c.failing.Load() {
+		// The reader stopped at a protocol error or an oversized message: what the client
+		// sends next cannot be parsed, so no close handshake is waited for and nothing queued
+		// is sent; the Close frame goes out and the socket is ended within PING_TIMEOUT.
+		c.wire.fail(c.ctx, code, reason)
 		c.ws.CloseNow()
 		return
 	}

@@ -16,11 +16,11 @@ func TestSendQueue(t *testing.T) {
 	frame := func(i int) Frame { return Frame{Data: []byte(strconv.Itoa(i))} }
 	const limit = 8
 	for i := range limit {
-		if !q.push(frame(i), limit) {
+		if !q.push(frame(i), limit, 1<<20) {
 			t.Fatalf("push %d refused below the limit", i)
 		}
 	}
-	if q.push(frame(limit), limit) {
+	if q.push(frame(limit), limit, 1<<20) {
 		t.Fatal("push over the limit accepted")
 	}
 	if q.empty() {
@@ -38,7 +38,7 @@ func TestSendQueue(t *testing.T) {
 			want++
 		}
 		for range 3 {
-			if !q.push(frame(next), limit) {
+			if !q.push(frame(next), limit, 1<<20) {
 				t.Fatalf("push %d refused with %d waiting", next, next-want)
 			}
 			next++
@@ -59,7 +59,7 @@ func TestSendQueue(t *testing.T) {
 
 	// A burst of 64 leaves nothing behind once written.
 	for i := range 64 {
-		q.push(frame(i), 64)
+		q.push(frame(i), 64, 1<<20)
 	}
 	for range 65 {
 		q.pop()
@@ -140,7 +140,10 @@ func TestPublishSplitFanOut(t *testing.T) {
 // for the writer, and once the client reads it gets every frame whole and in order.
 func TestSendLeftoverGoesOutInOrder(t *testing.T) {
 	php := newFakePHP(t, acceptAll)
-	b := newBridge(t, php, nil)
+	// The client reads only after all 12 MiB were pushed: a queue that holds them (the
+	// default SEND_QUEUE_BYTES would call the client slow, rightly, which is not this test's
+	// subject).
+	b := newBridge(t, php, func(c *Config) { c.SendQueueBytes = 64 << 20 })
 	c, id := b.openConn(t, "")
 	c.SetReadLimit(-1)
 
@@ -166,6 +169,47 @@ func TestSendLeftoverGoesOutInOrder(t *testing.T) {
 		got := read(t, c)
 		if len(got) != size || strings.Trim(got, string(rune('a'+i))) != "" {
 			t.Fatalf("frame %d: %d bytes starting %q, want %d bytes of %q", i, len(got), got[:min(8, len(got))], size, rune('a'+i))
+		}
+	}
+}
+
+// TestSendQueueBytes: the queue refuses a frame that would take it past its byte bound, even
+// below its frame bound, and counts bytes out as frames are popped.
+func TestSendQueueBytes(t *testing.T) {
+	var q sendQueue
+	big := Frame{Data: make([]byte, 600)}
+	if !q.push(big, 100, 1000) {
+		t.Fatal("first 600-byte frame refused under a 1000-byte bound")
+	}
+	if q.push(big, 100, 1000) {
+		t.Fatal("second 600-byte frame accepted: 1200 bytes over a 1000-byte bound")
+	}
+	if !q.push(Frame{Data: make([]byte, 400)}, 100, 1000) {
+		t.Fatal("a frame that fills the bound exactly was refused")
+	}
+	q.pop()
+	if !q.push(big, 100, 1000) {
+		t.Fatal("600 bytes refused after 600 were popped")
+	}
+}
+
+// TestBatchDeliveredToAReadingClient: what the push API accepts in one batch (MAX_BATCH
+// items) to one connection reaches a client that reads; it is not dropped as a slow consumer.
+func TestBatchDeliveredToAReadingClient(t *testing.T) {
+	php := newFakePHP(t, acceptAll)
+	b := newBridge(t, php, nil)
+	c, id := b.openConn(t, "")
+	n := b.srv.cfg.MaxBatch
+	pubs := make([]map[string]any, n)
+	for i := range pubs {
+		pubs[i] = map[string]any{"to": map[string]any{"connections": []string{id}}, "data": strconv.Itoa(i) + strings.Repeat("x", 200)}
+	}
+	if st := b.api(t, "POST", "/v1/publish", pubs, nil); st != 200 {
+		t.Fatalf("batch publish = %d", st)
+	}
+	for i := range n {
+		if got := read(t, c); got != strconv.Itoa(i)+strings.Repeat("x", 200) {
+			t.Fatalf("message %d = %.20q", i, got)
 		}
 	}
 }

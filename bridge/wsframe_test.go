@@ -3,12 +3,15 @@ package bridge
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/base64"
 	"io"
 	"net"
+	"strings"
 	"testing"
 
 	"github.com/coder/websocket"
+	"github.com/wsbridge/wsbridge/bridge/testkit"
 )
 
 func TestWireFrameHeaders(t *testing.T) {
@@ -192,5 +195,52 @@ func TestCorkConnTryWrite(t *testing.T) {
 	}
 	if b := <-got; !bytes.Equal(b, want) {
 		t.Errorf("client read %d bytes, want %d in order", len(b), len(want))
+	}
+}
+
+// TestDeflatedFrames: a publication's two encodings share one buffer; the plain one is the
+// frame wireFrame makes, the compressed one has RSV1 and inflates to the data (RFC 7692 §7.2),
+// and data that would not shrink keeps its plain frame for every recipient.
+func TestDeflatedFrames(t *testing.T) {
+	cases := []struct {
+		name       string
+		data       []byte
+		compressed bool
+	}{
+		{"json", []byte(strings.Repeat(`{"user":"ann","text":"hi"},`, 100)), true},
+		{"random", func() []byte { b := make([]byte, 2000); rand.Read(b); return b }(), false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			f := Frame{Data: tc.data, Binary: true}.withDeflated()
+			plain := Frame{Data: tc.data, Binary: true}.wireFrame()
+			if !bytes.Equal(f.wireFrame(), plain) {
+				t.Fatal("the plain encoding differs from wireFrame's")
+			}
+			z := f.deflatedFrame()
+			if !tc.compressed {
+				if !bytes.Equal(z, plain) {
+					t.Fatal("incompressible data got a compressed frame")
+				}
+				return
+			}
+			if z[0] != 0xC2 {
+				t.Fatalf("first byte %#x, want FIN|RSV1|binary", z[0])
+			}
+			n, hdr := int(z[1]), 2
+			if n == 126 {
+				n, hdr = int(z[2])<<8|int(z[3]), 4
+			}
+			if len(z) != hdr+n || n >= len(tc.data) {
+				t.Fatalf("compressed frame of %d bytes (payload %d) for %d bytes of data", len(z), n, len(tc.data))
+			}
+			got := testkit.Inflate(t, z[hdr:])
+			if !bytes.Equal(got, tc.data) {
+				t.Fatal("the compressed frame does not inflate to the data")
+			}
+			if again := (Frame{Data: tc.data, Binary: true}).deflatedFrame(); !bytes.Equal(again, z) {
+				t.Fatal("a reply's frame compressed alone differs from the publication's")
+			}
+		})
 	}
 }

@@ -110,6 +110,9 @@ type fleet struct {
 	selfRead bool
 }
 
+// offerDeflate: clients offer permessage-deflate without context takeover (-compression).
+var offerDeflate bool
+
 func newFleet(wsURL string, n int) (*fleet, error) {
 	ips, err := sourceAddrs(wsURL, n, 10000)
 	if err != nil {
@@ -129,7 +132,11 @@ func newFleet(wsURL string, n int) (*fleet, error) {
 // the bridge has registered it and PHP's open reply was applied.
 func (f *fleet) dial(ctx context.Context, i int) (*client, error) {
 	user := "u" + strconv.Itoa(i)
-	ws, _, err := websocket.Dial(ctx, f.wsURL+"?u="+user, &websocket.DialOptions{HTTPClient: f.http[i%len(f.http)]})
+	opts := &websocket.DialOptions{HTTPClient: f.http[i%len(f.http)]}
+	if offerDeflate {
+		opts.CompressionMode = websocket.CompressionNoContextTakeover
+	}
+	ws, _, err := websocket.Dial(ctx, f.wsURL+"?u="+user, opts)
 	if err != nil {
 		return nil, err
 	}

@@ -200,11 +200,14 @@ type Phase struct {
 	// ToolCPUus is this load generator's CPU time per delivery: on a shared machine, what
 	// the clients cost is CPU the bridge did not get.
 	ToolCPUus float64 `json:"tool_cpu_us_per_delivery,omitempty"`
+	// BridgeBytesOut is what the bridge wrote to sockets per delivery (/proc/PID/io wchar):
+	// frames, plus the little the push API's answers add; with compression, what it saved.
+	BridgeBytesOut float64 `json:"bridge_bytes_written_per_delivery,omitempty"`
 }
 
 func (p Phase) String() string {
-	return fmt.Sprintf("%-22s %6d items in %6.2fs API (%8.0f/s); %8d/%d deliveries in %6.2fs = %9.0f deliveries/s (CPU µs each: bridge %.1f, clients %.1f); latency %s",
-		p.Name, p.Items, p.APISeconds, p.ItemsPerSec, p.Delivered, p.Expected, p.Seconds, p.DeliveriesSec, p.BridgeCPUus, p.ToolCPUus, p.Latency)
+	return fmt.Sprintf("%-22s %6d items in %6.2fs API (%8.0f/s); %8d/%d deliveries in %6.2fs = %9.0f deliveries/s (CPU µs each: bridge %.1f, clients %.1f; bytes written each %.0f); latency %s",
+		p.Name, p.Items, p.APISeconds, p.ItemsPerSec, p.Delivered, p.Expected, p.Seconds, p.DeliveriesSec, p.BridgeCPUus, p.ToolCPUus, p.BridgeBytesOut, p.Latency)
 }
 
 // runPhase posts bodies (each carrying items publications) with workers in parallel, paced to
@@ -212,7 +215,7 @@ func (p Phase) String() string {
 func (e *env) runPhase(ctx context.Context, f *fleet, name string, bodies func(i int, now time.Time) []byte, requests, items int, expected int64, rate float64, workers int) (Phase, error) {
 	f.takeLatencies()
 	base := f.frames.Load()
-	cpu0, self0 := e.cpu(), cpuSeconds(os.Getpid())
+	cpu0, self0, w0 := e.cpu(), cpuSeconds(os.Getpid()), bytesWritten(e.pid)
 	var next atomic.Int64
 	var firstErr error
 	var errOnce sync.Once
@@ -256,6 +259,7 @@ func (e *env) runPhase(ctx context.Context, f *fleet, name string, bodies func(i
 	if got > 0 && e.pid != 0 {
 		p.BridgeCPUus = (e.cpu() - cpu0) * 1e6 / float64(got)
 		p.ToolCPUus = (cpuSeconds(os.Getpid()) - self0) * 1e6 / float64(got)
+		p.BridgeBytesOut = float64(bytesWritten(e.pid)-w0) / float64(got)
 	}
 	e.logf("%s", p)
 	return p, nil
@@ -294,8 +298,16 @@ func runBroadcast(ctx context.Context, e *env) (*BroadcastResult, error) {
 	}
 	defer f.close()
 	res := &BroadcastResult{Subscribers: e.opt.conns}
+	var pad string
+	if e.opt.payload > 0 {
+		// The stamp stays last (sentAt reads it after the last space).
+		for i := 0; len(pad) < e.opt.payload; i++ {
+			pad += fmt.Sprintf(`{"user":"u%d","room":"lobby","text":"message number %d to everyone"},`, i%50, i)
+		}
+		pad = pad[:max(0, e.opt.payload-len(stamp("b 000", time.Now())))]
+	}
 	body := func(i int, now time.Time) []byte {
-		return fmt.Appendf(nil, `{"to":{"channels":["bench"]},"data":%q}`, stamp("b "+strconv.Itoa(i), now))
+		return fmt.Appendf(nil, `{"to":{"channels":["bench"]},"data":%q}`, pad+stamp("b "+strconv.Itoa(i), now))
 	}
 	m := e.opt.messages
 	for _, ph := range []struct {

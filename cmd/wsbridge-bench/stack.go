@@ -324,6 +324,22 @@ func rssKiB(pid int) (int64, error) {
 	return 0, errors.New("no VmRSS line")
 }
 
+// bytesWritten reads the bytes pid has written with write system calls (wchar in
+// /proc/PID/io), sockets included; 0 when unknown.
+func bytesWritten(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	if pid == 0 || err != nil {
+		return 0
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "wchar: "); ok {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			return n
+		}
+	}
+	return 0
+}
+
 // cpuSeconds reads the user + system CPU time pid has used, from /proc/PID/stat (fields 14
 // and 15, in clock ticks of 1/100 s, USER_HZ on Linux).
 func cpuSeconds(pid int) float64 {
