@@ -10,15 +10,17 @@
 //	retries, backoff, PHP considered down             webhook.go, breaker.go
 //	the HTTP connections to PHP, reading answers      hookconn.go, hookreply.go
 //	the handshake, origins, subprotocols              accept.go
-//	connection limits (in all, per address)           limits.go
+//	connection limits, client address, proxies        limits.go
 //	one socket's life: rate limit, pings, close       conn.go, writer.go
-//	how frames reach the socket                       writer.go, wsframe.go, cork.go
+//	how frames reach the socket, permessage-deflate   writer.go, wsframe.go, cork.go (cork_unix.go)
+//	RFC 6455 §5.5.1 (nothing after Close), 1007/1009  cork.go, conn.go
 //	close webhooks: pacing, waiting out PHP outages   closequeue.go
 //	who receives a push                               hub.go, push.go, broker*.go
 //	plain HTTP to the app                             proxy.go
 //	TLS on the public listener, certificate reload    tls.go
 //	an environment variable                           config.go (configdoc.go renders the docs table)
 //	metrics                                           metrics.go (docs/reliability.md lists them)
+//	repeated log lines summed up                      logthrottle.go
 //	the process: listeners, signals, shutdown order   cmd/wsbridge/main.go, server.go
 //
 // Goroutines per connection: one reads and calls PHP (started as the upgrade handler returns, so
@@ -30,5 +32,7 @@
 // API, another connection's reply) ever waits for it: a full queue closes the slow client
 // instead.
 //
-// bridge/testkit holds helpers shared by the tests of this module's packages.
+// bridge/testkit holds helpers shared by the tests of this module's packages, among them the
+// raw-TCP WebSocket probe and the RFC 6455/7692 conformance cases (wsprobe.go, rfccases.go)
+// that run in-process here and against the built binary in cmd/wsbridge.
 package bridge
