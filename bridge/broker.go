@@ -13,7 +13,7 @@ import (
 //
 // Broker is all a broker must do. What only some brokers can (a registry of nodes, readiness)
 // is an optional interface, defined next to the code that uses it and found by type assertion:
-// NodeRegistry below, BrokerHealth in push.go. bridge/brokertest is the conformance suite every
+// NodeRegistry and BrokerHealth, both in push.go. bridge/brokertest is the conformance suite every
 // broker passes; docs/brokers.md says what it checks.
 type Broker interface {
 	// Publish hands e to every other node, never back to e.Origin: the publishing node has
@@ -28,13 +28,6 @@ type Broker interface {
 	// reconnects; Run returns earlier only when it gives up, with the reason, and the server
 	// then stops with that error.
 	Run(ctx context.Context, node string, deliver func(Envelope)) error
-}
-
-// NodeRegistry is implemented by brokers that know which nodes are in the cluster now. It is
-// the base of cluster-wide queries and of closing the connections of a node that died.
-type NodeRegistry interface {
-	// Nodes returns the ids of the nodes whose Run is joined now, sorted.
-	Nodes(ctx context.Context) ([]string, error)
 }
 
 // Op is what an envelope asks the receiving nodes to do.

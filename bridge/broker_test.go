@@ -279,3 +279,48 @@ func testLog(t *testing.T) *slog.Logger {
 	}
 	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
+
+// BenchmarkBrokerPublish measures what the server's wrapper (version stamp, deadline) adds to
+// each publication's hand-off to the broker, on a single node: the memory broker as the hub
+// had it, as the server wraps it (no deadline: it never waits), and with a deadline, as a
+// network broker gets.
+func BenchmarkBrokerPublish(b *testing.B) {
+	text := "x"
+	e := Envelope{Origin: "bench", Op: OpPublish, Publication: &Publication{To: Targets{Channels: []string{"room"}}, Data: &text}}
+	for _, bc := range []struct {
+		name   string
+		broker Broker
+	}{
+		{"memory", NewMemoryBroker()},
+		{"wrapped-memory", boundedBroker{Broker: NewMemoryBroker()}},
+		{"wrapped-deadline", boundedBroker{Broker: NewMemoryBroker(), timeout: 2 * time.Second}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			ctx := context.Background()
+			for b.Loop() {
+				if err := bc.broker.Publish(ctx, e); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// /v1/stats lists the cluster's nodes when the broker keeps a registry of them.
+func TestStatsListsTheNodes(t *testing.T) {
+	t.Parallel()
+	broker := NewMemoryBroker()
+	php := newFakePHP(t, nil)
+	cfgA, cfgB := testConfig(t, php.URL), testConfig(t, php.URL)
+	cfgA.NodeID, cfgB.NodeID = "a", "b"
+	a := brokerBridge(t, cfgA, php, broker)
+	brokerBridge(t, cfgB, php, broker)
+	var out struct {
+		Node  string   `json:"node"`
+		Nodes []string `json:"nodes"`
+	}
+	if st := a.api(t, "GET", "/v1/stats", nil, &out); st != 200 || out.Node != "a" || !slices.Equal(out.Nodes, []string{"a", "b"}) {
+		t.Errorf("/v1/stats: %d %+v, want node a and nodes [a b]", st, out)
+	}
+}

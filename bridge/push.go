@@ -296,9 +296,18 @@ func (s *Server) handleChannel(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"channel": name, "connections": conns, "users": users, "count": count})
 }
 
+// NodeRegistry is implemented by brokers that know which nodes are in the cluster now:
+// /v1/stats lists them, and cluster-wide queries and the close webhooks of a node that died
+// build on it.
+type NodeRegistry interface {
+	// Nodes returns the ids of the nodes whose Run is joined now, sorted. It must return once
+	// ctx ends.
+	Nodes(ctx context.Context) ([]string, error)
+}
+
 func (s *Server) handleStats(w http.ResponseWriter, r *http.Request) {
 	hs := s.hub.Stats()
-	writeJSON(w, http.StatusOK, map[string]any{
+	stats := map[string]any{
 		"node":             s.node,
 		"uptime_seconds":   int64(time.Since(s.start).Seconds()),
 		"draining":         s.draining.Load(),
@@ -310,7 +319,19 @@ func (s *Server) handleStats(w http.ResponseWriter, r *http.Request) {
 		"publishes_total":  counterValue(s.metrics.publishes),
 		"webhook_failures": s.webhookFailures(),
 		"php_down":         s.hooks.breaker.open(),
-	})
+	}
+	if reg, ok := s.broker.(NodeRegistry); ok {
+		ctx, cancel := context.WithTimeout(r.Context(), s.cfg.BrokerTimeout)
+		nodes, err := reg.Nodes(ctx)
+		cancel()
+		if err != nil {
+			// The rest of the answer is this node's own and still true.
+			stats["nodes_error"] = err.Error()
+		} else {
+			stats["nodes"] = nodes
+		}
+	}
+	writeJSON(w, http.StatusOK, stats)
 }
 
 func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
