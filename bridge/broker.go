@@ -44,8 +44,12 @@ const (
 // applies. A change that an older node would misread (a new Op, a field whose absence changes
 // the meaning) raises it; a node then refuses the newer envelopes rather than half-applying
 // them, so that during a rolling upgrade old and new nodes each apply what they understand.
-// Adding a field old nodes may ignore does not raise it.
+// Adding a field old nodes may ignore does not raise it. The build that introduces version N
+// still reads versions oldestEnvelopeVersion to N, so old and new nodes can run side by side.
 const EnvelopeVersion = 1
+
+// oldestEnvelopeVersion is the oldest version this build still applies.
+const oldestEnvelopeVersion = 1
 
 // Envelope is one operation sent between nodes. It is JSON-encodable for brokers that cross a
 // network; decode it with encoding/json without DisallowUnknownFields, so that a newer
@@ -69,9 +73,9 @@ var ErrEnvelopeVersion = errors.New("unknown envelope version")
 func (e *Envelope) check() error {
 	switch {
 	case e.Version > EnvelopeVersion:
-		return fmt.Errorf("%w %d from node %q: this node knows versions 1 to %d; upgrade it", ErrEnvelopeVersion, e.Version, e.Origin, EnvelopeVersion)
-	case e.Version < 1:
-		return fmt.Errorf("%w %d from node %q: not set by a wsbridge node", ErrEnvelopeVersion, e.Version, e.Origin)
+		return fmt.Errorf("%w %d from node %q: this node knows versions %d to %d; upgrade it", ErrEnvelopeVersion, e.Version, e.Origin, oldestEnvelopeVersion, EnvelopeVersion)
+	case e.Version < oldestEnvelopeVersion:
+		return fmt.Errorf("%w %d from node %q: older than this node reads (%d), or not set by a wsbridge node", ErrEnvelopeVersion, e.Version, e.Origin, oldestEnvelopeVersion)
 	}
 	switch e.Op {
 	case OpPublish:
