@@ -31,6 +31,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -87,7 +88,7 @@ type node struct {
 
 	mu     sync.Mutex
 	got    []bridge.Envelope   // every envelope but probes, in arrival order
-	probes map[string]struct{} // origins whose probes arrived
+	probes map[string]struct{} // probe rounds that arrived (joined)
 	notify chan struct{}       // signalled after each arrival
 }
 
@@ -112,7 +113,7 @@ func start(t *testing.T, c Cluster, name string) *node {
 func (n *node) deliver(e bridge.Envelope) {
 	n.mu.Lock()
 	if strings.HasPrefix(e.Channel, probePrefix) {
-		n.probes[e.Origin] = struct{}{}
+		n.probes[e.Channel[:strings.LastIndexByte(e.Channel, '/')]] = struct{}{}
 	} else {
 		n.got = append(n.got, e)
 	}
@@ -147,21 +148,25 @@ func (n *node) waitFor(t *testing.T, what string, cond func([]bridge.Envelope) b
 	}
 }
 
-// joined waits until every node in to has received a probe published by from after it
-// started, publishing a new probe every probeEvery until then.
+// rounds numbers the calls of joined, so that each waits for probes of its own.
+var rounds atomic.Int64
+
+// joined waits until every node in to has received a probe that from published in this call,
+// publishing a new one every probeEvery until then.
 func joined(t *testing.T, from *node, to ...*node) {
 	t.Helper()
 	tick := time.NewTicker(probeEvery)
 	defer tick.Stop()
 	deadline := time.After(waitLimit)
+	round := fmt.Sprintf("%s%s/%d", probePrefix, from.name, rounds.Add(1))
 	for i := 0; ; i++ {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		err := from.broker.Publish(ctx, envelope(from.name, probePrefix+strconv.Itoa(i)))
+		err := from.broker.Publish(ctx, envelope(from.name, round+"/"+strconv.Itoa(i)))
 		cancel()
 		waiting := 0
 		for _, n := range to {
 			n.mu.Lock()
-			if _, ok := n.probes[from.name]; !ok {
+			if _, ok := n.probes[round]; !ok {
 				waiting++
 			}
 			n.mu.Unlock()
@@ -240,11 +245,12 @@ func everyOtherNodeOnce(t *testing.T, c Cluster) {
 		}
 	}
 	b.mu.Lock()
-	_, own := b.probes["b"]
-	b.mu.Unlock()
-	if own {
-		t.Error("node b received its own probe")
+	for round := range b.probes {
+		if strings.HasPrefix(round, probePrefix+"b/") {
+			t.Errorf("node b received its own probe %s", round)
+		}
 	}
+	b.mu.Unlock()
 }
 
 // orderPerOrigin: two nodes publish at once; a third gets each one's envelopes whole and in
