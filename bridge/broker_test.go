@@ -324,3 +324,34 @@ func TestStatsListsTheNodes(t *testing.T) {
 		t.Errorf("/v1/stats: %d %+v, want node a and nodes [a b]", st, out)
 	}
 }
+
+// WSBRIDGE_BROKER names a broker this build has; WSBRIDGE_BROKER_TIMEOUT is a positive duration.
+func TestBrokerConfig(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		env     []string
+		wantErr string // "" when accepted
+	}{
+		{"defaults", nil, ""},
+		{"memory", []string{"WSBRIDGE_BROKER=memory", "WSBRIDGE_BROKER_TIMEOUT=250ms"}, ""},
+		{"redis not built in", []string{"WSBRIDGE_BROKER=redis"}, `BROKER: "redis": this build has only the memory broker`},
+		{"zero timeout", []string{"WSBRIDGE_BROKER_TIMEOUT=0s"}, "BROKER_TIMEOUT: must be a positive duration"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := LoadConfig(append([]string{"WSBRIDGE_WEBHOOK_URL=http://127.0.0.1:9/hook"}, tc.env...))
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if cfg.Broker != "memory" || cfg.BrokerTimeout <= 0 {
+					t.Errorf("Broker %q, BrokerTimeout %s", cfg.Broker, cfg.BrokerTimeout)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("LoadConfig: %v, want an error containing %q", err, tc.wantErr)
+			}
+		})
+	}
+}
