@@ -27,12 +27,13 @@ type Server struct {
 	node   string
 	hub    *Hub
 	broker Broker
+	hooks  *webhooks
+	limits Limits
+	fwd    []string // canonical names of forwarded handshake headers
+	start  time.Time
+
 	// brokerTimeout bounds a call to the broker (BROKER_TIMEOUT); 0 for the MemoryBroker.
 	brokerTimeout time.Duration
-	hooks         *webhooks
-	limits        Limits
-	fwd           []string // canonical names of forwarded handshake headers
-	start         time.Time
 
 	// base outlives every connection: it is cancelled only when shutdown gives up waiting, to
 	// cut off what is still running.
@@ -73,17 +74,16 @@ func New(cfg Config, log *slog.Logger, broker Broker) *Server {
 	}
 	base, cancel := context.WithCancel(context.Background())
 	s := &Server{
-		cfg:           &cfg,
-		log:           log.With("node", node),
-		node:          node,
-		broker:        broker,
-		brokerTimeout: bounded.timeout,
-		hub:           NewHub(node, bounded),
-		limits:        cfg.limits(),
-		fwd:           headerCanonical(cfg.ForwardHeaders),
-		start:         time.Now(),
-		base:          base,
-		cancelBase:    cancel,
+		cfg:        &cfg,
+		log:        log.With("node", node),
+		node:       node,
+		broker:     broker,
+		hub:        NewHub(node, bounded),
+		limits:     cfg.limits(),
+		fwd:        headerCanonical(cfg.ForwardHeaders),
+		start:      time.Now(),
+		base:       base,
+		cancelBase: cancel,
 
 		metrics:      newMetrics(),
 		drainStarted: make(chan struct{}),
@@ -91,6 +91,7 @@ func New(cfg Config, log *slog.Logger, broker Broker) *Server {
 		admission:    admission{max: cfg.MaxConnections, maxPerIP: cfg.MaxConnectionsPerIP, perIP: map[string]int{}},
 	}
 	s.hub.maxChannels = cfg.MaxChannels
+	s.brokerTimeout = bounded.timeout
 	s.handshakes = newHandshakeLimits(cfg.MaxPendingHandshakesPerIP, cfg.HandshakeRatePerIP, cfg.HandshakeBurstPerIP)
 	s.trusted, _ = parseTrusted(cfg.TrustedProxies) // validated by LoadConfig
 	if len(s.trusted) == 0 && cfg.ClientIPHeader != "" {
