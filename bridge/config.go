@@ -87,6 +87,8 @@ type Config struct {
 
 	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"30s" desc:"On SIGTERM/SIGINT, longest time to close every connection (code 1001) and deliver every close webhook before exiting."`
 	NodeID          string        `env:"NODE_ID" desc:"This node's name, the prefix of its connection ids (letters, digits, - and _; at most 32). Empty: a random one at each start."`
+	Broker          string        `env:"BROKER" envDefault:"memory" desc:"How nodes share pushes: memory (one node; nothing leaves the process). redis and nats come with the cluster brokers (docs/brokers.md)."`
+	BrokerTimeout   time.Duration `env:"BROKER_TIMEOUT" envDefault:"2s" desc:"Longest wait for the broker on one call: forwarding a push, a reply's publications or a join/leave/close to the other nodes (the caller then gets a broker_error, applied on this node only), and the /readyz check of a broker that has one. It bounds how long a slow broker can hold a connection's reader."`
 	LogLevel        string        `env:"LOG_LEVEL" envDefault:"info" desc:"Log level: debug, info, warn or error. Logs are JSON lines on stderr."`
 
 	LogRepeatLimit    int           `env:"LOG_REPEAT_LIMIT" envDefault:"10" desc:"Most log lines with the same level and message written per LOG_REPEAT_INTERVAL; the rest are counted and summed up in one line \"suppressed similar log lines\" (with keys message, suppressed and interval, at the same level) at the interval's end, so a flood of clients cannot flood the logs. 0: no limit."`
@@ -329,7 +331,7 @@ func (c *Config) validate() []problem {
 		{"PING_TIMEOUT", c.PingTimeout}, {"SHUTDOWN_TIMEOUT", c.ShutdownTimeout}, {"WEBHOOK_BACKOFF", c.WebhookBackoff},
 		{"WEBHOOK_BACKOFF_MAX", c.WebhookBackoffMax}, {"BREAKER_COOLDOWN", c.BreakerCooldown}, {"HANDSHAKE_TIMEOUT", c.HandshakeTimeout},
 		{"WEBHOOK_QUEUE_WAIT", c.WebhookQueueWait}, {"LOG_REPEAT_INTERVAL", c.LogRepeatInterval},
-		{"PROXY_BODY_IDLE_TIMEOUT", c.ProxyBodyIdleTimeout},
+		{"PROXY_BODY_IDLE_TIMEOUT", c.ProxyBodyIdleTimeout}, {"BROKER_TIMEOUT", c.BrokerTimeout},
 	}
 	for _, d := range durations {
 		if d.v <= 0 {
@@ -341,6 +343,9 @@ func (c *Config) validate() []problem {
 	}
 	if c.NodeID != "" && !nodeIDPattern.MatchString(c.NodeID) {
 		add("NODE_ID", "%q: use 1-32 letters, digits, - or _", c.NodeID)
+	}
+	if c.Broker != "memory" {
+		add("BROKER", "%q: this build has only the memory broker (redis and nats are not built in yet)", c.Broker)
 	}
 	switch strings.ToLower(c.LogLevel) {
 	case "debug", "info", "warn", "error":

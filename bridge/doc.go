@@ -16,6 +16,7 @@
 //	RFC 6455 §5.5.1 (nothing after Close), 1007/1009  cork.go, conn.go
 //	close webhooks: pacing, waiting out PHP outages   closequeue.go
 //	who receives a push                               hub.go, push.go, broker*.go
+//	a broker (Redis, NATS): one package, passes       bridge/brokertest (docs/brokers.md)
 //	plain HTTP to the app                             proxy.go
 //	TLS on the public listener, certificate reload    tls.go
 //	an environment variable                           config.go (configdoc.go renders the docs table)

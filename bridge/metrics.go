@@ -37,6 +37,7 @@ type metrics struct {
 	publishes         prometheus.Counter
 	deliveries        prometheus.Counter
 	closeWebhooksLost prometheus.Counter
+	envelopesRefused  prometheus.Counter
 }
 
 // Reasons an upgrade is refused, as the rejected metric labels them.
@@ -106,6 +107,7 @@ func newMetrics() *metrics {
 		publishes:         counter("wsbridge_publishes_total", "Publications carried out (push API and webhook replies)."),
 		deliveries:        counter("wsbridge_deliveries_total", "Messages queued to clients by publications on this node."),
 		closeWebhooksLost: counter("wsbridge_close_webhooks_failed_total", "Close webhooks given up after every retry (each is also logged with its event)."),
+		envelopesRefused:  counter("wsbridge_broker_envelopes_refused_total", "Envelopes from other nodes refused unapplied: a newer version than this node knows (a rolling upgrade under way), or malformed. Each is also logged."),
 	}
 	f(m.webhookDuration)
 	f(collectors.NewGoCollector())

@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
@@ -295,9 +296,18 @@ func (s *Server) handleChannel(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"channel": name, "connections": conns, "users": users, "count": count})
 }
 
+// NodeRegistry is implemented by brokers that know which nodes are in the cluster now:
+// /v1/stats lists them, and cluster-wide queries and the close webhooks of a node that died
+// build on it.
+type NodeRegistry interface {
+	// Nodes returns the ids of the nodes whose Run is joined now, sorted. It must return once
+	// ctx ends.
+	Nodes(ctx context.Context) ([]string, error)
+}
+
 func (s *Server) handleStats(w http.ResponseWriter, r *http.Request) {
 	hs := s.hub.Stats()
-	writeJSON(w, http.StatusOK, map[string]any{
+	stats := map[string]any{
 		"node":             s.node,
 		"uptime_seconds":   int64(time.Since(s.start).Seconds()),
 		"draining":         s.draining.Load(),
@@ -309,15 +319,36 @@ func (s *Server) handleStats(w http.ResponseWriter, r *http.Request) {
 		"publishes_total":  counterValue(s.metrics.publishes),
 		"webhook_failures": s.webhookFailures(),
 		"php_down":         s.hooks.breaker.open(),
-	})
+	}
+	if reg, ok := s.broker.(NodeRegistry); ok {
+		ctx, cancel := context.WithTimeout(r.Context(), s.cfg.BrokerTimeout)
+		nodes, err := reg.Nodes(ctx)
+		cancel()
+		if err != nil {
+			// The rest of the answer is this node's own and still true.
+			stats["nodes_error"] = err.Error()
+		} else {
+			stats["nodes"] = nodes
+		}
+	}
+	writeJSON(w, http.StatusOK, stats)
 }
 
 func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
-// handleReady answers 503 once shutdown has begun, so a load balancer stops sending clients.
-// handleReady answers 503 once shutdown has begun, and while PHP is unreachable: considered
+// BrokerHealth is implemented by brokers whose engine can be unreachable (a Redis or NATS
+// server). /readyz asks it, so a load balancer takes a node that cannot reach the others out of
+// rotation: its clients would miss every push made on another node.
+type BrokerHealth interface {
+	// Healthy returns nil when the broker can publish and receive now, else why not (shown to
+	// the operator as /readyz's detail). It must return once ctx ends.
+	Healthy(ctx context.Context) error
+}
+
+// handleReady answers 503 once shutdown has begun; while the broker reports itself unhealthy
+// (or does not answer within BROKER_TIMEOUT); and while PHP is unreachable: considered
 // down after repeated failures, or, when no webhook succeeded lately, not accepting a TCP
 // connection at the webhook URL's address. A load balancer then sends browsers elsewhere rather
 // than to a bridge that can only answer 503.
@@ -325,6 +356,15 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 	if s.draining.Load() {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "draining"})
 		return
+	}
+	if h, ok := s.broker.(BrokerHealth); ok {
+		ctx, cancel := context.WithTimeout(r.Context(), s.cfg.BrokerTimeout)
+		err := h.Healthy(ctx)
+		cancel()
+		if err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "broker_unreachable", "detail": err.Error()})
+			return
+		}
 	}
 	if err := s.hooks.reachable(r.Context()); err != nil {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "php_unreachable", "detail": err.Error()})

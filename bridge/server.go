@@ -32,6 +32,9 @@ type Server struct {
 	fwd    []string // canonical names of forwarded handshake headers
 	start  time.Time
 
+	// brokerTimeout bounds a call to the broker (BROKER_TIMEOUT); 0 for the MemoryBroker.
+	brokerTimeout time.Duration
+
 	// base outlives every connection: it is cancelled only when shutdown gives up waiting, to
 	// cut off what is still running.
 	base       context.Context
@@ -61,6 +64,10 @@ func New(cfg Config, log *slog.Logger, broker Broker) *Server {
 	if broker == nil {
 		broker = NewMemoryBroker()
 	}
+	bounded := boundedBroker{Broker: broker, timeout: cfg.BrokerTimeout}
+	if _, ok := broker.(*MemoryBroker); ok {
+		bounded.timeout = 0 // it never waits (broker_memory.go)
+	}
 	node := cfg.NodeID
 	if node == "" {
 		node = strings.ToLower(rand.Text()[:8])
@@ -71,7 +78,7 @@ func New(cfg Config, log *slog.Logger, broker Broker) *Server {
 		log:        log.With("node", node),
 		node:       node,
 		broker:     broker,
-		hub:        NewHub(node, broker),
+		hub:        NewHub(node, bounded),
 		limits:     cfg.limits(),
 		fwd:        headerCanonical(cfg.ForwardHeaders),
 		start:      time.Now(),
@@ -84,6 +91,7 @@ func New(cfg Config, log *slog.Logger, broker Broker) *Server {
 		admission:    admission{max: cfg.MaxConnections, maxPerIP: cfg.MaxConnectionsPerIP, perIP: map[string]int{}},
 	}
 	s.hub.maxChannels = cfg.MaxChannels
+	s.brokerTimeout = bounded.timeout
 	s.handshakes = newHandshakeLimits(cfg.MaxPendingHandshakesPerIP, cfg.HandshakeRatePerIP, cfg.HandshakeBurstPerIP)
 	s.trusted, _ = parseTrusted(cfg.TrustedProxies) // validated by LoadConfig
 	if len(s.trusted) == 0 && cfg.ClientIPHeader != "" {
@@ -160,6 +168,13 @@ func (s *Server) apply(ctx context.Context, c *conn, r *Reply) error {
 		}
 	}
 	c.sendOwn(r.Send)
+	if len(r.Publish) > 1 && s.brokerTimeout > 0 {
+		// One bound for the whole reply, not one per publication: this runs on the
+		// connection's reader, which a slow broker must not hold longer than BROKER_TIMEOUT.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.brokerTimeout)
+		defer cancel()
+	}
 	for i := range r.Publish {
 		if _, err := s.publish(ctx, &r.Publish[i]); err != nil {
 			c.log.Error("publish from reply failed", "err", err)
@@ -169,6 +184,18 @@ func (s *Server) apply(ctx context.Context, c *conn, r *Reply) error {
 		c.Close(r.Close.Code, r.Close.Reason, InitiatorPHP)
 	}
 	return nil
+}
+
+// deliver applies an envelope another node published, if this node understands it: one of a
+// newer version (a node already upgraded, during a rolling upgrade) or malformed is refused
+// whole, logged and counted, never half-applied.
+func (s *Server) deliver(e Envelope) {
+	if err := e.check(); err != nil {
+		s.metrics.envelopesRefused.Inc()
+		s.log.Error("broker: envelope refused", "origin", e.Origin, "op", string(e.Op), "version", e.Version, "err", err)
+		return
+	}
+	s.hub.Deliver(e)
 }
 
 // publish carries out one publication and counts it.
@@ -253,9 +280,12 @@ func (s *Server) Serve(ctx context.Context, public, internal net.Listener) error
 		pub.ErrorLog = log.New(handshakeErrorLog{s.log}, "", 0)
 	}
 
-	brokerCtx, stopBroker := context.WithCancel(context.Background())
+	// The broker outlives ctx: close webhooks answered during the drain may still publish to
+	// the other nodes. It stops last.
+	brokerCtx, stopBroker := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopBroker()
 	brokerDone := make(chan error, 1)
-	go func() { brokerDone <- s.broker.Run(brokerCtx, s.node, s.hub.Deliver) }()
+	go func() { brokerDone <- s.broker.Run(brokerCtx, s.node, s.deliver) }()
 
 	errc := make(chan error, 2)
 	go func() { errc <- fmt.Errorf("public listener: %w", servePublic(pub, public)) }()
@@ -263,9 +293,19 @@ func (s *Server) Serve(ctx context.Context, public, internal net.Listener) error
 	s.log.Info("listening", "public", public.Addr().String(), "internal", internal.Addr().String(), "tls", s.certs != nil)
 
 	var runErr error
+	brokerEnded := false
 	select {
 	case <-ctx.Done():
 	case runErr = <-errc:
+	case err := <-brokerDone:
+		// A broker that gives up leaves this node deaf to the others: serving on would answer
+		// pushes that half the cluster never sees. Stop, and say why.
+		brokerEnded = true
+		if err == nil {
+			err = errors.New("Run returned before shutdown")
+		}
+		runErr = fmt.Errorf("broker stopped: %w", err)
+		s.log.Error("broker stopped: shutting down", "err", err)
 	}
 
 	s.log.Info("shutting down", "timeout", s.cfg.ShutdownTimeout.String())
@@ -279,8 +319,18 @@ func (s *Server) Serve(ctx context.Context, public, internal net.Listener) error
 	pubErr := <-pubDone
 	inErr := in.Shutdown(sctx)
 	stopBroker()
-	<-brokerDone
-	return errors.Join(runErr, drainErr, pubErr, inErr)
+	var brokerErr error
+	if !brokerEnded {
+		select {
+		case err := <-brokerDone:
+			if err != nil && !errors.Is(err, context.Canceled) {
+				brokerErr = fmt.Errorf("broker: %w", err)
+			}
+		case <-sctx.Done():
+			brokerErr = errors.New("broker: Run did not return within SHUTDOWN_TIMEOUT of being stopped")
+		}
+	}
+	return errors.Join(runErr, drainErr, pubErr, inErr, brokerErr)
 }
 
 // publicServer is the public listener's HTTP server.

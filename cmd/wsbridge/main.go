@@ -73,7 +73,14 @@ func run(args, environ []string, stderr io.Writer) int {
 		<-ctx.Done()
 		stop() // a second signal ends the process at once
 	}()
-	if err := bridge.New(cfg, log, nil).Serve(ctx, public, internal); err != nil {
+	broker, err := newBroker(cfg)
+	if err != nil {
+		public.Close()
+		internal.Close()
+		log.Error("cannot start the broker", "broker", cfg.Broker, "err", err)
+		return 1
+	}
+	if err := bridge.New(cfg, log, broker).Serve(ctx, public, internal); err != nil {
 		log.Error("stopped with error", "err", err)
 		return 1
 	}
@@ -87,4 +94,14 @@ func logLevel(s string) slog.Level {
 		return slog.LevelInfo
 	}
 	return l
+}
+
+// newBroker builds the broker WSBRIDGE_BROKER names. Each cluster broker is a package of its
+// own (bridge/redisbroker, bridge/natsbroker) picked here, so bridge never imports them.
+func newBroker(cfg bridge.Config) (bridge.Broker, error) {
+	switch cfg.Broker {
+	case "memory":
+		return bridge.NewMemoryBroker(), nil
+	}
+	return nil, fmt.Errorf("unknown broker %q", cfg.Broker)
 }

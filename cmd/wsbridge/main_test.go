@@ -142,6 +142,11 @@ func TestRunBadEnvironment(t *testing.T) {
 			environ: []string{"WSBRIDGE_WEBHOOK_URL=http://127.0.0.1:9/hook", "WSBRIDGE_TLS_CERT_FILE=/etc/ssl/cert.pem"},
 			bad:     []string{"WSBRIDGE_TLS_KEY_FILE"},
 		},
+		{
+			name:    "a broker this build does not have",
+			environ: []string{"WSBRIDGE_WEBHOOK_URL=http://127.0.0.1:9/hook", "WSBRIDGE_BROKER=redis", "WSBRIDGE_BROKER_TIMEOUT=0s"},
+			bad:     []string{"WSBRIDGE_BROKER", "WSBRIDGE_BROKER_TIMEOUT"},
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
