@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"net/http"
 	"net/textproto"
 	"strconv"
@@ -321,24 +322,15 @@ func contentLength(vs []string) (n int64, ok bool, err error) {
 		return 0, false, nil
 	}
 	n = -1
-	for _, v := range vs {
-		for len(v) > 0 {
-			item := v
-			if i := strings.IndexByte(v, ','); i >= 0 {
-				item, v = v[:i], v[i+1:]
-			} else {
-				v = ""
-			}
-			item = trimOWS(item)
-			m, err := strconv.ParseUint(item, 10, 63)
-			if err != nil || item[0] == '+' {
-				return 0, false, errors.New("webhook reply: bad Content-Length")
-			}
-			if n >= 0 && int64(m) != n {
-				return 0, false, errors.New("webhook reply: conflicting Content-Length values")
-			}
-			n = int64(m)
+	for item := range listItems(vs) {
+		m, err := strconv.ParseUint(item, 10, 63)
+		if err != nil || item[0] == '+' {
+			return 0, false, errors.New("webhook reply: bad Content-Length")
 		}
+		if n >= 0 && int64(m) != n {
+			return 0, false, errors.New("webhook reply: conflicting Content-Length values")
+		}
+		n = int64(m)
 	}
 	if n < 0 {
 		return 0, false, errors.New("webhook reply: empty Content-Length")
@@ -427,20 +419,32 @@ ext:
 
 // hasToken reports whether a comma-separated header value lists token (case-insensitively).
 func hasToken(vs []string, token string) bool {
-	for _, v := range vs {
-		for len(v) > 0 {
-			item := v
-			if i := strings.IndexByte(v, ','); i >= 0 {
-				item, v = v[:i], v[i+1:]
-			} else {
-				v = ""
-			}
-			if asciiEqualFold(trimOWS(item), token) {
-				return true
-			}
+	for item := range listItems(vs) {
+		if asciiEqualFold(item, token) {
+			return true
 		}
 	}
 	return false
+}
+
+// listItems yields the items of comma-separated header values, each trimmed of optional white
+// space (RFC 9110 §5.6.1), empty ones included: a caller decides whether they are an error.
+func listItems(vs []string) iter.Seq[string] {
+	return func(yield func(string) bool) {
+		for _, v := range vs {
+			for len(v) > 0 {
+				item := v
+				if i := strings.IndexByte(v, ','); i >= 0 {
+					item, v = v[:i], v[i+1:]
+				} else {
+					v = ""
+				}
+				if !yield(trimOWS(item)) {
+					return
+				}
+			}
+		}
+	}
 }
 
 func asciiEqualFold(a, b string) bool {
