@@ -155,6 +155,9 @@ func (c *conn) allowFrames(n int) bool {
 // began in b count against MESSAGE_RATE, so that a message that never ends is not free. A
 // read with none, which is every read of unfragmented messages, costs the scan alone.
 func (c *conn) scanned(b []byte) {
+	if c.rate == nil {
+		return // no MESSAGE_RATE: nothing to count
+	}
 	if n := c.scan.feed(b); n > 0 && !c.isClosing() {
 		c.allowFrames(n)
 	}

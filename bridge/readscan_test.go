@@ -45,6 +45,18 @@ func TestFragmentFloodIsRateLimited(t *testing.T) {
 	}
 }
 
+// TestRFC6455ConformanceRateLimited runs the conformance probes with a rate limit in place (no
+// probe sends more than the burst): the frame scanner then follows every stream the probes
+// send, and a scanner out of step would take payload bytes for frames and close a probe.
+func TestRFC6455ConformanceRateLimited(t *testing.T) {
+	php := testkit.NewEchoPHP(t)
+	cfg := testConfig(t, php.URL)
+	cfg.MessageRate, cfg.MessageBurst = 1, 200
+	b := startBridge(t, cfg, nil, nil)
+	u, _ := url.Parse(b.public.URL)
+	testkit.RunRFC6455(t, u.Host, cfg.WSPaths[0], php, int(cfg.MaxMessageSize))
+}
+
 // TestFragmentedMessageWithinBurst: a message in 5 fragments costs 5 tokens; within the burst it
 // reaches PHP intact, and the connection goes on.
 func TestFragmentedMessageWithinBurst(t *testing.T) {
