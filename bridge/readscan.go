@@ -1,5 +1,7 @@
 package bridge
 
+import "encoding/binary"
+
 // frameScan follows the frame headers in the bytes coder/websocket reads from a client, so
 // that every continuation frame can be charged to MESSAGE_RATE. coder/websocket has no per-frame
 // hook: it hands the application whole messages (and pings, through OnPingReceived), so a
@@ -9,7 +11,8 @@ package bridge
 // It sees the bytes as they are read (corkConn.Read, and at the upgrade what net/http had
 // buffered; corkingWriter.Hijack), before coder/websocket parses them. It keeps no bytes: a
 // header is followed one byte at a time, counting how far into it the scan is and folding the
-// extended length into left; a payload, however long, is skipped by subtracting its length.
+// extended length into left (or, when the whole header is in one read, at once); a payload,
+// however long, is skipped by subtracting its length.
 // Nothing is copied or unmasked, and a read that lies wholly inside a payload costs a
 // comparison.
 //
@@ -40,7 +43,37 @@ func (s *frameScan) feed(b []byte) (conts int) {
 				b = b[s.left:]
 				s.left = 0
 			}
-			// The first byte of a header: FIN, RSV1-3, opcode.
+			if len(b) >= 2 {
+				// The usual case: the whole header is in this read, and is taken at once.
+				ext := 0
+				switch b[1] & 0x7F {
+				case 126:
+					ext = 2
+				case 127:
+					ext = 8
+				}
+				h := 2 + ext
+				if b[1]&0x80 != 0 {
+					h += 4
+				}
+				if len(b) >= h {
+					if b[0]&0x0F == 0 {
+						conts++
+					}
+					switch ext {
+					case 0:
+						s.left = uint64(b[1] & 0x7F)
+					case 2:
+						s.left = uint64(binary.BigEndian.Uint16(b[2:]))
+					default:
+						s.left = binary.BigEndian.Uint64(b[2:])
+					}
+					b = b[h:]
+					continue
+				}
+			}
+			// A header split across reads is followed a byte at a time. Its first byte:
+			// FIN, RSV1-3, opcode.
 			if b[0]&0x0F == 0 {
 				conts++
 			}
