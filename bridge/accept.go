@@ -182,7 +182,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		c.ended(s.base)
 		return
 	}
-	cw := &corkingWriter{ResponseWriter: w}
+	cw := &corkingWriter{ResponseWriter: w, owner: c}
 	ws, err := websocket.Accept(cw, r, opts)
 	if err != nil {
 		// Accept has answered the client. PHP accepted the connection, so it is told that it
@@ -196,11 +196,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	s.metrics.accepted.Inc()
 	s.metrics.connections.Inc()
 	ws.SetReadLimit(s.cfg.MaxMessageSize)
-	c.wire = cw.conn
-	// Before anything reads the socket (no goroutine of this connection runs yet): the 1009
-	// reason states MAX_MESSAGE_SIZE, and once a Close went out the peer has PING_TIMEOUT to
-	// answer.
-	c.wire.cfg = s.cfg
+	c.wire = cw.conn // its owner, c, was set in Hijack, before anything read the socket
 	c.wire.deflate = strings.HasPrefix(w.Header().Get("Sec-WebSocket-Extensions"), "permessage-deflate")
 	c.setSocket(ws)
 	// Shutdown may have closed every connection between enter and Add; this one was not in

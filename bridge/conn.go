@@ -36,8 +36,11 @@ type conn struct {
 	opened      time.Time
 	counters    Counters
 
-	rate    *rate.Limiter // MESSAGE_RATE; nil: no limit
-	release func()        // gives back the admission place (MAX_CONNECTIONS*)
+	rate *rate.Limiter // MESSAGE_RATE; nil: no limit
+	// scan follows the frames the client sends, for MESSAGE_RATE (readscan.go); used only by
+	// whoever reads the socket (coder/websocket serialises its readers).
+	scan    frameScan
+	release func() // gives back the admission place (MAX_CONNECTIONS*)
 
 	queue      sendQueue
 	lastSend   atomic.Int64    // when Send last ran, in ns since epoch (writer.go)
@@ -93,6 +96,11 @@ func (c *conn) closeInfo() (int, string, Initiator) {
 // one. While PHP works the socket is not read, so TCP pushes back on a client that sends faster
 // than PHP answers.
 func (c *conn) readLoop(ctx context.Context) {
+	if n := c.scan.owed; n > 0 {
+		// Continuations the client sent behind its handshake (corkingWriter.Hijack).
+		c.scan.owed = 0
+		c.allowFrames(int(n))
+	}
 	var seq uint64
 	for {
 		typ, data, err := c.ws.Read(ctx)
@@ -128,8 +136,12 @@ func (c *conn) readLoop(ctx context.Context) {
 
 // allowFrame applies MESSAGE_RATE to a frame the client sent (a message or a ping) and closes
 // a client that sends too fast with 1008.
-func (c *conn) allowFrame() bool {
-	if c.rate == nil || c.rate.Allow() {
+func (c *conn) allowFrame() bool { return c.allowFrames(1) }
+
+// allowFrames is allowFrame for n frames at once: all of them fit in the bucket or the client
+// is closed (the bytes were read together; charging them one by one would end the same way).
+func (c *conn) allowFrames(n int) bool {
+	if c.rate == nil || c.rate.AllowN(time.Now(), n) {
 		return true
 	}
 	if c.Close(int(websocket.StatusPolicyViolation), "message rate exceeded", InitiatorServer) {
@@ -137,6 +149,18 @@ func (c *conn) allowFrame() bool {
 		c.log.Warn("closing: message rate exceeded", "rate", c.srv.cfg.MessageRate, "burst", c.srv.cfg.MessageBurst)
 	}
 	return false
+}
+
+// scanned runs in the reader for every read from the socket: the continuation frames that
+// began in b count against MESSAGE_RATE, so that a message that never ends is not free. A
+// read with none, which is every read of unfragmented messages, costs the scan alone.
+func (c *conn) scanned(b []byte) {
+	if c.rate == nil {
+		return // no MESSAGE_RATE: nothing to count
+	}
+	if n := c.scan.feed(b); n > 0 && !c.isClosing() {
+		c.allowFrames(n)
+	}
 }
 
 // pingReceived runs in the reader for every ping: a ping within MESSAGE_RATE is answered with

@@ -48,11 +48,33 @@ type corkConn struct {
 	tryErr  syscall.Errno
 	writeFd func(fd uintptr) bool
 
-	// cfg gives MAX_MESSAGE_SIZE (for the 1009 reason) and PING_TIMEOUT (how long the peer may
-	// take to finish the close handshake once our Close went out); set before the socket is
-	// read. sent is set, under mu, once a Close frame has been written or gathered.
-	cfg  *Config
-	sent *sentClose
+	// owner is the connection this socket carries, set in Hijack before anything reads it (nil
+	// in tests of the writes alone). Its Config gives MAX_MESSAGE_SIZE (for the 1009 reason)
+	// and PING_TIMEOUT (how long the peer may take to finish the close handshake once our Close
+	// went out); its frame scanner sees every byte read (Read). A pointer to the connection
+	// rather than to its Config: the scanner's state lives in conn, whose size class has room,
+	// and corkConn stays at 128 bytes. sent is set, under mu, once a Close frame has been
+	// written or gathered.
+	owner *conn
+	sent  *sentClose
+}
+
+// config is the owner's Config, or nil.
+func (c *corkConn) config() *Config {
+	if c.owner == nil {
+		return nil
+	}
+	return c.owner.srv.cfg
+}
+
+// Read is coder/websocket's path from the socket, once it has used up what net/http had
+// buffered (see Hijack). The frame scanner sees each byte as it comes, in the caller's buffer.
+func (c *corkConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 && c.owner != nil {
+		c.owner.scanned(p[:n])
+	}
+	return n, err
 }
 
 // sentClose is what the connection's Close frame said; code 0: it had no payload.
@@ -124,8 +146,9 @@ func (c *corkConn) writeData(p []byte) (int, error) {
 // 1009 it discards the rest of the announced payload (up to 2^63 bytes) with no deadline.
 func (c *corkConn) closeFrameLocked(p []byte) []byte {
 	c.sent = &sentClose{}
-	if c.cfg != nil {
-		c.Conn.SetReadDeadline(time.Now().Add(c.cfg.PingTimeout))
+	cfg := c.config()
+	if cfg != nil {
+		c.Conn.SetReadDeadline(time.Now().Add(cfg.PingTimeout))
 	}
 	n := int(p[1] & 0x7F)
 	if n < 2 || n > 125 || len(p) != 2+n {
@@ -135,8 +158,8 @@ func (c *corkConn) closeFrameLocked(p []byte) []byte {
 	switch {
 	case !utf8.ValidString(reason):
 		code, reason = 1007, "invalid UTF-8 in close reason"
-	case code == 1009 && c.cfg != nil:
-		reason = "read limited at " + strconv.FormatInt(c.cfg.MaxMessageSize, 10) + " bytes"
+	case code == 1009 && cfg != nil:
+		reason = "read limited at " + strconv.FormatInt(cfg.MaxMessageSize, 10) + " bytes"
 	default:
 		c.sent.code, c.sent.reason = code, reason
 		return p
@@ -182,8 +205,8 @@ func (c *corkConn) fail(ctx context.Context, code int, reason string) {
 	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
 		cw.CloseWrite()
 	}
-	if c.cfg != nil {
-		c.Conn.SetReadDeadline(time.Now().Add(c.cfg.PingTimeout))
+	if cfg := c.config(); cfg != nil {
+		c.Conn.SetReadDeadline(time.Now().Add(cfg.PingTimeout))
 	}
 	stop := context.AfterFunc(ctx, func() { c.Conn.SetReadDeadline(time.Now()) })
 	io.Copy(io.Discard, c.Conn)
@@ -272,7 +295,8 @@ func (c *corkConn) flushLocked() error {
 // a corkConn, and so is the buffered writer coder/websocket writes through.
 type corkingWriter struct {
 	http.ResponseWriter
-	conn *corkConn
+	owner *conn
+	conn  *corkConn
 }
 
 func (w *corkingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
@@ -281,6 +305,16 @@ func (w *corkingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, err
 	}
 	w.conn = newCorkConn(nc)
+	w.conn.owner = w.owner
+	if w.owner != nil {
+		// A client may send frames right behind its handshake, and net/http may have read
+		// them with the request. coder/websocket reads those bytes from brw.Reader, not
+		// through w.conn (it resets the reader to them followed by the connection), so the
+		// scanner takes them here, or it would start in the middle of a frame. They are
+		// charged when reading begins, once the connection is fully set up.
+		b, _ := brw.Reader.Peek(brw.Reader.Buffered())
+		w.owner.scan.owed = uint32(w.owner.scan.feed(b))
+	}
 	brw.Writer.Reset(w.conn) // net/http made it for this hijack; reuse its buffer
 	return w.conn, brw, nil
 }

@@ -11,7 +11,7 @@
 //	the HTTP connections to PHP, reading answers      hookconn.go, hookreply.go
 //	the handshake, origins, subprotocols              accept.go
 //	connection limits, client address, proxies        limits.go
-//	one socket's life: rate limit, pings, close       conn.go, writer.go
+//	one socket's life: rate limit, pings, close       conn.go, writer.go (readscan.go: fragments)
 //	how frames reach the socket, permessage-deflate   writer.go, wsframe.go, cork.go (cork_unix.go)
 //	RFC 6455 §5.5.1 (nothing after Close), 1007/1009  cork.go, conn.go
 //	close webhooks: pacing, waiting out PHP outages   closequeue.go

@@ -122,6 +122,33 @@ func RFC6455Cases(limit int) []RFCCase {
 		p.ExpectPong([]byte("mid"))
 		p.ExpectEcho(OpText, []byte("one two"))
 	}, nil)
+	add("5/fragments-of-every-length-encoding", func(p *Probe) {
+		// 7- and 16-bit lengths, empty fragments and a ping between them, in one write: a
+		// server that follows the frames itself (the bridge's rate limit does) stays in step.
+		var b, want []byte
+		for i, n := range []int{1, 0, 125, 126, 0, 1000, 3} {
+			op, part := byte(OpCont), bytes.Repeat([]byte{byte('a' + i)}, n)
+			if i == 0 {
+				op = OpText
+			}
+			b = append(b, EncodeFrame(i == 6, 0, op, part, true, -1)...)
+			if i == 3 {
+				b = append(b, frame(true, 0, OpPing, "mid")...)
+			}
+			want = append(want, part...)
+		}
+		p.SendRaw(b)
+		p.ExpectPong([]byte("mid"))
+		p.ExpectEcho(OpText, want)
+	}, nil)
+	add("5/hundred-empty-continuations", func(p *Probe) {
+		b := frame(false, 0, OpText, "a")
+		for range 100 {
+			b = append(b, frame(false, 0, OpCont, "")...)
+		}
+		p.SendRaw(append(b, frame(true, 0, OpCont, "z")...))
+		p.ExpectEcho(OpText, []byte("az"))
+	}, nil)
 	add("5/continuation-without-start", failCase(1002, frame(true, 0, OpCont, "x")), serverHook(1002))
 	add("5/continuation-without-start-not-final", failCase(1002, frame(false, 0, OpCont, "x")), serverHook(1002))
 	add("5/text-inside-fragmented-text", failCase(1002, frame(false, 0, OpText, "a"), frame(true, 0, OpText, "b")), serverHook(1002))

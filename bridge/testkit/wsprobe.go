@@ -66,6 +66,13 @@ type Probe struct {
 // welcome frame, which carries the connection id.
 func DialProbe(t testing.TB, addr, path string, extraHeaders ...string) *Probe {
 	t.Helper()
+	return DialProbeEarly(t, addr, path, nil, extraHeaders...)
+}
+
+// DialProbeEarly is DialProbe with frames sent in the same write as the handshake request,
+// before its answer: the server's HTTP layer reads them along with the request.
+func DialProbeEarly(t testing.TB, addr, path string, early []byte, extraHeaders ...string) *Probe {
+	t.Helper()
 	nc, err := net.DialTimeout("tcp", addr, ProbeWait)
 	if err != nil {
 		t.Fatalf("probe: dial %s: %v", addr, err)
@@ -80,7 +87,7 @@ func DialProbe(t testing.TB, addr, path string, extraHeaders ...string) *Probe {
 	for _, h := range extraHeaders {
 		req += h + "\r\n"
 	}
-	if _, err := io.WriteString(nc, req+"\r\n"); err != nil {
+	if _, err := nc.Write(append([]byte(req+"\r\n"), early...)); err != nil {
 		t.Fatalf("probe: write handshake: %v", err)
 	}
 	br := bufio.NewReader(nc)
