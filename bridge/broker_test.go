@@ -111,10 +111,15 @@ func TestEnvelopeOfNewerVersionRefused(t *testing.T) {
 // stallBroker answers no Publish until its context ends, as a broker whose engine hangs.
 type stallBroker struct {
 	publishes atomic.Int64
+	entered   chan struct{} // one per Publish call, so a test can wait for them
 }
 
 func (b *stallBroker) Publish(ctx context.Context, _ Envelope) error {
 	b.publishes.Add(1)
+	select {
+	case b.entered <- struct{}{}:
+	default:
+	}
 	<-ctx.Done()
 	return ctx.Err()
 }
@@ -141,7 +146,7 @@ func TestSlowBrokerDoesNotStallTheReader(t *testing.T) {
 	})
 	cfg := testConfig(t, php.URL)
 	cfg.BrokerTimeout = 50 * time.Millisecond // short, to keep the test quick; nothing is timed
-	broker := &stallBroker{}
+	broker := &stallBroker{entered: make(chan struct{}, 16)}
 	b := brokerBridge(t, cfg, php, broker)
 	c := b.clients(t, "")[0]
 
@@ -153,6 +158,12 @@ func TestSlowBrokerDoesNotStallTheReader(t *testing.T) {
 		for _, want := range []string{"one", "two"} {
 			if got := read(t, c.ws); got != want {
 				t.Fatalf("client read %q, want %q", got, want)
+			}
+			// The local delivery comes first; the broker's turn follows it.
+			select {
+			case <-broker.entered:
+			case <-time.After(waitLimit):
+				t.Fatalf("publication %q never reached the broker", want)
 			}
 		}
 	}
