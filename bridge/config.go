@@ -23,7 +23,9 @@ const EnvPrefix = "WSBRIDGE_"
 // Config is the whole configuration, read from WSBRIDGE_* environment variables only. It is made
 // of one section per concern, embedded so that their fields and methods are promoted: code reads
 // cfg.WebhookTimeout, not cfg.WebhookConfig.WebhookTimeout, and a field can move between sections
-// without a change elsewhere. The desc tags are the manual: docs/configuration.md and `wsbridge -h`
+// without a change elsewhere (only a composite literal names the section: Config{PushAPIConfig:
+// PushAPIConfig{InternalListen: a}}). The section types are exported because caarlos0/env sets
+// fields by reflection, which cannot set an unexported embedded struct. The desc tags are the manual: docs/configuration.md and `wsbridge -h`
 // are generated from them, grouped by section (the section tag is its title, the section's desc
 // its purpose), and a test keeps the committed table in sync and fails for a variable that has no
 // manual or no section.
