@@ -3,6 +3,7 @@ package bridge
 import (
 	"errors"
 	"flag"
+	"fmt"
 	"maps"
 	"os"
 	"path/filepath"
@@ -219,6 +220,9 @@ func TestLoadConfig(t *testing.T) {
 		},
 
 		// validate(): one case per check.
+		// The sections are struct fields without an env tag, so caarlos0/env reads the bare
+		// prefix as their key and would fail for want of a struct parser; it names no variable.
+		{name: "bare prefix is no variable", environ: withWebhook("WSBRIDGE_=x")},
 		{name: "listen without port", environ: withWebhook("WSBRIDGE_LISTEN=8080"),
 			want: map[string]string{"WSBRIDGE_LISTEN": `want host:port, got "8080"`}},
 		{name: "ws path without slash", environ: withWebhook("WSBRIDGE_WS_PATH=/ws,chat"),
@@ -471,7 +475,7 @@ func TestConfigInternalIsLocal(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.addr, func(t *testing.T) {
 			t.Parallel()
-			c := Config{InternalListen: tc.addr}
+			c := Config{PushAPIConfig: PushAPIConfig{InternalListen: tc.addr}}
 			if got := c.InternalIsLocal(); got != tc.local {
 				t.Errorf("InternalIsLocal(%q) = %v, want %v", tc.addr, got, tc.local)
 			}
@@ -499,38 +503,201 @@ func TestConfigDoc(t *testing.T) {
 			t.Errorf("the manual does not list %s", v.Name)
 		}
 	}
+	checkGrouped(t, "the manual", want, func(s ConfigSection) string { return "\n## " + s.Title + "\n\n" + s.Purpose + "\n" },
+		func(v ConfigVar) string { return "| `" + v.Name + "` |" })
 }
 
-func TestConfigFieldsDocumented(t *testing.T) {
-	t.Parallel()
-	typ := reflect.TypeFor[Config]()
-	vars := ConfigVars()
-	if len(vars) != typ.NumField() {
-		t.Fatalf("ConfigVars() has %d entries, Config has %d fields", len(vars), typ.NumField())
+// checkGrouped asserts that doc shows each section's heading once, in order, with each of its
+// variables after it and before the next section's.
+func checkGrouped(t *testing.T, what, doc string, heading func(ConfigSection) string, row func(ConfigVar) string) {
+	t.Helper()
+	sections := ConfigSections()
+	if len(sections) < 2 {
+		t.Fatalf("ConfigSections() has %d sections", len(sections))
 	}
-	seen := map[string]bool{}
-	for i := range typ.NumField() {
-		f := typ.Field(i)
-		tag, ok := f.Tag.Lookup("env")
-		key, _, _ := strings.Cut(tag, ",")
-		if !ok || key == "" {
-			t.Errorf("field %s has no env tag", f.Name)
+	at := 0
+	for i, s := range sections {
+		h := heading(s)
+		if strings.Count(doc, h) != 1 {
+			t.Errorf("%s has %d headings %q, want 1", what, strings.Count(doc, h), h)
 			continue
 		}
-		if strings.TrimSpace(f.Tag.Get("desc")) == "" {
-			t.Errorf("field %s (%s) has no desc", f.Name, key)
+		start := strings.Index(doc, h)
+		if start < at {
+			t.Errorf("%s: section %q is out of order", what, s.Title)
 		}
-		name := EnvPrefix + key
-		if seen[name] {
-			t.Errorf("%s is read by two fields", name)
+		end := len(doc)
+		if i+1 < len(sections) {
+			if n := strings.Index(doc, heading(sections[i+1])); n > start {
+				end = n
+			}
 		}
-		seen[name] = true
+		for _, v := range s.Vars {
+			if !strings.Contains(doc[start:end], row(v)) {
+				t.Errorf("%s does not list %s under %q", what, v.Name, s.Title)
+			}
+		}
+		at = start
+	}
+}
+
+// configField is one variable found by configFields: its Go path and tags.
+type configField struct {
+	path, name, key, desc, def string
+}
+
+// configFields walks a Config-shaped struct type the way the manual must see it: every field of
+// the top level is a section (an embedded struct with section and desc tags, no envPrefix, as
+// the names are kept whole), and every field of a section is a variable with an env key and a
+// desc. It returns the variables in order and a line for each field that breaks the rule.
+func configFields(typ reflect.Type) ([]configField, []string) {
+	var fields []configField
+	var bad []string
+	titles := map[string]bool{}
+	keys := map[string]bool{}
+	for i := range typ.NumField() {
+		sec := typ.Field(i)
+		title := strings.TrimSpace(sec.Tag.Get("section"))
+		switch {
+		case !sec.Anonymous || sec.Type.Kind() != reflect.Struct:
+			bad = append(bad, fmt.Sprintf("field %s is not in a section (an embedded struct of Config)", sec.Name))
+			continue
+		case title == "":
+			bad = append(bad, fmt.Sprintf("section %s has no section tag (its title)", sec.Name))
+		case titles[title]:
+			bad = append(bad, fmt.Sprintf("section title %q is used twice", title))
+		}
+		titles[title] = true
+		if strings.TrimSpace(sec.Tag.Get("desc")) == "" {
+			bad = append(bad, fmt.Sprintf("section %s has no desc (its purpose)", sec.Name))
+		}
+		if _, ok := sec.Tag.Lookup("envPrefix"); ok {
+			bad = append(bad, fmt.Sprintf("section %s has an envPrefix, which would rename its variables", sec.Name))
+		}
+		for j := range sec.Type.NumField() {
+			f := sec.Type.Field(j)
+			path := sec.Name + "." + f.Name
+			if f.Anonymous || (f.Type.Kind() == reflect.Struct && f.Type.PkgPath() == reflect.TypeFor[Config]().PkgPath()) {
+				// caarlos0/env would read it as a nested group; the manual has one level.
+				bad = append(bad, fmt.Sprintf("field %s is a nested struct; sections do not nest", path))
+				continue
+			}
+			tag, ok := f.Tag.Lookup("env")
+			key, _, _ := strings.Cut(tag, ",")
+			if !ok || key == "" {
+				bad = append(bad, fmt.Sprintf("field %s has no env tag", path))
+				continue
+			}
+			if strings.TrimSpace(f.Tag.Get("desc")) == "" {
+				bad = append(bad, fmt.Sprintf("field %s (%s) has no desc", path, key))
+			}
+			if keys[key] {
+				bad = append(bad, fmt.Sprintf("%s%s is read by two fields", EnvPrefix, key))
+			}
+			keys[key] = true
+			// Call sites read cfg.Field: a name in two sections would be ambiguous there.
+			if top, ok := typ.FieldByName(f.Name); !ok || !slices.Equal(top.Index, []int{i, j}) {
+				bad = append(bad, fmt.Sprintf("field %s is not promoted to Config.%s (another field has its name)", path, f.Name))
+			}
+			fields = append(fields, configField{path, f.Name, key, f.Tag.Get("desc"), f.Tag.Get("envDefault")})
+		}
+	}
+	return fields, bad
+}
+
+// TestConfigFieldRules shows that configFields catches each way a variable could skip the
+// manual or its section.
+func TestConfigFieldRules(t *testing.T) {
+	t.Parallel()
+	type good struct {
+		A string `env:"A" desc:"a"`
+	}
+	type other struct {
+		A string `env:"B" desc:"b"`
+	}
+	type untagged struct {
+		A string `desc:"a"`
+	}
+	type nodesc struct {
+		A string `env:"A"`
+	}
+	type nested struct {
+		good
+	}
+	tests := []struct {
+		name string
+		typ  reflect.Type
+		want string // a substring of the one problem; "" for none
+	}{
+		{"well formed", reflect.TypeFor[struct {
+			good `section:"G" desc:"g"`
+		}](), ""},
+		{"variable outside a section", reflect.TypeFor[struct {
+			good `section:"G" desc:"g"`
+			B    string `env:"B" desc:"b"`
+		}](), "field B is not in a section"},
+		{"named struct field", reflect.TypeFor[struct {
+			G good `section:"G" desc:"g"`
+		}](), "field G is not in a section"},
+		{"section without title", reflect.TypeFor[struct {
+			good `desc:"g"`
+		}](), "has no section tag"},
+		{"section without purpose", reflect.TypeFor[struct {
+			good `section:"G"`
+		}](), "section good has no desc"},
+		{"section with envPrefix", reflect.TypeFor[struct {
+			good `section:"G" desc:"g" envPrefix:"G_"`
+		}](), "would rename its variables"},
+		{"variable without env tag", reflect.TypeFor[struct {
+			untagged `section:"U" desc:"u"`
+		}](), "field untagged.A has no env tag"},
+		{"variable without desc", reflect.TypeFor[struct {
+			nodesc `section:"N" desc:"n"`
+		}](), "field nodesc.A (A) has no desc"},
+		{"nested section", reflect.TypeFor[struct {
+			nested `section:"N" desc:"n"`
+		}](), "sections do not nest"},
+		{"one name in two sections", reflect.TypeFor[struct {
+			good  `section:"G" desc:"g"`
+			other `section:"O" desc:"o"`
+		}](), "is not promoted"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, bad := configFields(tc.typ)
+			switch {
+			case tc.want == "" && len(bad) > 0:
+				t.Errorf("problems %q, want none", bad)
+			case tc.want != "" && (len(bad) == 0 || !strings.Contains(strings.Join(bad, "\n"), tc.want)):
+				t.Errorf("problems %q, want one containing %q", bad, tc.want)
+			}
+		})
+	}
+}
+
+// TestConfigFieldsDocumented holds Config to configFields' rules, so that a new variable cannot
+// skip the manual or its section, and checks that ConfigVars describes exactly those fields.
+func TestConfigFieldsDocumented(t *testing.T) {
+	t.Parallel()
+	fields, bad := configFields(reflect.TypeFor[Config]())
+	for _, b := range bad {
+		t.Error(b)
+	}
+	vars := ConfigVars()
+	if len(vars) != len(fields) {
+		t.Fatalf("ConfigVars() has %d entries, Config has %d variables", len(vars), len(fields))
+	}
+	for i, f := range fields {
 		v := vars[i]
-		if v.Name != name || v.Description != f.Tag.Get("desc") || v.Default != f.Tag.Get("envDefault") {
-			t.Errorf("ConfigVars()[%d] = %+v, does not describe field %s", i, v, f.Name)
+		if v.Name != EnvPrefix+f.key || v.Description != f.desc || v.Default != f.def || v.Section == "" {
+			t.Errorf("ConfigVars()[%d] = %+v, does not describe field %s", i, v, f.path)
 		}
 		if v.Type == "" {
-			t.Errorf("%s has no type name", name)
+			t.Errorf("%s has no type name", v.Name)
+		}
+		// describeEnvError names a variable that does not parse from its field's name.
+		if got := fieldKey(f.name); got != f.key {
+			t.Errorf("fieldKey(%q) = %q, want %q", f.name, got, f.key)
 		}
 	}
 	// Each default, given explicitly, is accepted too.
@@ -552,6 +719,8 @@ func TestConfigUsage(t *testing.T) {
 			t.Errorf("usage does not list %s", v.Name)
 		}
 	}
+	checkGrouped(t, "usage", usage, func(s ConfigSection) string { return s.Title + " — " },
+		func(v ConfigVar) string { return "\n  " + v.Name + "  " })
 	if !strings.Contains(usage, "WSBRIDGE_WEBHOOK_URL  URL (required)") {
 		t.Errorf("usage does not mark WSBRIDGE_WEBHOOK_URL as required:\n%s", usage)
 	}
