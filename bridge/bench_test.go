@@ -129,7 +129,7 @@ func benchConnWriter(b *testing.B, useTLS bool) {
 			}
 		}
 	}()
-	f := Frame{Data: []byte(`{"type":"chat","text":"hello, this is a short chat line"}`)}
+	f := Delivery{Data: []byte(`{"type":"chat","text":"hello, this is a short chat line"}`)}
 	window := int64(s.cfg.SendQueue / 2)
 	b.ReportAllocs()
 	b.ResetTimer()

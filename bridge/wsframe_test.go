@@ -27,7 +27,7 @@ func TestWireFrameHeaders(t *testing.T) {
 		{65536, true, []byte{0x82, 127, 0, 0, 0, 0, 0, 1, 0, 0}},
 	} {
 		data := bytes.Repeat([]byte{'x'}, tc.n)
-		got := Frame{Binary: tc.binary, Data: data}.wireFrame()
+		got := Delivery{Binary: tc.binary, Data: data}.wireFrame()
 		if !bytes.Equal(got[:len(tc.header)], tc.header) || !bytes.Equal(got[len(tc.header):], data) {
 			t.Errorf("%d bytes (binary %v): header % x, want % x", tc.n, tc.binary, got[:min(len(got), 10)], tc.header)
 		}
@@ -212,8 +212,8 @@ func TestDeflatedFrames(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			f := Frame{Data: tc.data, Binary: true}.withDeflated()
-			plain := Frame{Data: tc.data, Binary: true}.wireFrame()
+			f := Delivery{Data: tc.data, Binary: true}.withDeflated()
+			plain := Delivery{Data: tc.data, Binary: true}.wireFrame()
 			if !bytes.Equal(f.wireFrame(), plain) {
 				t.Fatal("the plain encoding differs from wireFrame's")
 			}
@@ -238,7 +238,7 @@ func TestDeflatedFrames(t *testing.T) {
 			if !bytes.Equal(got, tc.data) {
 				t.Fatal("the compressed frame does not inflate to the data")
 			}
-			if again := (Frame{Data: tc.data, Binary: true}).deflatedFrame(); !bytes.Equal(again, z) {
+			if again := (Delivery{Data: tc.data, Binary: true}).deflatedFrame(); !bytes.Equal(again, z) {
 				t.Fatal("a reply's frame compressed alone differs from the publication's")
 			}
 		})
