@@ -40,6 +40,7 @@ type Event struct {
 	Type         EventType       `json:"type"`
 	EventID      string          `json:"event_id"`
 	ConnectionID string          `json:"connection_id"`
+	Transport    string          `json:"transport"` // what the client came by: "ws" (later "sse", "pusher")
 	UserID       string          `json:"user_id"`
 	Meta         json.RawMessage `json:"meta"`
 	Channels     []string        `json:"channels"`
