@@ -59,7 +59,7 @@ type session struct {
 
 	closeOnce sync.Once
 	closing   atomic.Bool // set by the first close; an atomic, not a channel: senders check it per delivery
-	closeMu   sync.Mutex  // guards code, reason and initiator (and, for a transport, what it says)
+	closeMu   sync.Mutex  // guards code, reason and initiator; a transport may guard its own close-time state with it (conn: ws, pinger)
 	code      int
 	reason    string
 	initiator Initiator
