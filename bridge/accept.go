@@ -2,17 +2,11 @@ package bridge
 
 import (
 	"encoding/base64"
-	"fmt"
 	"net/http"
-	"net/url"
-	"path"
 	"strings"
 
 	"github.com/coder/websocket"
 )
-
-// Headers of PHP's rejection that are passed on to the client with its status and body.
-var rejectHeaders = []string{"Content-Type", "Location", "Retry-After", "Www-Authenticate"}
 
 // serveWS is the WebSocket transport: the RFC 6455 handshake's checks, then the session's
 // admission and open webhook (openSession), then the upgrade and the hand-off to the
@@ -66,13 +60,6 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	s.runSession(c, o, c.run)
 }
 
-func deref(s *string) string {
-	if s == nil {
-		return ""
-	}
-	return *s
-}
-
 // checkHandshake applies RFC 6455 §4.2.1 as websocket.Accept does, and returns the status and
 // reason of a refusal, or 0. It may set headers of the answer (the supported version, §4.4).
 func checkHandshake(h http.Header, r *http.Request) (int, string) {
@@ -124,80 +111,4 @@ func subprotocols(r *http.Request) []string {
 		}
 	}
 	return out
-}
-
-// originAllowed applies ALLOWED_ORIGINS with coder/websocket's rules: no Origin header (a
-// non-browser client) passes; the request's own host passes; otherwise a pattern must match the
-// Origin's host, or scheme://host when the pattern contains "://".
-func (s *Server) originAllowed(r *http.Request) bool {
-	origin := r.Header.Get("Origin")
-	if origin == "" {
-		return true
-	}
-	u, err := url.Parse(origin)
-	if err != nil || u.Host == "" {
-		return false
-	}
-	if strings.EqualFold(u.Host, r.Host) {
-		return true
-	}
-	for _, p := range s.cfg.AllowedOrigins {
-		target := u.Host
-		if strings.Contains(p, "://") {
-			target = u.Scheme + "://" + u.Host
-		}
-		if ok, _ := path.Match(strings.ToLower(p), strings.ToLower(target)); ok {
-			return true
-		}
-	}
-	return false
-}
-
-// forwardedHeaders copies the configured handshake headers for the open webhook. Only these
-// reach PHP; X-Forwarded-For is the chain clientOf believes with the peer's address appended,
-// as a reverse proxy would, and CLIENT_IP_HEADER is passed on only from a trusted peer. Their
-// total size is bounded by MAX_FORWARDED_HEADER_BYTES: net/http reads up to MAX_HEADER_BYTES,
-// and all of it would otherwise go to PHP with every open.
-func (s *Server) forwardedHeaders(r *http.Request, cl clientAddr) (map[string]string, error) {
-	out := make(map[string]string, len(s.fwd))
-	size := 0
-	for _, name := range s.fwd {
-		var v string
-		switch {
-		case name == "X-Forwarded-For":
-			v = cl.xff(peerIP(r))
-		case !cl.trusted && s.cfg.ClientIPHeader != "" && name == http.CanonicalHeaderKey(s.cfg.ClientIPHeader):
-			continue // a client's claim about its own address
-		case name == "Cookie":
-			v = strings.Join(r.Header.Values(name), "; ")
-		default:
-			v = strings.Join(r.Header.Values(name), ", ")
-		}
-		if v != "" {
-			out[name] = v
-			size += len(name) + len(v)
-		}
-	}
-	if size > s.cfg.MaxForwardedHeaderBytes {
-		return nil, fmt.Errorf("the forwarded headers (%s) are %d bytes, more than WSBRIDGE_MAX_FORWARDED_HEADER_BYTES=%d", strings.Join(s.fwd, ", "), size, s.cfg.MaxForwardedHeaderBytes)
-	}
-	return out, nil
-}
-
-// validTraceparent returns s if it is a W3C trace context header (version-traceid-parentid-flags,
-// lowercase hex, 55 bytes), else "". It is passed on to every webhook of the connection as it
-// came, so nothing else (no CR or LF above all) may reach the request written to PHP.
-func validTraceparent(s string) string {
-	if len(s) != 55 || s[2] != '-' || s[35] != '-' || s[52] != '-' {
-		return ""
-	}
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; {
-		case i == 2 || i == 35 || i == 52:
-		case '0' <= c && c <= '9', 'a' <= c && c <= 'f':
-		default:
-			return ""
-		}
-	}
-	return s
 }
