@@ -33,7 +33,7 @@ func BenchmarkMessageWebhookBody(b *testing.B) {
 	secret := []byte(s.cfg.WebhookSecret)
 	b.ReportAllocs()
 	for b.Loop() {
-		ev := s.newEvent(EventMessage, "node.ABCDEFGHIJKLMNOP", st)
+		ev := s.newEvent(EventMessage, transportWS, "node.ABCDEFGHIJKLMNOP", st)
 		binary := false
 		ev.Seq, ev.Binary, ev.Data = 1, &binary, &data
 		body, err := json.Marshal(ev)
@@ -109,7 +109,7 @@ func benchConnWriter(b *testing.B, useTLS bool) {
 		b.Fatal(err)
 	}
 	defer client.CloseNow()
-	c := &conn{id: "bench", srv: s, writerDone: make(chan struct{})}
+	c := &conn{session: session{id: "bench", srv: s}, writerDone: make(chan struct{})}
 	a := <-accepted
 	c.wire = a.wire
 	c.setSocket(a.ws)
@@ -129,7 +129,7 @@ func benchConnWriter(b *testing.B, useTLS bool) {
 			}
 		}
 	}()
-	f := Frame{Data: []byte(`{"type":"chat","text":"hello, this is a short chat line"}`)}
+	f := Delivery{Data: []byte(`{"type":"chat","text":"hello, this is a short chat line"}`)}
 	window := int64(s.cfg.SendQueue / 2)
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -165,7 +165,7 @@ func BenchmarkMessageWebhookExchange(b *testing.B) {
 	data := `{"type":"chat","text":"hello, this is a short chat line"}`
 	b.ReportAllocs()
 	for b.Loop() {
-		ev := s.newEvent(EventMessage, "node.ABCDEFGHIJKLMNOP", st)
+		ev := s.newEvent(EventMessage, transportWS, "node.ABCDEFGHIJKLMNOP", st)
 		binary := false
 		ev.Seq, ev.Binary, ev.Data = 1, &binary, &data
 		res, err := s.hooks.send(context.Background(), ev, "", holdCounts)

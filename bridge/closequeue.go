@@ -16,23 +16,23 @@ import (
 //     the close waits for it to come back without spending a retry (holdWaits);
 //   - only ctx ending (shutdown's deadline) or the retries running out give a close up; both
 //     are logged with the event and counted (wsbridge_close_webhooks_failed_total).
-func (s *Server) deliverClose(ctx context.Context, c *conn, ev *Event) {
+func (s *Server) deliverClose(ctx context.Context, c transport, ev *Event) {
 	s.metrics.closeQueue.Inc()
 	defer s.metrics.closeQueue.Dec()
 	if !s.paceClose(ctx) {
-		s.closeLost(c, ev, ctx.Err())
+		s.closeLost(c.base(), ev, ctx.Err())
 		return
 	}
-	reply, err := s.call(ctx, ev, c.traceparent, holdWaits)
+	reply, err := s.call(ctx, ev, c.base().traceparent, holdWaits)
 	if err == nil {
 		err = s.apply(ctx, c, reply)
 	}
 	switch {
 	case err == nil:
 	case errors.Is(err, errMalformedReply):
-		c.log.Error("close reply refused", "event", ev.EventID, "err", err) // PHP has the close
+		c.base().log.Error("close reply refused", "event", ev.EventID, "err", err) // PHP has the close
 	default:
-		s.closeLost(c, ev, err)
+		s.closeLost(c.base(), ev, err)
 	}
 }
 
@@ -57,7 +57,7 @@ func (s *Server) paceClose(ctx context.Context) bool {
 	}
 }
 
-func (s *Server) closeLost(c *conn, ev *Event, err error) {
+func (s *Server) closeLost(c *session, ev *Event, err error) {
 	s.metrics.closeWebhooksLost.Inc()
 	c.log.Error("close webhook not delivered", "event", ev.EventID, "user", ev.UserID,
 		"code", *ev.Code, "reason", *ev.Reason, "initiator", ev.Initiator, "err", err)

@@ -2,45 +2,35 @@ package bridge
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"io"
-	"log/slog"
 	"net"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 	"unicode/utf8"
 
 	"github.com/coder/websocket"
-	"golang.org/x/time/rate"
 )
 
 // conn is one accepted WebSocket: a read loop (its own goroutine, started as the upgrade handler
 // returns) that turns frames into message webhooks one at a time, a writer goroutine that owns
 // the socket's writes while there is something to write (a frame to a quiet connection is
 // written by its sender instead; writer.go), and a timer that pings every PING_INTERVAL to
-// detect dead peers.
+// detect dead peers. What is not WebSocket's (who it is, how it ends, its webhooks) is the
+// embedded session (session.go).
 type conn struct {
-	id  string
-	srv *Server
+	session
 	// ws is set once, after the upgrade. The connection is in the hub (and may be sent to or
 	// closed) a moment before that; only dropSlow can run then, and it reads ws under closeMu.
 	// Every other use is in goroutines started after setSocket.
-	ws          *websocket.Conn
-	wire        *corkConn // the socket under ws; the writer corks it during a burst
-	burst       bool      // the writer is gathering a burst (owned by the writer)
-	log         *slog.Logger
-	traceparent string
-	opened      time.Time
-	counters    Counters
+	ws    *websocket.Conn
+	wire  *corkConn // the socket under ws; the writer corks it during a burst
+	burst bool      // the writer is gathering a burst (owned by the writer)
 
-	rate *rate.Limiter // MESSAGE_RATE; nil: no limit
 	// scan follows the frames the client sends, for MESSAGE_RATE (readscan.go); used only by
 	// whoever reads the socket (coder/websocket serialises its readers).
-	scan    frameScan
-	release func() // gives back the admission place (MAX_CONNECTIONS*)
+	scan frameScan
 
 	queue      sendQueue
 	lastSend   atomic.Int64    // when Send last ran, in ns since epoch (writer.go)
@@ -51,45 +41,30 @@ type conn struct {
 	writerDone chan struct{}   // closed when the last writer has closed the socket
 	busy       atomic.Bool     // a message webhook is in flight and reads are paused
 	failing    atomic.Bool     // the bridge failed the connection (§7.1.7); finish skips the handshake
-
-	closeOnce sync.Once
-	closing   atomic.Bool // set by the first Close; an atomic, not a channel: Send checks it per frame
-	closeMu   sync.Mutex
-	code      int
-	reason    string
-	initiator Initiator
 }
 
-var _ Client = (*conn)(nil)
+var _ transport = (*conn)(nil)
 
-func (c *conn) ID() string { return c.id }
+func (c *conn) ID() string           { return c.id }
+func (c *conn) kind() string         { return transportWS }
+func (c *conn) base() *session       { return &c.session }
+func (c *conn) sendReply(fs []Frame) { c.sendOwn(fs) }
 
 // Close records why the connection ends and wakes the writer, which closes the socket. Only the
 // first call counts, so the close webhook reports the real cause, not its echo; it alone reports
 // true.
 func (c *conn) Close(code int, reason string, by Initiator) bool {
-	first := false
-	c.closeOnce.Do(func() {
-		first = true
-		c.closeMu.Lock()
-		c.code, c.reason, c.initiator = code, reason, by
-		c.closeMu.Unlock()
-		c.closing.Store(true)
-		c.kick() // the writer flushes and closes the socket
-	})
-	return first
+	if !c.recordClose(code, reason, by) {
+		return false
+	}
+	c.kick() // the writer flushes and closes the socket
+	return true
 }
 
 func (c *conn) setSocket(ws *websocket.Conn) {
 	c.closeMu.Lock()
 	c.ws = ws
 	c.closeMu.Unlock()
-}
-
-func (c *conn) closeInfo() (int, string, Initiator) {
-	c.closeMu.Lock()
-	defer c.closeMu.Unlock()
-	return c.code, c.reason, c.initiator
 }
 
 // readLoop delivers the client's frames to PHP in order, each after PHP answered the previous
@@ -129,7 +104,7 @@ func (c *conn) readLoop(ctx context.Context) {
 		c.srv.metrics.messagesIn.Inc()
 		c.srv.metrics.bytesIn.Add(float64(len(data)))
 		c.busy.Store(true)
-		c.deliverMessage(ctx, seq, typ == websocket.MessageBinary, data)
+		c.srv.deliverMessage(ctx, c, seq, typ == websocket.MessageBinary, data)
 		c.busy.Store(false)
 	}
 }
@@ -209,62 +184,12 @@ func connLost(err error) bool {
 		errors.Is(err, syscall.ECONNRESET) || errors.As(err, &ne)
 }
 
-func (c *conn) deliverMessage(ctx context.Context, seq uint64, binary bool, data []byte) {
-	ev := c.srv.newEvent(EventMessage, c.id, c.srv.hub.State(c.id))
-	ev.Seq = seq
-	ev.Binary = &binary
-	if binary {
-		s := base64.StdEncoding.EncodeToString(data)
-		ev.DataBase64 = &s
-	} else {
-		s := string(data)
-		ev.Data = &s
-	}
-	reply, err := c.srv.call(ctx, ev, c.traceparent, holdCounts)
-	if err == nil {
-		err = c.srv.apply(ctx, c, reply)
-	}
-	switch {
-	case err == nil:
-	case errors.Is(err, errMalformedReply), limitName(err) != "":
-		// PHP has the message; only its answer is refused, whole. The connection goes on.
-		c.log.Error("message reply refused", "event", ev.EventID, "seq", seq, "err", err)
-	case ctx.Err() != nil:
-		// Shutdown gave up waiting; the connection is being cut off anyway.
-	default:
-		// The message did not reach PHP, even after the retries. Going on would silently
-		// lose it, so the client is told with 1011 and PHP gets a close webhook that says why.
-		c.log.Error("message webhook failed; closing the connection", "event", ev.EventID, "seq", seq, "err", err)
-		c.Close(int(websocket.StatusInternalError), "message not delivered", InitiatorServer)
-	}
-}
-
-// run serves an accepted connection until it ends, then reports the close to PHP. It returns
-// only after the close webhook was answered (or given up), which is what shutdown waits for.
+// run is the connection's life once accepted (runSession's serve): it returns when the socket
+// is closed and the writer has stopped; the session then ends.
 func (c *conn) run(ctx context.Context) {
 	c.startWriter(ctx)
 	c.readLoop(ctx)
 	// The read loop ends when the socket is closed; make sure the writer stops too even if
 	// the socket ended without anyone calling Close (then readFailed did).
 	<-c.writerDone
-	c.ended(ctx)
-}
-
-// ended takes the connection out of the hub, gives its admission place back (the client may
-// reconnect at once) and delivers its close webhook.
-func (c *conn) ended(ctx context.Context) {
-	st := c.srv.hub.Remove(c.id)
-	c.release()
-	code, reason, by := c.closeInfo()
-	c.srv.metrics.closed.WithLabelValues(string(by)).Inc()
-	if by == InitiatorSlowConsumer {
-		c.srv.metrics.slowConsumer.Inc()
-	}
-	ev := c.srv.newEvent(EventClose, c.id, st)
-	dur := time.Since(c.opened).Milliseconds()
-	in, out := c.counters.In.Load(), c.counters.Out.Load()
-	ev.Code, ev.Reason, ev.Initiator = &code, &reason, by
-	ev.DurationMS, ev.MessagesIn, ev.MessagesOut = &dur, &in, &out
-	c.log.Debug("connection closed", "code", code, "reason", reason, "initiator", by, "dur", (time.Duration(dur) * time.Millisecond).String())
-	c.srv.deliverClose(ctx, c, ev)
 }

@@ -39,7 +39,7 @@ const (
 // the server today; if it comes to, this panics rather than drift), then fixes what is random
 // or the clock's.
 func goldenEvent(t EventType, eventID string, st State) *Event {
-	ev := (&Server{}).newEvent(t, goldenConnID, st)
+	ev := (&Server{}).newEvent(t, transportWS, goldenConnID, st)
 	ev.EventID, ev.Time = eventID, goldenTime
 	return ev
 }
@@ -47,7 +47,7 @@ func goldenEvent(t EventType, eventID string, st State) *Event {
 // goldenState is a connection PHP has identified, as message and close webhooks carry it.
 var goldenState = State{UserID: "42", Meta: json.RawMessage(`{"name":"Ann","role":"admin"}`), Channels: []string{"room:42", "user:42"}}
 
-// goldenMessage fills a message event as conn.deliverMessage does.
+// goldenMessage fills a message event as Server.deliverMessage (session.go) does.
 func goldenMessage(eventID string, seq uint64, binary bool, data []byte) *Event {
 	ev := goldenEvent(EventMessage, eventID, goldenState)
 	ev.Seq = seq
@@ -62,7 +62,7 @@ func goldenMessage(eventID string, seq uint64, binary bool, data []byte) *Event 
 	return ev
 }
 
-// goldenClose fills a close event as conn.ended does.
+// goldenClose fills a close event as Server.endSession (session.go) does.
 func goldenClose(eventID string, st State, code int, reason string, by Initiator, dur int64, in, out uint64) *Event {
 	ev := goldenEvent(EventClose, eventID, st)
 	ev.Code, ev.Reason, ev.Initiator = &code, &reason, by
@@ -334,7 +334,7 @@ func shapeOf(t *testing.T, b []byte) string {
 	return string(s)
 }
 
-// The golden events are built by copies of what accept.go and conn.go do; this checks the
+// The golden events are built by copies of what session.go does; this checks the
 // copies against a real bridge over TCP: each webhook it sends has the shape (every key, every
 // kind of value) of its golden file, so a field added or renamed where the bridge builds an
 // event shows here even if the copy above was not updated.

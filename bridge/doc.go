@@ -9,13 +9,16 @@
 //	what PHP receives or may answer                   event.go, then webhook.go
 //	retries, backoff, PHP considered down             webhook.go, breaker.go
 //	the HTTP connections to PHP, reading answers      hookconn.go, hookreply.go
-//	the handshake, origins, subprotocols              accept.go
+//	a connection's life, whatever its transport       session.go
+//	a new transport (SSE, Pusher): one file over      session.go (transport), delivery.go
+//	the WebSocket handshake, Accept options, upgrade  accept.go
 //	connection limits, client address, proxies        limits.go
 //	one socket's life: rate limit, pings, close       conn.go, writer.go (readscan.go: fragments)
 //	how frames reach the socket, permessage-deflate   writer.go, wsframe.go, cork.go (cork_unix.go)
 //	RFC 6455 §5.5.1 (nothing after Close), 1007/1009  cork.go, conn.go
 //	close webhooks: pacing, waiting out PHP outages   closequeue.go
 //	who receives a push                               hub.go, push.go, broker*.go
+//	what the hub hands out, encoded once per push     delivery.go, hub.go (publishLocal)
 //	a broker (Redis, NATS): one package, passes       bridge/brokertest (docs/brokers.md)
 //	plain HTTP to the app                             proxy.go
 //	TLS on the public listener, certificate reload    tls.go

@@ -40,6 +40,7 @@ type Event struct {
 	Type         EventType       `json:"type"`
 	EventID      string          `json:"event_id"`
 	ConnectionID string          `json:"connection_id"`
+	Transport    string          `json:"transport"` // what the client came by: "ws" (later "sse", "pusher")
 	UserID       string          `json:"user_id"`
 	Meta         json.RawMessage `json:"meta"`
 	Channels     []string        `json:"channels"`
@@ -92,25 +93,12 @@ type CloseRequest struct {
 	Reason string `json:"reason"`
 }
 
-// Frame is one WebSocket message. On the wire (in "send") it is either a JSON string (a text
-// frame) or an object {"data": "..."} / {"data_base64": "..."}.
-//
-// Frames are passed by value to every recipient of a broadcast, so the fields are packed: the
-// two flags and zAt share one word (56 bytes in all).
+// Frame is one message PHP sends to a client. On the wire (in "send") it is either a JSON string
+// (a text frame) or an object {"data": "..."} / {"data_base64": "..."}. It is the contract and
+// nothing else: what the hub hands to clients is a Delivery (delivery.go).
 type Frame struct {
 	Binary bool
-	// queue asks the connection to leave the frame to its writer rather than write it on the
-	// sender's goroutine: the hub sets it on a big publication while publications outrun the
-	// sockets, when frames pile up per connection and the writer sends them in bursts
-	// (Hub.publishLocal, conn.Send).
-	queue bool
-	// zAt says where in wire the frame compressed for permessage-deflate (RFC 7692) begins:
-	// 0, none made; -1, compressing would not make it smaller (wsframe.go).
-	zAt  int32
-	Data []byte
-	// wire is the frame as sent, when already encoded: a publication encodes it once for all
-	// its recipients (wsframe.go), followed by its compressed form when zAt > 0.
-	wire []byte
+	Data   []byte
 }
 
 // UnmarshalJSON accepts a string or an object with exactly one of data / data_base64.

@@ -16,10 +16,10 @@ import (
 // other transports (SSE, later) can be members too.
 type Client interface {
 	ID() string
-	// Send queues a frame for the client without blocking. It reports false when the frame was
+	// Send queues a delivery for the client without blocking. It reports false when it was
 	// not queued: the client is closing, or its queue was full and it is now being closed as a
-	// slow consumer.
-	Send(Frame) bool
+	// slow consumer. The delivery's bytes are shared with its other recipients: read only.
+	Send(Delivery) bool
 	// Close asks the client to close with a code and reason and returns at once. The first
 	// request wins; later ones are ignored and report false.
 	Close(code int, reason string, by Initiator) bool
@@ -241,7 +241,7 @@ func removeFrom(index map[string]map[string]*member, key, id string) {
 // Publish delivers p to the local connections it targets and forwards it to the other nodes.
 // It returns the number of local connections the frame was queued for.
 func (h *Hub) Publish(ctx context.Context, p *Publication) (int, error) {
-	n := h.publishLocal(p.To, p.Except, p.Frame())
+	n := h.publishLocal(p.To, p.Except, newDelivery(p.Frame()))
 	return n, h.broker.Publish(ctx, Envelope{Origin: h.node, Op: OpPublish, Publication: p})
 }
 
@@ -259,11 +259,13 @@ func (h *Hub) Publish(ctx context.Context, p *Publication) (int, error) {
 // piled up in one write. That is what keeps flat-out broadcast near a third of
 // the CPU per delivery (docs/benchmarks.md). A small publication (a push to a user, a room of a
 // few hundred) costs an HTTP request or a webhook anyway, and its writes do not pile up.
-func (h *Hub) publishLocal(to Targets, except string, f Frame) int {
+func (h *Hub) publishLocal(to Targets, except string, f Delivery) int {
+	// Encoded here, once, before any recipient can see it: the recipients run on several
+	// goroutines (sendEach) and only ever read these bytes.
 	if h.deflateMin > 0 && len(f.Data) >= h.deflateMin {
-		f = f.withDeflated() // both encodings, once, for the recipients that compress or not
+		f = f.withDeflated() // both encodings, for the recipients that compress or not
 	} else {
-		f.wire = f.wireFrame() // once, shared by every recipient
+		f.ws = f.wireFrame()
 	}
 	p := recipientPool.Get().(*[]Client)
 	rs := (*p)[:0]
@@ -290,7 +292,7 @@ func (h *Hub) publishLocal(to Targets, except string, f Frame) int {
 // alive). When Send writes on the spot, a long list is split over GOMAXPROCS goroutines, this one
 // included: one goroutine writing to ten thousand sockets would use one core of several. Queued
 // frames are not split: queueing is cheap, and the writers it starts use the other cores.
-func sendEach(rs []Client, f Frame) int {
+func sendEach(rs []Client, f Delivery) int {
 	parts := min(runtime.GOMAXPROCS(0), len(rs)/fanoutChunk)
 	if parts < 2 || f.queue {
 		return sendPart(rs, f)
@@ -311,7 +313,7 @@ func sendEach(rs []Client, f Frame) int {
 // a goroutine costs more than it saves.
 const fanoutChunk = 1024
 
-func sendPart(rs []Client, f Frame) int {
+func sendPart(rs []Client, f Delivery) int {
 	n := 0
 	for i, c := range rs {
 		if c.Send(f) {
@@ -461,7 +463,7 @@ func (h *Hub) Deliver(e Envelope) {
 	switch e.Op {
 	case OpPublish:
 		if e.Publication != nil {
-			h.publishLocal(e.Publication.To, e.Publication.Except, e.Publication.Frame())
+			h.publishLocal(e.Publication.To, e.Publication.Except, newDelivery(e.Publication.Frame()))
 		}
 	case OpClose:
 		if e.Close != nil {

@@ -13,7 +13,7 @@ type benchClient struct {
 }
 
 func (c *benchClient) ID() string                        { return c.id }
-func (c *benchClient) Send(Frame) bool                   { c.n++; return true }
+func (c *benchClient) Send(Delivery) bool                { c.n++; return true }
 func (c *benchClient) Close(int, string, Initiator) bool { return true }
 
 // BenchmarkHubPublishChannel measures fan-out of one publication to a channel of n members:

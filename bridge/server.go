@@ -120,7 +120,7 @@ func (s *Server) Node() string { return s.node }
 func (s *Server) newConnID() string { return s.node + "." + rand.Text()[:16] }
 
 // newEvent starts a webhook body with the fields every event carries.
-func (s *Server) newEvent(t EventType, connID string, st State) *Event {
+func (s *Server) newEvent(t EventType, transport, connID string, st State) *Event {
 	if st.Channels == nil {
 		st.Channels = []string{}
 	}
@@ -128,6 +128,7 @@ func (s *Server) newEvent(t EventType, connID string, st State) *Event {
 		Type:         t,
 		EventID:      rand.Text(),
 		ConnectionID: connID,
+		Transport:    transport,
 		UserID:       st.UserID,
 		Meta:         st.Meta,
 		Channels:     st.Channels,
@@ -158,16 +159,18 @@ func (s *Server) call(ctx context.Context, ev *Event, traceparent string, hold h
 // apply carries out a reply for connection c: state first, then frames to c, then
 // publications, then the close, so a "send" before a "close" reaches the client. State that
 // cannot be applied (a join beyond MAX_CHANNELS) refuses the whole reply.
-func (s *Server) apply(ctx context.Context, c *conn, r *Reply) error {
+func (s *Server) apply(ctx context.Context, c transport, r *Reply) error {
 	if r.UserID != nil || r.Meta != nil || len(r.Join) > 0 || len(r.Leave) > 0 {
-		if err := s.hub.Update(c.id, r.UserID, r.Meta, r.Join, r.Leave); err != nil {
+		if err := s.hub.Update(c.ID(), r.UserID, r.Meta, r.Join, r.Leave); err != nil {
 			if l := limitName(err); l != "" {
 				s.metrics.limit(l)
 			}
 			return err
 		}
 	}
-	c.sendOwn(r.Send)
+	if len(r.Send) > 0 {
+		c.sendReply(r.Send)
+	}
 	if len(r.Publish) > 1 && s.brokerTimeout > 0 {
 		// One bound for the whole reply, not one per publication: this runs on the
 		// connection's reader, which a slow broker must not hold longer than BROKER_TIMEOUT.
@@ -177,7 +180,7 @@ func (s *Server) apply(ctx context.Context, c *conn, r *Reply) error {
 	}
 	for i := range r.Publish {
 		if _, err := s.publish(ctx, &r.Publish[i]); err != nil {
-			c.log.Error("publish from reply failed", "err", err)
+			c.base().log.Error("publish from reply failed", "err", err)
 		}
 	}
 	if r.Close != nil {

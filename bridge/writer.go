@@ -18,7 +18,7 @@ import (
 // not ten thousand writer goroutines started, scheduled and ended. Frames that follow each
 // other closely (less than streamGap apart, or marked by the hub as part of a burst) are left
 // to the writer instead, which sends those that pile up in one write.
-func (c *conn) Send(f Frame) bool {
+func (c *conn) Send(f Delivery) bool {
 	now := int64(time.Since(epoch))
 	streaming := now-c.lastSend.Swap(now) < int64(streamGap)
 	if !f.queue && !streaming && !c.isClosing() && c.idle.CompareAndSwap(true, false) {
@@ -79,7 +79,7 @@ func (c *conn) finishWriter() {
 	close(c.writerDone)
 }
 
-func (c *conn) enqueue(f Frame) bool {
+func (c *conn) enqueue(f Delivery) bool {
 	if c.isClosing() {
 		return false
 	}
@@ -96,7 +96,7 @@ func (c *conn) enqueue(f Frame) bool {
 // connection's reader waits, within the write timeout, as its messages would anyway.
 func (c *conn) sendOwn(fs []Frame) {
 	for _, f := range fs {
-		if !c.enqueue(f) {
+		if !c.enqueue(newDelivery(f)) {
 			return
 		}
 	}
@@ -116,13 +116,13 @@ func (c *conn) sendOwn(fs []Frame) {
 // fit).
 type sendQueue struct {
 	mu     sync.Mutex
-	frames []Frame // frames[head:] wait, oldest first
+	frames []Delivery // frames[head:] wait, oldest first
 	head   int32
 	bytes  int32 // payload bytes in frames[head:]
 }
 
 // push appends f unless limit frames or limitBytes of payload would then wait. It never blocks.
-func (q *sendQueue) push(f Frame, limit, limitBytes int) bool {
+func (q *sendQueue) push(f Delivery, limit, limitBytes int) bool {
 	q.mu.Lock()
 	if len(q.frames)-int(q.head) >= limit || int(q.bytes)+len(f.Data) > limitBytes {
 		q.mu.Unlock()
@@ -143,7 +143,7 @@ func (q *sendQueue) push(f Frame, limit, limitBytes int) bool {
 
 // pop takes the oldest frame. When the queue runs empty a large slice is let go, so that a
 // burst does not leave an idle connection holding its peak.
-func (q *sendQueue) pop() (Frame, bool) {
+func (q *sendQueue) pop() (Delivery, bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if int(q.head) == len(q.frames) {
@@ -153,10 +153,10 @@ func (q *sendQueue) pop() (Frame, bool) {
 			q.frames = q.frames[:0]
 		}
 		q.head = 0
-		return Frame{}, false
+		return Delivery{}, false
 	}
 	f := q.frames[q.head]
-	q.frames[q.head] = Frame{} // the writer is done with it after this; do not pin its bytes
+	q.frames[q.head] = Delivery{} // the writer is done with it after this; do not pin its bytes
 	q.head++
 	q.bytes -= int32(len(f.Data))
 	return f, true
@@ -327,7 +327,7 @@ func (c *conn) armWriteTimer() {
 	}
 }
 
-func (c *conn) write(f Frame) bool {
+func (c *conn) write(f Delivery) bool {
 	if !c.burst { // in a burst, the timer armed at its start covers every write
 		c.armWriteTimer()
 	}
@@ -352,7 +352,7 @@ func (c *conn) write(f Frame) bool {
 // encode returns f's bytes for this connection: compressed when it negotiated permessage-deflate
 // and f is big enough (a publication brings them compressed already; a reply's frame, for this
 // connection alone, is compressed here), else plain.
-func (c *conn) encode(f Frame) []byte {
+func (c *conn) encode(f Delivery) []byte {
 	if c.wire.deflate && len(f.Data) >= c.srv.cfg.CompressionThreshold {
 		return f.deflatedFrame()
 	}
@@ -360,7 +360,7 @@ func (c *conn) encode(f Frame) []byte {
 }
 
 // sent counts a frame handed to the socket.
-func (c *conn) sent(f Frame) {
+func (c *conn) sent(f Delivery) {
 	c.counters.Out.Add(1)
 	c.srv.metrics.messagesOut.Inc()
 	c.srv.metrics.bytesOut.Add(float64(len(f.Data)))

@@ -13,7 +13,7 @@ import (
 // twice the limit when the writer never catches up, and lets a burst's slice go once empty.
 func TestSendQueue(t *testing.T) {
 	var q sendQueue
-	frame := func(i int) Frame { return Frame{Data: []byte(strconv.Itoa(i))} }
+	frame := func(i int) Delivery { return Delivery{Data: []byte(strconv.Itoa(i))} }
 	const limit = 8
 	for i := range limit {
 		if !q.push(frame(i), limit, 1<<20) {
@@ -73,11 +73,11 @@ func TestSendQueue(t *testing.T) {
 type countClient struct {
 	id     string
 	mu     sync.Mutex
-	frames []Frame
+	frames []Delivery
 }
 
 func (c *countClient) ID() string { return c.id }
-func (c *countClient) Send(f Frame) bool {
+func (c *countClient) Send(f Delivery) bool {
 	c.mu.Lock()
 	c.frames = append(c.frames, f)
 	c.mu.Unlock()
@@ -177,14 +177,14 @@ func TestSendLeftoverGoesOutInOrder(t *testing.T) {
 // below its frame bound, and counts bytes out as frames are popped.
 func TestSendQueueBytes(t *testing.T) {
 	var q sendQueue
-	big := Frame{Data: make([]byte, 600)}
+	big := Delivery{Data: make([]byte, 600)}
 	if !q.push(big, 100, 1000) {
 		t.Fatal("first 600-byte frame refused under a 1000-byte bound")
 	}
 	if q.push(big, 100, 1000) {
 		t.Fatal("second 600-byte frame accepted: 1200 bytes over a 1000-byte bound")
 	}
-	if !q.push(Frame{Data: make([]byte, 400)}, 100, 1000) {
+	if !q.push(Delivery{Data: make([]byte, 400)}, 100, 1000) {
 		t.Fatal("a frame that fills the bound exactly was refused")
 	}
 	q.pop()

@@ -23,18 +23,18 @@ import (
 // maxFrameHeader is the longest server frame header: no mask, 64-bit length.
 const maxFrameHeader = 10
 
-// wireFrame returns f as one unmasked, final WebSocket frame (RFC 6455 §5.2).
-func (f Frame) wireFrame() []byte {
-	if f.wire != nil {
-		if f.zAt > 0 {
-			return f.wire[:f.zAt]
+// wireFrame returns d as one unmasked, final WebSocket frame (RFC 6455 §5.2).
+func (f Delivery) wireFrame() []byte {
+	if f.ws != nil {
+		if f.wsZ > 0 {
+			return f.ws[:f.wsZ]
 		}
-		return f.wire
+		return f.ws
 	}
 	return appendFrame(make([]byte, 0, maxFrameHeader+len(f.Data)), 0x80|f.opcode(), f.Data)
 }
 
-func (f Frame) opcode() byte {
+func (f Delivery) opcode() byte {
 	if f.Binary {
 		return 0x2
 	}
@@ -71,11 +71,11 @@ var deflateTail = []byte{0x00, 0x00, 0xff, 0xff}
 // deflatedFrame returns f as one final frame compressed per RFC 7692 (RSV1 set), or as the plain
 // frame when compressing would not make it smaller. A publication brings it made (withDeflated);
 // a reply's frame, for one connection, is compressed here.
-func (f Frame) deflatedFrame() []byte {
+func (f Delivery) deflatedFrame() []byte {
 	switch {
-	case f.zAt > 0:
-		return f.wire[f.zAt:]
-	case f.zAt < 0:
+	case f.wsZ > 0:
+		return f.ws[f.wsZ:]
+	case f.wsZ < 0:
 		return f.wireFrame()
 	}
 	z := deflate(f.Data)
@@ -86,21 +86,21 @@ func (f Frame) deflatedFrame() []byte {
 }
 
 // withDeflated returns f with both encodings made, in one buffer: the plain frame, then the
-// compressed one (or the plain frame alone, zAt -1, when compressing does not make it smaller).
-func (f Frame) withDeflated() Frame {
+// compressed one (or the plain frame alone, wsZ -1, when compressing does not make it smaller).
+func (f Delivery) withDeflated() Delivery {
 	z := deflate(f.Data)
 	if z == nil {
-		f.wire, f.zAt = f.wireFrame(), -1
+		f.ws, f.wsZ = f.wireFrame(), -1
 		return f
 	}
 	b := appendFrame(make([]byte, 0, 2*maxFrameHeader+len(f.Data)+len(z)), 0x80|f.opcode(), f.Data)
-	f.zAt = int32(len(b))
-	f.wire = appendFrame(b, 0xC0|f.opcode(), z)
+	f.wsZ = int32(len(b))
+	f.ws = appendFrame(b, 0xC0|f.opcode(), z)
 	return f
 }
 
 // deflate compresses p as one message without context takeover, or returns nil when that does
-// not make it smaller (or p is too big for Frame.zAt). BestSpeed: a broadcast is compressed once,
+// not make it smaller (or p is too big for Delivery.wsZ). BestSpeed: a broadcast is compressed once,
 // but on the publisher's goroutine, and JSON compresses well at any level.
 func deflate(p []byte) []byte {
 	if len(p) > 1<<30 {

@@ -5,9 +5,13 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"fmt"
 	"io"
 	"net"
+	"net/url"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/coder/websocket"
@@ -27,7 +31,7 @@ func TestWireFrameHeaders(t *testing.T) {
 		{65536, true, []byte{0x82, 127, 0, 0, 0, 0, 0, 1, 0, 0}},
 	} {
 		data := bytes.Repeat([]byte{'x'}, tc.n)
-		got := Frame{Binary: tc.binary, Data: data}.wireFrame()
+		got := Delivery{Binary: tc.binary, Data: data}.wireFrame()
 		if !bytes.Equal(got[:len(tc.header)], tc.header) || !bytes.Equal(got[len(tc.header):], data) {
 			t.Errorf("%d bytes (binary %v): header % x, want % x", tc.n, tc.binary, got[:min(len(got), 10)], tc.header)
 		}
@@ -212,8 +216,8 @@ func TestDeflatedFrames(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			f := Frame{Data: tc.data, Binary: true}.withDeflated()
-			plain := Frame{Data: tc.data, Binary: true}.wireFrame()
+			f := Delivery{Data: tc.data, Binary: true}.withDeflated()
+			plain := Delivery{Data: tc.data, Binary: true}.wireFrame()
 			if !bytes.Equal(f.wireFrame(), plain) {
 				t.Fatal("the plain encoding differs from wireFrame's")
 			}
@@ -238,9 +242,75 @@ func TestDeflatedFrames(t *testing.T) {
 			if !bytes.Equal(got, tc.data) {
 				t.Fatal("the compressed frame does not inflate to the data")
 			}
-			if again := (Frame{Data: tc.data, Binary: true}).deflatedFrame(); !bytes.Equal(again, z) {
+			if again := (Delivery{Data: tc.data, Binary: true}).deflatedFrame(); !bytes.Equal(again, z) {
 				t.Fatal("a reply's frame compressed alone differs from the publication's")
 			}
 		})
+	}
+}
+
+// The raw data path's assumption about coder/websocket (wsframe.go): its control frames reach
+// the socket whole, each in one write, so they never land inside a data frame the bridge wrote
+// itself, corked bursts included. A client pings while pushes flood it (they queue, and the
+// writer sends them in corked bursts); every frame it reads must parse (the probe checks RFC
+// 6455's rules), the pushes arrive whole and in order, every ping gets its pong in order, and
+// after the close nothing follows.
+func TestPingsBetweenCorkedBursts(t *testing.T) {
+	php := testkit.NewEchoPHP(t)
+	cfg := testConfig(t, php.URL)
+	cfg.MessageRate = 0
+	cfg.SendQueue = 1 << 20 // the pushes outrun the socket; the client is not slow, only flooded
+	b := startBridge(t, cfg, nil, nil)
+	u, _ := url.Parse(b.public.URL)
+	p := testkit.DialProbe(t, u.Host, cfg.WSPaths[0])
+
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		pad := strings.Repeat("p", 300)
+		for i := 0; ctx.Err() == nil; i++ {
+			data := fmt.Sprintf("%08d", i) + pad
+			if n, _ := b.srv.Hub().Publish(ctx, &Publication{To: Targets{Connections: []string{p.ID}}, Data: &data}); n == 0 {
+				return // the connection has left the hub
+			}
+		}
+	})
+	next := 0 // the push expected next
+	data := func(f testkit.WireFrame) {
+		t.Helper()
+		if !f.Fin || len(f.Payload) != 308 {
+			t.Fatalf("push %d: fin %v, %d bytes; want one whole frame of 308", next, f.Fin, len(f.Payload))
+		}
+		if got, err := strconv.Atoi(string(f.Payload[:8])); err != nil || got != next {
+			t.Fatalf("push %q arrived when %d was due", f.Payload[:8], next)
+		}
+		next++
+	}
+	for i := range 200 {
+		want := "ping-" + strconv.Itoa(i)
+		p.Send(true, 0, testkit.OpPing, []byte(want))
+		for pong := false; !pong; {
+			switch f := p.Next(); f.Op {
+			case testkit.OpText:
+				data(f)
+			case testkit.OpPong:
+				if string(f.Payload) != want {
+					t.Fatalf("pong %q, want %q (§5.5.3: in order, with the ping's payload)", f.Payload, want)
+				}
+				pong = true
+			default:
+				t.Fatalf("frame op %d amid pushes and pongs", f.Op)
+			}
+		}
+	}
+	if next == 0 {
+		t.Fatal("no push arrived between the pongs")
+	}
+	p.SendClose(1000, "")
+	p.ExpectClose(1000)
+	cancel()
+	wg.Wait()
+	if h := php.WaitClose(t, p.ID); h.Code != 1000 || h.Initiator != "client" {
+		t.Fatalf("close webhook %+v, want 1000 by client", h)
 	}
 }

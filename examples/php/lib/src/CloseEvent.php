@@ -17,6 +17,7 @@ final class CloseEvent extends Event
         ?array $meta,
         array $channels,
         string $time,
+        string $transport,
         /** WebSocket close code; 1006 when the socket ended without a close frame. */
         public readonly int $code,
         public readonly string $reason,
@@ -26,7 +27,7 @@ final class CloseEvent extends Event
         public readonly int $messagesIn,
         public readonly int $messagesOut,
     ) {
-        parent::__construct($eventId, $connectionId, $userId, $meta, $channels, $time);
+        parent::__construct($eventId, $connectionId, $userId, $meta, $channels, $time, $transport);
     }
 
     public function type(): string

@@ -25,6 +25,11 @@ abstract class Event
         public readonly array $channels,
         /** RFC 3339 UTC with milliseconds. */
         public readonly string $time,
+        /**
+         * What the client came by: "ws" (WebSocket), later "sse" or "pusher". "ws" for a body
+         * from a bridge older than the field, which had WebSocket only.
+         */
+        public readonly string $transport = 'ws',
     ) {
     }
 
@@ -61,6 +66,7 @@ abstract class Event
             self::objectOrNull($d, 'meta'),
             self::strings($d, 'channels'),
             self::str($d, 'time'),
+            array_key_exists('transport', $d) ? self::str($d, 'transport') : 'ws',
         ];
         return match ($d['type'] ?? null) {
             'open' => new OpenEvent(...$common, request: Request::fromArray(self::object($d, 'request'))),

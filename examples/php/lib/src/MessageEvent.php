@@ -14,13 +14,14 @@ final class MessageEvent extends Event
         ?array $meta,
         array $channels,
         string $time,
+        string $transport,
         /** The text, or the bytes of a binary frame (already base64-decoded). */
         public readonly string $data,
         public readonly bool $binary,
         /** 1 for the connection's first message, then 2, 3, ... */
         public readonly int $seq,
     ) {
-        parent::__construct($eventId, $connectionId, $userId, $meta, $channels, $time);
+        parent::__construct($eventId, $connectionId, $userId, $meta, $channels, $time, $transport);
     }
 
     public function type(): string

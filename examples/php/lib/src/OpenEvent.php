@@ -17,9 +17,10 @@ final class OpenEvent extends Event
         ?array $meta,
         array $channels,
         string $time,
+        string $transport,
         public readonly Request $request,
     ) {
-        parent::__construct($eventId, $connectionId, $userId, $meta, $channels, $time);
+        parent::__construct($eventId, $connectionId, $userId, $meta, $channels, $time, $transport);
     }
 
     public function type(): string

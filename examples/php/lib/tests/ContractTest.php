@@ -75,6 +75,7 @@ final class ContractTest extends TestCase
             'type' => $e->type(),
             'event_id' => $e->eventId,
             'connection_id' => $e->connectionId,
+            'transport' => $e->transport,
             'user_id' => $e->userId,
             'meta' => $e->meta,
             'channels' => $e->channels,

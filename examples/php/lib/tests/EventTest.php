@@ -83,6 +83,15 @@ final class EventTest extends TestCase
         self::assertSame([4001, 'kicked', 'api', 1234, 3, 9], [$ev->code, $ev->reason, $ev->initiator, $ev->durationMs, $ev->messagesIn, $ev->messagesOut]);
     }
 
+    /** "transport" names what the client came by; a body without it is from a WebSocket-only bridge. */
+    public function testTransport(): void
+    {
+        $msg = ['type' => 'message', 'data' => 'x', 'binary' => false, 'seq' => 1];
+        self::assertSame('sse', Event::fromJson(self::json($msg + ['transport' => 'sse']))->transport);
+        self::assertSame('ws', Event::fromJson(self::json($msg + ['transport' => 'ws']))->transport);
+        self::assertSame('ws', Event::fromJson(self::json($msg))->transport);
+    }
+
     public function testMalformedBodies(): void
     {
         $bad = [
@@ -94,6 +103,7 @@ final class EventTest extends TestCase
             'text without data' => self::json(['type' => 'message', 'binary' => false, 'seq' => 1]),
             'open without request' => self::json(['type' => 'open']),
             'channels not strings' => json_encode(['type' => 'close', 'channels' => [1]] + self::COMMON),
+            'transport not a string' => self::json(['type' => 'message', 'data' => 'x', 'binary' => false, 'seq' => 1, 'transport' => 1]),
         ];
         foreach ($bad as $name => $body) {
             try {
