@@ -68,7 +68,7 @@ func BenchmarkDecodePublishBatch(b *testing.B) {
 			b.Fatal(err)
 		}
 		for i := range pubs {
-			if err := pubs[i].Validate(l); err != nil {
+			if err := pubs[i].validate(l); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -91,7 +91,7 @@ func TestOpenRejectedWithPHPStatusAndBody(t *testing.T) {
 	if body := readAll(t, resp); body != "log in first" {
 		t.Errorf("body = %q, want PHP's body", body)
 	}
-	if n := b.srv.Hub().Stats().Connections; n != 0 {
+	if n := b.srv.hub.Stats().Connections; n != 0 {
 		t.Errorf("hub holds %d connections after a rejection", n)
 	}
 }
@@ -550,7 +550,7 @@ func readAll(t *testing.T, resp *http.Response) string {
 // then the send queue, until the bridge cuts the client off.
 func floodUntilClosed(t *testing.T, b *testBridge, c *websocket.Conn, id string) {
 	data := base64.StdEncoding.EncodeToString(make([]byte, 256<<10))
-	for i := 0; i < 500 && b.srv.Hub().Stats().Connections > 0; i++ {
+	for i := 0; i < 500 && b.srv.hub.Stats().Connections > 0; i++ {
 		b.api(t, "POST", "/v1/publish", map[string]any{"to": map[string]any{"connections": []string{id}}, "data_base64": data}, nil)
 	}
 }

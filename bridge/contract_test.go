@@ -269,11 +269,11 @@ func TestContractReplies(t *testing.T) {
 				}
 				return
 			}
-			// Every accepting reply is one DecodeReply takes for its event, whole, and the real
+			// Every accepting reply is one decodeReply takes for its event, whole, and the real
 			// Reply type encodes it back unchanged: no field of the file is unknown to Go.
-			r, err := DecodeReply(gr.Event, gr.Body, l)
+			r, err := decodeReply(gr.Event, gr.Body, l)
 			if err != nil {
-				t.Fatalf("DecodeReply(%s) refuses the golden reply: %v", gr.Event, err)
+				t.Fatalf("decodeReply(%s) refuses the golden reply: %v", gr.Event, err)
 			}
 			if gr.Body == nil {
 				if !isEmptyReply(r) {

@@ -75,7 +75,7 @@ type HandshakeRequest struct {
 }
 
 // Reply is what PHP may answer to any webhook. Every field is optional; an empty body or a 204
-// means "nothing to do". Which fields an event type allows is checked by DecodeReply.
+// means "nothing to do". Which fields an event type allows is checked by decodeReply.
 type Reply struct {
 	UserID      *string         `json:"user_id,omitempty"`     // open only
 	Meta        json.RawMessage `json:"meta,omitempty"`        // replaces the stored meta; a JSON object, or null to clear it
@@ -157,14 +157,14 @@ func (t Targets) Empty() bool {
 	return !t.All && len(t.Connections) == 0 && len(t.Users) == 0 && len(t.Channels) == 0
 }
 
-// Frame returns the payload as a frame. Validate must have succeeded.
+// Frame returns the payload as a frame. validate must have succeeded.
 func (p *Publication) Frame() Frame {
 	data, binary, _ := payload(p.Data, p.DataBase64)
 	return Frame{Binary: binary, Data: data}
 }
 
-// Validate reports the first thing wrong with p, naming the field.
-func (p *Publication) Validate(l Limits) error {
+// validate reports the first thing wrong with p, naming the field.
+func (p *Publication) validate(l Limits) error {
 	if p.To.Empty() {
 		return errors.New(`"to": names no target (connections, users, channels or all)`)
 	}
@@ -250,9 +250,9 @@ func validateNames(field string, names []string, maxLen int) error {
 	return nil
 }
 
-// DecodeReply parses and checks PHP's answer to an event of type typ. An empty body is an empty
+// decodeReply parses and checks PHP's answer to an event of type typ. An empty body is an empty
 // reply. Any fault refuses the whole reply, so nothing of a malformed reply is ever applied.
-func DecodeReply(typ EventType, body []byte, l Limits) (*Reply, error) {
+func decodeReply(typ EventType, body []byte, l Limits) (*Reply, error) {
 	var r Reply
 	if len(bytes.TrimSpace(body)) == 0 {
 		return &r, nil
@@ -298,7 +298,7 @@ func (r *Reply) validate(typ EventType, l Limits) error {
 		return err
 	}
 	for i := range r.Publish {
-		if err := r.Publish[i].Validate(l); err != nil {
+		if err := r.Publish[i].validate(l); err != nil {
 			return fmt.Errorf("publish[%d]: %w", i, err)
 		}
 	}

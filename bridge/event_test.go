@@ -49,7 +49,7 @@ func TestDecodeReply(t *testing.T) {
 		{"close reason too long", EventMessage, `{"close":{"code":4000,"reason":"` + strings.Repeat("r", 124) + `"}}`, "more than 123"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r, err := DecodeReply(tc.typ, []byte(tc.body), testLimits)
+			r, err := decodeReply(tc.typ, []byte(tc.body), testLimits)
 			if tc.err == "" {
 				if err != nil || r == nil {
 					t.Fatalf("refused: %v", err)

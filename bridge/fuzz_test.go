@@ -55,7 +55,7 @@ func FuzzPushAPI(f *testing.F) {
 	})
 }
 
-// FuzzDecodeReply: a reply DecodeReply accepts re-encodes to one it accepts again, and that
+// FuzzDecodeReply: a reply decodeReply accepts re-encodes to one it accepts again, and that
 // one encodes the same: nothing is lost or changed between decoding and applying.
 func FuzzDecodeReply(f *testing.F) {
 	f.Add(0, []byte(`{"user_id":"42","meta":{"name":"Ann"},"join":["lobby"],"send":["hi"],"subprotocol":"chat"}`))
@@ -66,7 +66,7 @@ func FuzzDecodeReply(f *testing.F) {
 	types := []EventType{EventOpen, EventMessage, EventClose}
 	f.Fuzz(func(t *testing.T, typ int, body []byte) {
 		et := types[uint(typ)%uint(len(types))]
-		r, err := DecodeReply(et, body, limits)
+		r, err := decodeReply(et, body, limits)
 		if err != nil {
 			return
 		}
@@ -74,7 +74,7 @@ func FuzzDecodeReply(f *testing.F) {
 		if err != nil {
 			t.Fatalf("accepted reply %q does not re-encode: %v", body, err)
 		}
-		r2, err := DecodeReply(et, again, limits)
+		r2, err := decodeReply(et, again, limits)
 		if err != nil {
 			t.Fatalf("accepted %q, but refused its re-encoding %s: %v", body, again, err)
 		}

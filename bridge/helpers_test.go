@@ -159,7 +159,7 @@ func startBridge(t *testing.T, cfg Config, php *fakePHP, broker *MemoryBroker) *
 	srv := New(cfg, log, br)
 	b := &testBridge{srv: srv, php: php}
 	if broker != nil {
-		t.Cleanup(broker.Join(srv.Node(), srv.Hub().Deliver))
+		t.Cleanup(broker.Join(srv.Node(), srv.hub.Deliver))
 	}
 	b.public, b.internal = newServers(t, srv)
 	b.wsURL = "ws" + strings.TrimPrefix(b.public.URL, "http") + cfg.WSPaths[0]

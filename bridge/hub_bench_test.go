@@ -50,7 +50,7 @@ func BenchmarkDecodePublication(b *testing.B) {
 		if err := decodeStrict(body, &p); err != nil {
 			b.Fatal(err)
 		}
-		if err := p.Validate(l); err != nil {
+		if err := p.validate(l); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -148,7 +148,7 @@ func (s *Server) handlePublish(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	for i := range pubs {
-		if err := pubs[i].Validate(s.limits); err != nil {
+		if err := pubs[i].validate(s.limits); err != nil {
 			if batch {
 				err = fmt.Errorf("item %d: %w", i, err)
 			}

@@ -55,7 +55,7 @@ func TestNoDataFrameAfterClose(t *testing.T) {
 					defer wg.Done()
 					data := strings.Repeat("p", 100)
 					for ctx.Err() == nil {
-						if n, _ := b.srv.Hub().Publish(ctx, &Publication{To: Targets{Connections: []string{p.ID}}, Data: &data}); n == 0 {
+						if n, _ := b.srv.hub.Publish(ctx, &Publication{To: Targets{Connections: []string{p.ID}}, Data: &data}); n == 0 {
 							return // the connection has left the hub
 						}
 					}
@@ -161,7 +161,7 @@ func TestBroadcastCompressedOnceForAll(t *testing.T) {
 	}
 	plain := testkit.DialProbe(t, u.Host, cfg.WSPaths[0])
 	data := strings.Repeat(`{"user":"ann","text":"hello everyone in the room"},`, 40)
-	if n, err := b.srv.Hub().Publish(context.Background(), &Publication{To: Targets{All: true}, Data: &data}); err != nil || n != 4 {
+	if n, err := b.srv.hub.Publish(context.Background(), &Publication{To: Targets{All: true}, Data: &data}); err != nil || n != 4 {
 		t.Fatalf("publish = %d, %v; want 4", n, err)
 	}
 	for i, p := range zs {

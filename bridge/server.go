@@ -110,9 +110,6 @@ func New(cfg Config, log *slog.Logger, broker Broker) *Server {
 	return s
 }
 
-// Hub returns the server's hub.
-func (s *Server) Hub() *Hub { return s.hub }
-
 // Node returns this node's id, the prefix of its connection ids.
 func (s *Server) Node() string { return s.node }
 

@@ -325,7 +325,7 @@ func (w *webhooks) attempt(ctx context.Context, ev *Event, body []byte, tracepar
 		w.lastOK.Store(time.Now().UnixNano())
 	}
 	if res.OK() {
-		if res.Reply, err = DecodeReply(ev.Type, b, w.limits); err != nil {
+		if res.Reply, err = decodeReply(ev.Type, b, w.limits); err != nil {
 			return res, 0, fmt.Errorf("%w: %s reply refused: %w", errMalformedReply, ev.Type, err)
 		}
 	}

@@ -150,7 +150,7 @@ func TestSendLeftoverGoesOutInOrder(t *testing.T) {
 	// One frame bigger than the socket buffers, and nothing after it: only the writer's flush
 	// of the leftover gets its end out.
 	huge := strings.Repeat("h", 16<<20)
-	if n, err := b.srv.Hub().Publish(context.Background(), &Publication{To: Targets{Connections: []string{id}}, Data: &huge}); n != 1 || err != nil {
+	if n, err := b.srv.hub.Publish(context.Background(), &Publication{To: Targets{Connections: []string{id}}, Data: &huge}); n != 1 || err != nil {
 		t.Fatalf("publish: delivered %d, err %v", n, err)
 	}
 	if got := read(t, c); got != huge {

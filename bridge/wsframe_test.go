@@ -270,7 +270,7 @@ func TestPingsBetweenCorkedBursts(t *testing.T) {
 		pad := strings.Repeat("p", 300)
 		for i := 0; ctx.Err() == nil; i++ {
 			data := fmt.Sprintf("%08d", i) + pad
-			if n, _ := b.srv.Hub().Publish(ctx, &Publication{To: Targets{Connections: []string{p.ID}}, Data: &data}); n == 0 {
+			if n, _ := b.srv.hub.Publish(ctx, &Publication{To: Targets{Connections: []string{p.ID}}, Data: &data}); n == 0 {
 				return // the connection has left the hub
 			}
 		}
