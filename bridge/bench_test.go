@@ -28,7 +28,7 @@ func benchServer(b *testing.B, env ...string) *Server {
 // request: build the event with the connection's state, encode it and sign it.
 func BenchmarkMessageWebhookBody(b *testing.B) {
 	s := benchServer(b)
-	st := State{UserID: "42", Meta: json.RawMessage(`{"name":"Ada","room":7}`), Channels: []string{"lobby", "room:7"}}
+	st := state{UserID: "42", Meta: json.RawMessage(`{"name":"Ada","room":7}`), Channels: []string{"lobby", "room:7"}}
 	data := `{"type":"chat","text":"hello, this is a short chat line"}`
 	secret := []byte(s.cfg.WebhookSecret)
 	b.ReportAllocs()
@@ -59,7 +59,7 @@ func BenchmarkDecodePublishBatch(b *testing.B) {
 	}
 	sb.WriteByte(']')
 	body := []byte(sb.String())
-	l := Limits{MaxNameLen: 200, MaxMetaSize: 8192}
+	l := limits{MaxNameLen: 200, MaxMetaSize: 8192}
 	b.SetBytes(int64(len(body)))
 	b.ReportAllocs()
 	for b.Loop() {
@@ -161,7 +161,7 @@ func BenchmarkMessageWebhookExchange(b *testing.B) {
 	}))
 	defer php.Close()
 	s := benchServer(b, "WSBRIDGE_WEBHOOK_URL="+php.URL+"/hook")
-	st := State{UserID: "42", Channels: []string{"lobby"}}
+	st := state{UserID: "42", Channels: []string{"lobby"}}
 	data := `{"type":"chat","text":"hello, this is a short chat line"}`
 	b.ReportAllocs()
 	for b.Loop() {

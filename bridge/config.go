@@ -494,8 +494,8 @@ func (s *WebhookConfig) webhookURL(t EventType) *url.URL {
 	return u
 }
 
-func (s *LimitConfig) limits() Limits {
-	return Limits{MaxNameLen: s.MaxNameLength, MaxMetaSize: s.MaxMetaSize, MaxChannels: s.MaxChannels}
+func (s *LimitConfig) limits() limits {
+	return limits{MaxNameLen: s.MaxNameLength, MaxMetaSize: s.MaxMetaSize, MaxChannels: s.MaxChannels}
 }
 
 func checkHTTPURL(u *url.URL) error {

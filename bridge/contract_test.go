@@ -38,14 +38,14 @@ const (
 // goldenEvent starts an event the way the bridge does (Server.newEvent, which needs nothing of
 // the server today; if it comes to, this panics rather than drift), then fixes what is random
 // or the clock's.
-func goldenEvent(t EventType, eventID string, st State) *Event {
+func goldenEvent(t EventType, eventID string, st state) *Event {
 	ev := (&Server{}).newEvent(t, transportWS, goldenConnID, st)
 	ev.EventID, ev.Time = eventID, goldenTime
 	return ev
 }
 
 // goldenState is a connection PHP has identified, as message and close webhooks carry it.
-var goldenState = State{UserID: "42", Meta: json.RawMessage(`{"name":"Ann","role":"admin"}`), Channels: []string{"room:42", "user:42"}}
+var goldenState = state{UserID: "42", Meta: json.RawMessage(`{"name":"Ann","role":"admin"}`), Channels: []string{"room:42", "user:42"}}
 
 // goldenMessage fills a message event as Server.deliverMessage (session.go) does.
 func goldenMessage(eventID string, seq uint64, binary bool, data []byte) *Event {
@@ -63,7 +63,7 @@ func goldenMessage(eventID string, seq uint64, binary bool, data []byte) *Event 
 }
 
 // goldenClose fills a close event as Server.endSession (session.go) does.
-func goldenClose(eventID string, st State, code int, reason string, by Initiator, dur int64, in, out uint64) *Event {
+func goldenClose(eventID string, st state, code int, reason string, by Initiator, dur int64, in, out uint64) *Event {
 	ev := goldenEvent(EventClose, eventID, st)
 	ev.Code, ev.Reason, ev.Initiator = &code, &reason, by
 	ev.DurationMS, ev.MessagesIn, ev.MessagesOut = &dur, &in, &out
@@ -73,7 +73,7 @@ func goldenClose(eventID string, st State, code int, reason string, by Initiator
 // goldenWebhooks are every body shape the bridge sends, by file name (without .json). Every
 // initiator gets its close file, so the kit is shown to take each one.
 func goldenWebhooks() map[string]*Event {
-	open := goldenEvent(EventOpen, "OZ6ZB4BUN4W6Z7SQ6H3R2RTJXA", State{})
+	open := goldenEvent(EventOpen, "OZ6ZB4BUN4W6Z7SQ6H3R2RTJXA", state{})
 	open.Request = &HandshakeRequest{
 		Method: "GET",
 		Path:   "/ws",
@@ -88,7 +88,7 @@ func goldenWebhooks() map[string]*Event {
 		Subprotocols: []string{"chat.v2", "chat.v1"},
 	}
 	// An open with nothing optional: no headers forwarded, no subprotocol offered.
-	bare := goldenEvent(EventOpen, "4J7Q2NWMV3XKDZB6YHTRL5AFEE", State{})
+	bare := goldenEvent(EventOpen, "4J7Q2NWMV3XKDZB6YHTRL5AFEE", state{})
 	bare.Request = &HandshakeRequest{Method: "GET", Path: "/ws", Headers: map[string]string{}, RemoteAddr: "[2001:db8::7]:40100", Subprotocols: []string{}}
 
 	// Text with what encoding/json escapes (<, >, &, U+2028) and what it does not (é, 😀).
@@ -101,7 +101,7 @@ func goldenWebhooks() map[string]*Event {
 		"webhook_message_text":   text,
 		"webhook_message_binary": binary,
 		// A client that leaves while PHP accepted it: no state, no time, no messages.
-		"webhook_close_client_left": goldenClose("6CQW4GZ3YBNJ7T2VXK5RMDHLPE", State{Channels: []string{}}, 1006, "client left during the handshake", InitiatorClient, 0, 0, 0),
+		"webhook_close_client_left": goldenClose("6CQW4GZ3YBNJ7T2VXK5RMDHLPE", state{Channels: []string{}}, 1006, "client left during the handshake", InitiatorClient, 0, 0, 0),
 	}
 	for i, c := range []struct {
 		by     Initiator

@@ -5,7 +5,7 @@ package bridge
 // is only what PHP sends (event.go): what a transport writes, and how a fan-out is paced, is no
 // part of the contract.
 //
-// A publication is encoded once, by the hub, before it is handed out (Hub.publishLocal), however
+// A publication is encoded once, by the hub, before it is handed out (hub.publishLocal), however
 // many recipients it has and on however many goroutines they are sent to (sendEach): every
 // recipient gets a copy of the same Delivery and shares its encoded bytes, which nobody writes
 // to after that. A Delivery made for one connection (a webhook reply's frame, newDelivery) has
@@ -21,7 +21,7 @@ type Delivery struct {
 	// queue asks the client to leave the delivery to its writer rather than write it on the
 	// sender's goroutine: the hub sets it on a big publication while publications outrun the
 	// sockets, when deliveries pile up per connection and the writer sends them in bursts
-	// (Hub.publishLocal, conn.Send).
+	// (hub.publishLocal, conn.Send).
 	queue bool
 	// wsZ says where in ws the frame compressed for permessage-deflate (RFC 7692) begins:
 	// 0, none made; -1, compressing would not make it smaller (wsframe.go).

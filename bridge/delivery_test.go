@@ -21,13 +21,13 @@ func TestDeliveryEncodedOncePerPublication(t *testing.T) {
 		{"deflated", 16, fmt.Sprintf("%0200d", 7), true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			h := NewHub("n", NewMemoryBroker())
+			h := newHub("n", NewMemoryBroker())
 			h.deflateMin = tc.deflateMin
 			clients := make([]*countClient, 2*fanoutChunk+1)
 			for i := range clients {
 				id := fmt.Sprintf("n.%d", i)
 				clients[i] = &countClient{id: id}
-				h.Add(clients[i], ConnInfo{ID: id}, &Counters{}, "", nil, []string{"room"})
+				h.Add(clients[i], connInfo{ID: id}, &counters{}, "", nil, []string{"room"})
 			}
 			if _, err := h.Publish(context.Background(), &Publication{To: Targets{Channels: []string{"room"}}, Data: &tc.data}); err != nil {
 				t.Fatal(err)

@@ -164,7 +164,7 @@ func (p *Publication) Frame() Frame {
 }
 
 // validate reports the first thing wrong with p, naming the field.
-func (p *Publication) validate(l Limits) error {
+func (p *Publication) validate(l limits) error {
 	if p.To.Empty() {
 		return errors.New(`"to": names no target (connections, users, channels or all)`)
 	}
@@ -201,25 +201,25 @@ func payload(text, b64 *string) (data []byte, binary bool, err error) {
 	}
 }
 
-// Limits bounds what PHP and the push API may ask for.
-type Limits struct {
+// limits bounds what PHP and the push API may ask for.
+type limits struct {
 	MaxNameLen  int // bytes in a channel name, user id or connection id
 	MaxMetaSize int // bytes of the JSON meta object
 	MaxChannels int // channels one connection may be in (0: no limit)
 }
 
-// LimitError is input refused because it goes beyond a configured limit. Limit names the limit
+// limitError is input refused because it goes beyond a configured limit. Limit names the limit
 // as the wsbridge_limit_hits_total metric labels it.
-type LimitError struct {
+type limitError struct {
 	Limit string
 	Msg   string
 }
 
-func (e *LimitError) Error() string { return e.Msg }
+func (e *limitError) Error() string { return e.Msg }
 
 // limitName returns the limit that err hit, or "".
 func limitName(err error) string {
-	var le *LimitError
+	var le *limitError
 	if errors.As(err, &le) {
 		return le.Limit
 	}
@@ -252,7 +252,7 @@ func validateNames(field string, names []string, maxLen int) error {
 
 // decodeReply parses and checks PHP's answer to an event of type typ. An empty body is an empty
 // reply. Any fault refuses the whole reply, so nothing of a malformed reply is ever applied.
-func decodeReply(typ EventType, body []byte, l Limits) (*Reply, error) {
+func decodeReply(typ EventType, body []byte, l limits) (*Reply, error) {
 	var r Reply
 	if len(bytes.TrimSpace(body)) == 0 {
 		return &r, nil
@@ -266,7 +266,7 @@ func decodeReply(typ EventType, body []byte, l Limits) (*Reply, error) {
 	return &r, nil
 }
 
-func (r *Reply) validate(typ EventType, l Limits) error {
+func (r *Reply) validate(typ EventType, l limits) error {
 	if typ != EventOpen {
 		if r.UserID != nil {
 			return fmt.Errorf(`"user_id" is only allowed in an open reply`)
@@ -292,7 +292,7 @@ func (r *Reply) validate(typ EventType, l Limits) error {
 		return err
 	}
 	if l.MaxChannels > 0 && len(r.Join) > l.MaxChannels {
-		return &LimitError{"channels", fmt.Sprintf(`"join" names %d channels, more than the limit of %d (WSBRIDGE_MAX_CHANNELS)`, len(r.Join), l.MaxChannels)}
+		return &limitError{"channels", fmt.Sprintf(`"join" names %d channels, more than the limit of %d (WSBRIDGE_MAX_CHANNELS)`, len(r.Join), l.MaxChannels)}
 	}
 	if err := validateNames("leave", r.Leave, l.MaxNameLen); err != nil {
 		return err
@@ -313,7 +313,7 @@ func (r *Reply) validate(typ EventType, l Limits) error {
 // validateMeta accepts a JSON object (or null, which clears the meta) of at most max bytes.
 func validateMeta(m json.RawMessage, max int) error {
 	if len(m) > max {
-		return &LimitError{"meta_size", fmt.Sprintf(`"meta" is %d bytes, more than the limit of %d (WSBRIDGE_MAX_META_SIZE)`, len(m), max)}
+		return &limitError{"meta_size", fmt.Sprintf(`"meta" is %d bytes, more than the limit of %d (WSBRIDGE_MAX_META_SIZE)`, len(m), max)}
 	}
 	t := bytes.TrimSpace(m)
 	if string(t) == "null" || (len(t) > 0 && t[0] == '{') {

@@ -8,7 +8,7 @@ import (
 	"time"
 )
 
-var testLimits = Limits{MaxNameLen: 20, MaxMetaSize: 64}
+var testLimits = limits{MaxNameLen: 20, MaxMetaSize: 64}
 
 func TestDecodeReply(t *testing.T) {
 	t.Parallel()

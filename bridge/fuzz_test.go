@@ -62,7 +62,7 @@ func FuzzDecodeReply(f *testing.F) {
 	f.Add(1, []byte(`{"meta":null,"leave":["a"],"publish":[{"to":{"channels":["a"]},"except":"x","data":"m"}],"close":{"code":4000,"reason":"bye"}}`))
 	f.Add(2, []byte(`{"publish":[{"to":{"all":true},"data_base64":"AAEC"}]}`))
 	f.Add(1, []byte(`{"send":[{"data_base64":"//8="},"text"]}`))
-	limits := Limits{MaxNameLen: 200, MaxMetaSize: 8192, MaxChannels: 100}
+	limits := limits{MaxNameLen: 200, MaxMetaSize: 8192, MaxChannels: 100}
 	types := []EventType{EventOpen, EventMessage, EventClose}
 	f.Fuzz(func(t *testing.T, typ int, body []byte) {
 		et := types[uint(typ)%uint(len(types))]

@@ -173,13 +173,13 @@ func TestClientLeavingDuringSlowOpenGetsItsClose(t *testing.T) {
 // place, not one per repetition.
 func TestLeaveDuplicatesDoNotBypassMaxChannels(t *testing.T) {
 	t.Parallel()
-	h := NewHub("n", NewMemoryBroker())
+	h := newHub("n", NewMemoryBroker())
 	h.maxChannels = 100
 	var full []string
 	for i := range 100 {
 		full = append(full, fmt.Sprint("c", i))
 	}
-	h.Add(&benchClient{id: "n.1"}, ConnInfo{ID: "n.1"}, &Counters{}, "", nil, full)
+	h.Add(&benchClient{id: "n.1"}, connInfo{ID: "n.1"}, &counters{}, "", nil, full)
 	leave := make([]string, 99)
 	for i := range leave {
 		leave[i] = "c0"

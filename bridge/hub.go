@@ -12,9 +12,9 @@ import (
 	"time"
 )
 
-// Client is what the hub needs from a connection. It does not depend on the WebSocket type, so
+// recipient is what the hub needs from a connection. It does not depend on the WebSocket type, so
 // other transports (SSE, later) can be members too.
-type Client interface {
+type recipient interface {
 	ID() string
 	// Send queues a delivery for the client without blocking. It reports false when it was
 	// not queued: the client is closing, or its queue was full and it is now being closed as a
@@ -25,13 +25,13 @@ type Client interface {
 	Close(code int, reason string, by Initiator) bool
 }
 
-// Counters are a connection's message counts, updated by the connection and read by the hub.
-type Counters struct {
+// counters are a connection's message counts, updated by the connection and read by the hub.
+type counters struct {
 	In, Out atomic.Uint64
 }
 
-// ConnInfo describes a connection, as the push API reports it.
-type ConnInfo struct {
+// connInfo describes a connection, as the push API reports it.
+type connInfo struct {
 	ID          string          `json:"id"`
 	UserID      string          `json:"user_id"`
 	Channels    []string        `json:"channels"`
@@ -46,25 +46,25 @@ type ConnInfo struct {
 
 // member is the hub's record of one local connection: the state PHP set and what the API reports.
 type member struct {
-	client   Client
-	info     ConnInfo // static parts only: id, remote addr, path, subprotocol, connected at
-	counters *Counters
+	client   recipient
+	info     connInfo // static parts only: id, remote addr, path, subprotocol, connected at
+	counters *counters
 	user     string
 	meta     json.RawMessage
 	channels map[string]struct{}
 }
 
-// State is the connection state that every webhook carries back to PHP.
-type State struct {
+// state is the connection state that every webhook carries back to PHP.
+type state struct {
 	UserID   string
 	Meta     json.RawMessage
 	Channels []string
 }
 
-// Hub knows every local connection by id, user and channel, and delivers frames to them. It
+// hub knows every local connection by id, user and channel, and delivers frames to them. It
 // hands operations on other nodes' connections to the Broker. All methods are safe for
 // concurrent use; none blocks on a client.
-type Hub struct {
+type hub struct {
 	node   string
 	broker Broker
 	// maxChannels caps the channels of one connection (0: no cap). Joins beyond it are refused
@@ -86,9 +86,9 @@ type Hub struct {
 	channels map[string]map[string]*member
 }
 
-// NewHub returns an empty hub for node, forwarding to other nodes through broker.
-func NewHub(node string, broker Broker) *Hub {
-	return &Hub{
+// newHub returns an empty hub for node, forwarding to other nodes through broker.
+func newHub(node string, broker Broker) *hub {
+	return &hub{
 		node:     node,
 		broker:   broker,
 		conns:    make(map[string]*member),
@@ -98,7 +98,7 @@ func NewHub(node string, broker Broker) *Hub {
 }
 
 // Add registers a connection with its initial state.
-func (h *Hub) Add(c Client, info ConnInfo, counters *Counters, user string, meta json.RawMessage, channels []string) {
+func (h *hub) Add(c recipient, info connInfo, counters *counters, user string, meta json.RawMessage, channels []string) {
 	m := &member{client: c, info: info, counters: counters, meta: storedMeta(meta), channels: make(map[string]struct{}, len(channels))}
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -110,12 +110,12 @@ func (h *Hub) Add(c Client, info ConnInfo, counters *Counters, user string, meta
 }
 
 // Remove forgets a connection and returns its last state (for the close webhook).
-func (h *Hub) Remove(id string) State {
+func (h *hub) Remove(id string) state {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	m, ok := h.conns[id]
 	if !ok {
-		return State{}
+		return state{}
 	}
 	st := m.state()
 	for ch := range m.channels {
@@ -127,22 +127,22 @@ func (h *Hub) Remove(id string) State {
 }
 
 // State returns what the next webhook of a connection carries.
-func (h *Hub) State(id string) State {
+func (h *hub) State(id string) state {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	if m, ok := h.conns[id]; ok {
 		return m.state()
 	}
-	return State{Channels: []string{}}
+	return state{Channels: []string{}}
 }
 
-func (m *member) state() State {
-	return State{UserID: m.user, Meta: m.meta, Channels: sortedKeys(m.channels)}
+func (m *member) state() state {
+	return state{UserID: m.user, Meta: m.meta, Channels: sortedKeys(m.channels)}
 }
 
 // Update applies the state changes of one webhook reply to a connection, all under one lock so
 // that no other reader sees half of them.
-func (h *Hub) Update(id string, user *string, meta json.RawMessage, join, leave []string) error {
+func (h *hub) Update(id string, user *string, meta json.RawMessage, join, leave []string) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	m, ok := h.conns[id]
@@ -165,7 +165,7 @@ func (h *Hub) Update(id string, user *string, meta json.RawMessage, join, leave 
 			}
 		}
 		if n > h.maxChannels {
-			return &LimitError{"channels", fmt.Sprintf("the connection would be in %d channels, more than the limit of %d (WSBRIDGE_MAX_CHANNELS)", n, h.maxChannels)}
+			return &limitError{"channels", fmt.Sprintf("the connection would be in %d channels, more than the limit of %d (WSBRIDGE_MAX_CHANNELS)", n, h.maxChannels)}
 		}
 	}
 	if user != nil {
@@ -192,7 +192,7 @@ func storedMeta(meta json.RawMessage) json.RawMessage {
 	return meta
 }
 
-func (h *Hub) setUserLocked(m *member, user string) {
+func (h *hub) setUserLocked(m *member, user string) {
 	if m.user == user {
 		return
 	}
@@ -205,7 +205,7 @@ func (h *Hub) setUserLocked(m *member, user string) {
 	}
 }
 
-func (h *Hub) joinLocked(m *member, ch string) {
+func (h *hub) joinLocked(m *member, ch string) {
 	if _, ok := m.channels[ch]; ok {
 		return
 	}
@@ -213,7 +213,7 @@ func (h *Hub) joinLocked(m *member, ch string) {
 	addTo(h.channels, ch, m)
 }
 
-func (h *Hub) leaveLocked(m *member, ch string) {
+func (h *hub) leaveLocked(m *member, ch string) {
 	if _, ok := m.channels[ch]; !ok {
 		return
 	}
@@ -240,7 +240,7 @@ func removeFrom(index map[string]map[string]*member, key, id string) {
 
 // Publish delivers p to the local connections it targets and forwards it to the other nodes.
 // It returns the number of local connections the frame was queued for.
-func (h *Hub) Publish(ctx context.Context, p *Publication) (int, error) {
+func (h *hub) Publish(ctx context.Context, p *Publication) (int, error) {
 	n := h.publishLocal(p.To, p.Except, newDelivery(p.Frame()))
 	return n, h.broker.Publish(ctx, Envelope{Origin: h.node, Op: OpPublish, Publication: p})
 }
@@ -259,7 +259,7 @@ func (h *Hub) Publish(ctx context.Context, p *Publication) (int, error) {
 // piled up in one write. That is what keeps flat-out broadcast near a third of
 // the CPU per delivery (docs/benchmarks.md). A small publication (a push to a user, a room of a
 // few hundred) costs an HTTP request or a webhook anyway, and its writes do not pile up.
-func (h *Hub) publishLocal(to Targets, except string, f Delivery) int {
+func (h *hub) publishLocal(to Targets, except string, f Delivery) int {
 	// Encoded here, once, before any recipient can see it: the recipients run on several
 	// goroutines (sendEach) and only ever read these bytes.
 	if h.deflateMin > 0 && len(f.Data) >= h.deflateMin {
@@ -267,7 +267,7 @@ func (h *Hub) publishLocal(to Targets, except string, f Delivery) int {
 	} else {
 		f.ws = f.wireFrame()
 	}
-	p := recipientPool.Get().(*[]Client)
+	p := recipientPool.Get().(*[]recipient)
 	rs := (*p)[:0]
 	h.mu.RLock()
 	h.eachLocked(to, func(m *member) {
@@ -292,7 +292,7 @@ func (h *Hub) publishLocal(to Targets, except string, f Delivery) int {
 // alive). When Send writes on the spot, a long list is split over GOMAXPROCS goroutines, this one
 // included: one goroutine writing to ten thousand sockets would use one core of several. Queued
 // frames are not split: queueing is cheap, and the writers it starts use the other cores.
-func sendEach(rs []Client, f Delivery) int {
+func sendEach(rs []recipient, f Delivery) int {
 	parts := min(runtime.GOMAXPROCS(0), len(rs)/fanoutChunk)
 	if parts < 2 || f.queue {
 		return sendPart(rs, f)
@@ -313,7 +313,7 @@ func sendEach(rs []Client, f Delivery) int {
 // a goroutine costs more than it saves.
 const fanoutChunk = 1024
 
-func sendPart(rs []Client, f Delivery) int {
+func sendPart(rs []recipient, f Delivery) int {
 	n := 0
 	for i, c := range rs {
 		if c.Send(f) {
@@ -329,14 +329,14 @@ func sendPart(rs []Client, f Delivery) int {
 const backlogShare = 8
 
 // recipientPool recycles publications' recipient lists, which for a big channel are large.
-var recipientPool = sync.Pool{New: func() any { return new([]Client) }}
+var recipientPool = sync.Pool{New: func() any { return new([]recipient) }}
 
 // maxPooledRecipients bounds the lists kept: a rare publication to everyone on a huge node is
 // not worth holding its list's memory for.
 const maxPooledRecipients = 1 << 16
 
 // eachLocked calls fn once for every distinct local member selected by to.
-func (h *Hub) eachLocked(to Targets, fn func(*member)) {
+func (h *hub) eachLocked(to Targets, fn func(*member)) {
 	if to.All {
 		for _, m := range h.conns {
 			fn(m)
@@ -376,14 +376,14 @@ func (h *Hub) eachLocked(to Targets, fn func(*member)) {
 
 // CloseConnections asks the targeted connections to close and returns how many local ones were
 // asked. Other nodes get the request through the broker.
-func (h *Hub) CloseConnections(ctx context.Context, to Targets, req CloseRequest, by Initiator) (int, error) {
+func (h *hub) CloseConnections(ctx context.Context, to Targets, req CloseRequest, by Initiator) (int, error) {
 	n := h.closeLocal(to, req, by)
 	return n, h.broker.Publish(ctx, Envelope{Origin: h.node, Op: OpClose, Targets: to, Close: &req})
 }
 
 // closeLocal closes the matching local connections and counts those this call closed: one that
 // was already closing (asked twice, or ending on its own) is not counted again.
-func (h *Hub) closeLocal(to Targets, req CloseRequest, by Initiator) int {
+func (h *hub) closeLocal(to Targets, req CloseRequest, by Initiator) int {
 	n := 0
 	for _, m := range h.match(to) {
 		if m.client.Close(req.Code, req.Reason, by) {
@@ -395,7 +395,7 @@ func (h *Hub) closeLocal(to Targets, req CloseRequest, by Initiator) int {
 
 // Subscribe makes the targeted connections join (or, with leave, leave) a channel and returns
 // how many local connections changed.
-func (h *Hub) Subscribe(ctx context.Context, channel string, to Targets, leave bool) (int, error) {
+func (h *hub) Subscribe(ctx context.Context, channel string, to Targets, leave bool) (int, error) {
 	n, err := h.subscribeLocal(channel, to, leave)
 	if err != nil {
 		return 0, err
@@ -407,7 +407,7 @@ func (h *Hub) Subscribe(ctx context.Context, channel string, to Targets, leave b
 	return n, h.broker.Publish(ctx, Envelope{Origin: h.node, Op: op, Targets: to, Channel: channel})
 }
 
-func (h *Hub) subscribeLocal(channel string, to Targets, leave bool) (int, error) {
+func (h *hub) subscribeLocal(channel string, to Targets, leave bool) (int, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	n := 0
@@ -420,7 +420,7 @@ func (h *Hub) subscribeLocal(channel string, to Targets, leave bool) (int, error
 			}
 		}
 		if full > 0 {
-			return 0, &LimitError{"channels", fmt.Sprintf("%d of the %d connections are already in %d channels, the limit (WSBRIDGE_MAX_CHANNELS); none joined", full, len(matched), h.maxChannels)}
+			return 0, &limitError{"channels", fmt.Sprintf("%d of the %d connections are already in %d channels, the limit (WSBRIDGE_MAX_CHANNELS); none joined", full, len(matched), h.maxChannels)}
 		}
 	}
 	for _, m := range matched {
@@ -438,25 +438,25 @@ func (h *Hub) subscribeLocal(channel string, to Targets, leave bool) (int, error
 }
 
 // CloseAll asks every local connection to close; used at shutdown.
-func (h *Hub) CloseAll(code int, reason string, by Initiator) int {
+func (h *hub) CloseAll(code int, reason string, by Initiator) int {
 	return h.closeLocal(Targets{All: true}, CloseRequest{Code: code, Reason: reason}, by)
 }
 
-func (h *Hub) match(to Targets) []*member {
+func (h *hub) match(to Targets) []*member {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	return h.matchLocked(to)
 }
 
 // matchLocked returns the distinct local members selected by to.
-func (h *Hub) matchLocked(to Targets) []*member {
+func (h *hub) matchLocked(to Targets) []*member {
 	var out []*member
 	h.eachLocked(to, func(m *member) { out = append(out, m) })
 	return out
 }
 
 // Deliver applies an envelope that another node published.
-func (h *Hub) Deliver(e Envelope) {
+func (h *hub) Deliver(e Envelope) {
 	if e.Origin == h.node {
 		return
 	}
@@ -477,17 +477,17 @@ func (h *Hub) Deliver(e Envelope) {
 }
 
 // Info describes one local connection.
-func (h *Hub) Info(id string) (ConnInfo, bool) {
+func (h *hub) Info(id string) (connInfo, bool) {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	m, ok := h.conns[id]
 	if !ok {
-		return ConnInfo{}, false
+		return connInfo{}, false
 	}
 	return m.describe(), true
 }
 
-func (m *member) describe() ConnInfo {
+func (m *member) describe() connInfo {
 	info := m.info
 	info.UserID = m.user
 	info.Meta = m.meta
@@ -499,7 +499,7 @@ func (m *member) describe() ConnInfo {
 
 // List describes the local connections of a user and/or a channel (both empty: all), sorted by
 // id, at most limit of them, and returns the total count.
-func (h *Hub) List(user, channel string, limit int) ([]ConnInfo, int) {
+func (h *hub) List(user, channel string, limit int) ([]connInfo, int) {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	var set map[string]*member
@@ -525,7 +525,7 @@ func (h *Hub) List(user, channel string, limit int) ([]ConnInfo, int) {
 	if len(ms) > limit {
 		ms = ms[:limit]
 	}
-	out := make([]ConnInfo, len(ms))
+	out := make([]connInfo, len(ms))
 	for i, m := range ms {
 		out[i] = m.describe()
 	}
@@ -534,7 +534,7 @@ func (h *Hub) List(user, channel string, limit int) ([]ConnInfo, int) {
 
 // Members returns a channel's local connection ids (at most limit), its distinct users, and the
 // connection count.
-func (h *Hub) Members(channel string, limit int) (conns, users []string, count int) {
+func (h *hub) Members(channel string, limit int) (conns, users []string, count int) {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	set := h.channels[channel]
@@ -553,18 +553,18 @@ func (h *Hub) Members(channel string, limit int) (conns, users []string, count i
 	return conns, sortedKeys(distinct), len(set)
 }
 
-// HubStats counts what the hub holds.
-type HubStats struct {
+// hubStats counts what the hub holds.
+type hubStats struct {
 	Connections int `json:"connections"`
 	Users       int `json:"users"`
 	Channels    int `json:"channels"`
 }
 
 // Stats counts local connections, distinct users and non-empty channels.
-func (h *Hub) Stats() HubStats {
+func (h *hub) Stats() hubStats {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
-	return HubStats{Connections: len(h.conns), Users: len(h.users), Channels: len(h.channels)}
+	return hubStats{Connections: len(h.conns), Users: len(h.users), Channels: len(h.channels)}
 }
 
 func sortedKeys[V any](m map[string]V) []string {

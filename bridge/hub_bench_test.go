@@ -21,10 +21,10 @@ func (c *benchClient) Close(int, string, Initiator) bool { return true }
 func BenchmarkHubPublishChannel(b *testing.B) {
 	for _, n := range []int{100, 10000} {
 		b.Run(fmt.Sprint(n), func(b *testing.B) {
-			h := NewHub("bench", NewMemoryBroker())
+			h := newHub("bench", NewMemoryBroker())
 			for i := range n {
 				id := fmt.Sprintf("bench.%d", i)
-				h.Add(&benchClient{id: id}, ConnInfo{ID: id}, &Counters{}, "", nil, []string{"room"})
+				h.Add(&benchClient{id: id}, connInfo{ID: id}, &counters{}, "", nil, []string{"room"})
 			}
 			data := `{"type":"chat","text":"hello"}`
 			p := &Publication{To: Targets{Channels: []string{"room"}}, Data: &data}
@@ -43,7 +43,7 @@ func BenchmarkHubPublishChannel(b *testing.B) {
 // BenchmarkDecodePublication measures the push API's strict decoding and validation of one item.
 func BenchmarkDecodePublication(b *testing.B) {
 	body := []byte(`{"to": {"channels": ["room:42"], "users": ["7"]}, "except": "n.ABC", "data": "{\"type\":\"chat\",\"text\":\"hello\"}"}`)
-	l := Limits{MaxNameLen: 200, MaxMetaSize: 8192}
+	l := limits{MaxNameLen: 200, MaxMetaSize: 8192}
 	b.ReportAllocs()
 	for b.Loop() {
 		var p Publication

@@ -242,7 +242,7 @@ func TestPresenceQueries(t *testing.T) {
 	}
 
 	var list struct {
-		Connections []ConnInfo
+		Connections []connInfo
 		Count       int
 	}
 	b.api(t, "GET", "/v1/connections?user=ann", nil, &list)
@@ -265,7 +265,7 @@ func TestPresenceQueries(t *testing.T) {
 		t.Errorf("unknown query parameter: %d, want 400", st)
 	}
 
-	var info ConnInfo
+	var info connInfo
 	if st := b.api(t, "GET", "/v1/connections/"+cs[1].id, nil, &info); st != 200 || info.UserID != "ann" ||
 		fmt.Sprint(info.Channels) != "[lobby vip]" || info.Path != "/ws" || info.ConnectedAt.IsZero() {
 		t.Errorf("info: %d %+v", st, info)
@@ -286,7 +286,7 @@ func TestPresenceQueries(t *testing.T) {
 	}
 }
 
-func sameIDs(infos []ConnInfo, ids ...string) bool {
+func sameIDs(infos []connInfo, ids ...string) bool {
 	got := make([]string, len(infos))
 	for i, in := range infos {
 		got[i] = in.ID

@@ -399,7 +399,7 @@ func TestChannelLimitRefusesWholeChanges(t *testing.T) {
 	c, id := b.openConn(t, "")
 	write(t, c, "more")
 	php.nextFor(t, EventMessage, id)
-	var info ConnInfo
+	var info connInfo
 	waitFor(t, "reply handled", func() bool {
 		return metricValue(t, b.srv, "wsbridge_limit_hits_total", "limit", "channels") == 2
 	})

@@ -25,10 +25,10 @@ type Server struct {
 	cfg    *Config
 	log    *slog.Logger
 	node   string
-	hub    *Hub
+	hub    *hub
 	broker Broker
 	hooks  *webhooks
-	limits Limits
+	limits limits
 	fwd    []string // canonical names of forwarded handshake headers
 	start  time.Time
 
@@ -78,7 +78,7 @@ func New(cfg Config, log *slog.Logger, broker Broker) *Server {
 		log:        log.With("node", node),
 		node:       node,
 		broker:     broker,
-		hub:        NewHub(node, bounded),
+		hub:        newHub(node, bounded),
 		limits:     cfg.limits(),
 		fwd:        headerCanonical(cfg.ForwardHeaders),
 		start:      time.Now(),
@@ -117,7 +117,7 @@ func (s *Server) Node() string { return s.node }
 func (s *Server) newConnID() string { return s.node + "." + rand.Text()[:16] }
 
 // newEvent starts a webhook body with the fields every event carries.
-func (s *Server) newEvent(t EventType, transport, connID string, st State) *Event {
+func (s *Server) newEvent(t EventType, transport, connID string, st state) *Event {
 	if st.Channels == nil {
 		st.Channels = []string{}
 	}

@@ -34,9 +34,9 @@ const (
 )
 
 // transport is what a session needs from the connection of one transport. It is the hub's
-// Client (ID, Send, Close) and a little more.
+// recipient (ID, Send, Close) and a little more.
 type transport interface {
-	Client
+	recipient
 	// kind names the transport in webhook bodies: "ws", "sse" or "pusher". A constant of the
 	// type, so that an idle connection does not carry it.
 	kind() string
@@ -57,7 +57,7 @@ type session struct {
 	log         *slog.Logger
 	traceparent string
 	opened      time.Time
-	counters    Counters
+	counters    counters
 	release     func()        // gives back the admission place (MAX_CONNECTIONS*)
 	rate        *rate.Limiter // MESSAGE_RATE, for what the client sends; nil: no limit
 
@@ -172,7 +172,7 @@ func (s *Server) openSession(w http.ResponseWriter, r *http.Request, t transport
 	if s.cfg.MessageRate > 0 {
 		ss.rate = rate.NewLimiter(rate.Limit(s.cfg.MessageRate), s.cfg.MessageBurst)
 	}
-	ev := s.newEvent(EventOpen, t.kind(), id, State{})
+	ev := s.newEvent(EventOpen, t.kind(), id, state{})
 	ev.Request = &HandshakeRequest{
 		Method:       r.Method,
 		Path:         r.URL.Path,
@@ -223,7 +223,7 @@ func (s *Server) openSession(w http.ResponseWriter, r *http.Request, t transport
 	// Register before the transport accepts, so that from the moment the client sees the
 	// connection open, pushes reach it and presence lists it.
 	ss.opened = time.Now()
-	s.hub.Add(t, ConnInfo{ID: id, RemoteAddr: cl.remote, Path: r.URL.Path, Subprotocol: deref(reply.Subprotocol), ConnectedAt: ss.opened},
+	s.hub.Add(t, connInfo{ID: id, RemoteAddr: cl.remote, Path: r.URL.Path, Subprotocol: deref(reply.Subprotocol), ConnectedAt: ss.opened},
 		&ss.counters, deref(reply.UserID), reply.Meta, reply.Join)
 	registered = true
 	if r.Context().Err() != nil {

@@ -34,7 +34,7 @@ const (
 type webhooks struct {
 	cfg     *Config
 	secret  []byte
-	limits  Limits
+	limits  limits
 	metrics *metrics
 	breaker *breaker
 	lastOK  atomic.Int64 // unix nanoseconds of PHP's last answer below 500

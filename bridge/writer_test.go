@@ -89,13 +89,13 @@ func (c *countClient) Close(int, string, Initiator) bool { return true }
 // member exactly once, skips the excepted one, and reports the right count; sequential
 // publications arrive in order.
 func TestPublishSplitFanOut(t *testing.T) {
-	h := NewHub("n", NewMemoryBroker())
+	h := newHub("n", NewMemoryBroker())
 	const n = 3*fanoutChunk + 17
 	clients := make([]*countClient, n)
 	for i := range clients {
 		id := fmt.Sprintf("n.%d", i)
 		clients[i] = &countClient{id: id}
-		h.Add(clients[i], ConnInfo{ID: id}, &Counters{}, "", nil, []string{"room"})
+		h.Add(clients[i], connInfo{ID: id}, &counters{}, "", nil, []string{"room"})
 	}
 	for k := range 3 {
 		data := strconv.Itoa(k)
