@@ -18,11 +18,12 @@ import (
 // Methods are listed as Type.Method, for exported types only (an exported method of an
 // unexported type is not reachable from outside, whatever its name).
 var publicAPI = []string{
-	// Configuration: cmd/wsbridge reads it, prints it (-h), and the docs generator renders it.
-	"BrokerConfig", "Config", "ConfigError", "ConfigError.Error", "ConfigMarkdown",
-	"ConfigSection", "ConfigSections", "ConfigUsage", "ConfigVar", "ConfigVars", "ConnConfig",
-	"EnvPrefix", "LimitConfig", "ListenConfig", "LoadConfig", "ProcessConfig", "PushAPIConfig",
-	"PushAPIConfig.InternalIsLocal", "TLSConfig", "WebhookConfig",
+	// Configuration: cmd/wsbridge loads it and prints its manual (-h); its tests list the
+	// variables. The sections are exported so that a composite literal can name them.
+	"BrokerConfig", "Config", "ConfigError", "ConfigError.Error", "ConfigUsage", "ConfigVar",
+	"ConfigVars", "ConnConfig", "EnvPrefix", "LimitConfig", "ListenConfig", "LoadConfig",
+	"ProcessConfig", "PushAPIConfig", "PushAPIConfig.InternalIsLocal", "TLSConfig",
+	"WebhookConfig",
 
 	// The server and its listeners.
 	"Listen", "New", "Server", "Server.InternalHandler", "Server.Node", "Server.PublicHandler",
@@ -34,11 +35,10 @@ var publicAPI = []string{
 
 	// Brokers: the interface, its optional interfaces, what crosses between nodes, and the
 	// in-process broker.
-	"Broker", "BrokerHealth", "CloseRequest", "CloseRequest.Validate", "Envelope",
-	"EnvelopeVersion", "ErrEnvelopeVersion", "MemoryBroker", "MemoryBroker.Join",
-	"MemoryBroker.Nodes", "MemoryBroker.Publish", "MemoryBroker.Run", "NewMemoryBroker",
-	"NodeRegistry", "Op", "OpClose", "OpJoin", "OpLeave", "OpPublish", "Publication",
-	"Publication.Frame", "Targets", "Targets.Empty",
+	"Broker", "BrokerHealth", "CloseRequest", "Envelope", "EnvelopeVersion",
+	"ErrEnvelopeVersion", "MemoryBroker", "MemoryBroker.Join", "MemoryBroker.Nodes",
+	"MemoryBroker.Publish", "MemoryBroker.Run", "NewMemoryBroker", "NodeRegistry", "Op",
+	"OpClose", "OpJoin", "OpLeave", "OpPublish", "Publication", "Targets",
 
 	// The contract with PHP (docs/PROTOCOL.md): webhook bodies and headers, replies, signatures.
 	"Event", "EventClose", "EventMessage", "EventOpen", "EventType", "Frame", "Frame.MarshalJSON",
@@ -48,7 +48,7 @@ var publicAPI = []string{
 	"InitiatorSlowConsumer", "Reply", "Sign", "Verify",
 
 	// Delivery stays exported only while the raw-frame fast path (wsframe.go) moves into
-	// bridge/internal/wsraw; it is what the hub hands to its members, not an embedding API.
+	// bridge/internal/wsraw; it is what the hub hands to its recipients, not an embedding API.
 	"Delivery",
 }
 

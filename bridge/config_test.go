@@ -484,7 +484,7 @@ func TestConfigInternalIsLocal(t *testing.T) {
 }
 
 func TestConfigDoc(t *testing.T) {
-	want := ConfigMarkdown()
+	want := configMarkdown()
 	if *update {
 		if err := os.WriteFile(configDocPath, []byte(want), 0o644); err != nil {
 			t.Fatal(err)
@@ -503,15 +503,15 @@ func TestConfigDoc(t *testing.T) {
 			t.Errorf("the manual does not list %s", v.Name)
 		}
 	}
-	checkGrouped(t, "the manual", want, func(s ConfigSection) string { return "\n## " + s.Title + "\n\n" + s.Purpose + "\n" },
+	checkGrouped(t, "the manual", want, func(s configSection) string { return "\n## " + s.Title + "\n\n" + s.Purpose + "\n" },
 		func(v ConfigVar) string { return "| `" + v.Name + "` |" })
 }
 
 // checkGrouped asserts that doc shows each section's heading once, in order, with each of its
 // variables after it and before the next section's.
-func checkGrouped(t *testing.T, what, doc string, heading func(ConfigSection) string, row func(ConfigVar) string) {
+func checkGrouped(t *testing.T, what, doc string, heading func(configSection) string, row func(ConfigVar) string) {
 	t.Helper()
-	sections := ConfigSections()
+	sections := configSections()
 	if len(sections) < 2 {
 		t.Fatalf("ConfigSections() has %d sections", len(sections))
 	}
@@ -719,7 +719,7 @@ func TestConfigUsage(t *testing.T) {
 			t.Errorf("usage does not list %s", v.Name)
 		}
 	}
-	checkGrouped(t, "usage", usage, func(s ConfigSection) string { return s.Title + " — " },
+	checkGrouped(t, "usage", usage, func(s configSection) string { return s.Title + " — " },
 		func(v ConfigVar) string { return "\n  " + v.Name + "  " })
 	if !strings.Contains(usage, "WSBRIDGE_WEBHOOK_URL  URL (required)") {
 		t.Errorf("usage does not mark WSBRIDGE_WEBHOOK_URL as required:\n%s", usage)

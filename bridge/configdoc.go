@@ -17,24 +17,24 @@ type ConfigVar struct {
 	Section     string // the Title of the ConfigSection it is in
 }
 
-// ConfigSection is one section of Config (an embedded struct): a title, a one-line purpose and
+// configSection is one section of Config (an embedded struct): a title, a one-line purpose and
 // its variables, in field order.
-type ConfigSection struct {
+type configSection struct {
 	Title   string
 	Purpose string
 	Vars    []ConfigVar
 }
 
-// ConfigSections lists Config's sections and their variables, in field order.
-func ConfigSections() []ConfigSection {
-	var out []ConfigSection
+// configSections lists Config's sections and their variables, in field order.
+func configSections() []configSection {
+	var out []configSection
 	t := reflect.TypeFor[Config]()
 	for i := range t.NumField() {
 		f := t.Field(i)
 		if !isSection(f) {
 			continue // not reachable while TestConfigFieldsDocumented passes: it fails for such a field
 		}
-		sec := ConfigSection{Title: f.Tag.Get("section"), Purpose: f.Tag.Get("desc")}
+		sec := configSection{Title: f.Tag.Get("section"), Purpose: f.Tag.Get("desc")}
 		sec.Vars = sectionVars(f.Type, sec.Title, sec.Vars)
 		out = append(out, sec)
 	}
@@ -80,7 +80,7 @@ func sectionVars(t reflect.Type, section string, vars []ConfigVar) []ConfigVar {
 // ConfigVars lists every variable Config reads, in field order, section after section.
 func ConfigVars() []ConfigVar {
 	var vars []ConfigVar
-	for _, s := range ConfigSections() {
+	for _, s := range configSections() {
 		vars = append(vars, s.Vars...)
 	}
 	return vars
@@ -100,15 +100,15 @@ func typeName(t reflect.Type) string {
 	return t.String()
 }
 
-// ConfigMarkdown renders the variables as the Markdown document committed as docs/configuration.md:
+// configMarkdown renders the variables as the Markdown document committed as docs/configuration.md:
 // one table per section, under the section's title and purpose.
-func ConfigMarkdown() string {
+func configMarkdown() string {
 	var b strings.Builder
 	b.WriteString("# Configuration\n\n")
 	b.WriteString("<!-- Generated from the Config struct in bridge/config.go by `go test ./bridge -run TestConfigDoc -update`. Do not edit by hand. -->\n\n")
 	b.WriteString("wsbridge reads environment variables only. Lists are comma-separated; durations use Go syntax (`500ms`, `10s`, `1m`); sizes are bytes. ")
 	b.WriteString("Every bad value is reported at start, all at once, with the variable's name, and the process exits with status 2.\n\n")
-	sections := ConfigSections()
+	sections := configSections()
 	b.WriteString("The variables are grouped by concern; a variable's name does not depend on its section.")
 	for i, s := range sections {
 		sep := ", "
@@ -141,7 +141,7 @@ func ConfigMarkdown() string {
 // ConfigUsage renders the variables as plain text for `wsbridge -h`, section by section.
 func ConfigUsage() string {
 	var b strings.Builder
-	for i, s := range ConfigSections() {
+	for i, s := range configSections() {
 		if i > 0 {
 			b.WriteByte('\n')
 		}

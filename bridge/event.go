@@ -152,20 +152,20 @@ type Targets struct {
 	All         bool     `json:"all,omitempty"`
 }
 
-// Empty reports whether the targets select nothing at all, which is a malformed push.
-func (t Targets) Empty() bool {
+// empty reports whether the targets select nothing at all, which is a malformed push.
+func (t Targets) empty() bool {
 	return !t.All && len(t.Connections) == 0 && len(t.Users) == 0 && len(t.Channels) == 0
 }
 
-// Frame returns the payload as a frame. validate must have succeeded.
-func (p *Publication) Frame() Frame {
+// frame returns the payload as a frame. validate must have succeeded.
+func (p *Publication) frame() Frame {
 	data, binary, _ := payload(p.Data, p.DataBase64)
 	return Frame{Binary: binary, Data: data}
 }
 
 // validate reports the first thing wrong with p, naming the field.
 func (p *Publication) validate(l limits) error {
-	if p.To.Empty() {
+	if p.To.empty() {
 		return errors.New(`"to": names no target (connections, users, channels or all)`)
 	}
 	if err := validateNames("to.connections", p.To.Connections, l.MaxNameLen); err != nil {
@@ -303,7 +303,7 @@ func (r *Reply) validate(typ EventType, l limits) error {
 		}
 	}
 	if r.Close != nil {
-		if err := r.Close.Validate(); err != nil {
+		if err := r.Close.validate(); err != nil {
 			return fmt.Errorf(`"close": %w`, err)
 		}
 	}
@@ -322,9 +322,9 @@ func validateMeta(m json.RawMessage, max int) error {
 	return errors.New(`"meta" must be a JSON object or null`)
 }
 
-// Validate checks that a close code may be sent by an application: 1000, or 3000-4999, with a
+// validate checks that a close code may be sent by an application: 1000, or 3000-4999, with a
 // reason that fits in a close frame.
-func (c *CloseRequest) Validate() error {
+func (c *CloseRequest) validate() error {
 	if c.Code != 1000 && (c.Code < 3000 || c.Code > 4999) {
 		return fmt.Errorf("code %d: use 1000 or 3000-4999", c.Code)
 	}

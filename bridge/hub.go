@@ -241,7 +241,7 @@ func removeFrom(index map[string]map[string]*member, key, id string) {
 // Publish delivers p to the local connections it targets and forwards it to the other nodes.
 // It returns the number of local connections the frame was queued for.
 func (h *hub) Publish(ctx context.Context, p *Publication) (int, error) {
-	n := h.publishLocal(p.To, p.Except, newDelivery(p.Frame()))
+	n := h.publishLocal(p.To, p.Except, newDelivery(p.frame()))
 	return n, h.broker.Publish(ctx, Envelope{Origin: h.node, Op: OpPublish, Publication: p})
 }
 
@@ -463,7 +463,7 @@ func (h *hub) Deliver(e Envelope) {
 	switch e.Op {
 	case OpPublish:
 		if e.Publication != nil {
-			h.publishLocal(e.Publication.To, e.Publication.Except, newDelivery(e.Publication.Frame()))
+			h.publishLocal(e.Publication.To, e.Publication.Except, newDelivery(e.Publication.frame()))
 		}
 	case OpClose:
 		if e.Close != nil {

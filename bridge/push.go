@@ -204,7 +204,7 @@ func (s *Server) closeTargets(w http.ResponseWriter, r *http.Request, to Targets
 		if req.Code == 0 {
 			req.Code = 1000
 		}
-		if err := req.Validate(); err != nil {
+		if err := req.validate(); err != nil {
 			apiError(w, http.StatusBadRequest, "bad_request", err.Error())
 			return
 		}
@@ -244,7 +244,7 @@ func (s *Server) handleSubscribe(leave bool) http.HandlerFunc {
 		if err == nil {
 			err = validateNames("users", req.Users, s.limits.MaxNameLen)
 		}
-		if err == nil && to.Empty() {
+		if err == nil && to.empty() {
 			err = errors.New(`name "connections" or "users"`)
 		}
 		if err != nil {
