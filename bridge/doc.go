@@ -36,6 +36,17 @@
 // API, another connection's reply) ever waits for it: a full queue closes the slow client
 // instead.
 //
+// The exported API is what a program embedding wsbridge needs, and no more (api_test.go keeps
+// it to a list): LoadConfig reads a Config from the environment (ConfigError lists every bad
+// value; ConfigUsage and ConfigVars are its manual); Listen opens the two listeners; New builds
+// a Server over a Broker, whose Serve runs until its context ends and then shuts down in order
+// (or mount PublicHandler and InternalHandler yourself and call Shutdown); NewLogThrottle sums
+// up repeated log lines. A broker package implements Broker (optionally BrokerHealth and
+// NodeRegistry) and carries Envelopes, with their Publication, Targets and CloseRequest;
+// MemoryBroker is the in-process one. The contract with PHP is there for Go programs on the
+// other side of it: Event, Reply and Frame (the JSON bodies), the Header* names, Sign and
+// Verify. Everything else, the hub above all, is reached only through the push API.
+//
 // bridge/testkit holds helpers shared by the tests of this module's packages, among them the
 // raw-TCP WebSocket probe and the RFC 6455/7692 conformance cases (wsprobe.go, rfccases.go)
 // that run in-process here and against the built binary in cmd/wsbridge.
