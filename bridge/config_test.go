@@ -513,7 +513,7 @@ func checkGrouped(t *testing.T, what, doc string, heading func(configSection) st
 	t.Helper()
 	sections := configSections()
 	if len(sections) < 2 {
-		t.Fatalf("ConfigSections() has %d sections", len(sections))
+		t.Fatalf("configSections() has %d sections", len(sections))
 	}
 	at := 0
 	for i, s := range sections {

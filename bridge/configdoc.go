@@ -14,7 +14,7 @@ type ConfigVar struct {
 	Required    bool
 	File        bool // the value is a path whose content is used
 	Description string
-	Section     string // the Title of the ConfigSection it is in
+	Section     string // the Title of the configSection it is in
 }
 
 // configSection is one section of Config (an embedded struct): a title, a one-line purpose and
