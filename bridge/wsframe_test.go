@@ -259,7 +259,11 @@ func TestPingsBetweenCorkedBursts(t *testing.T) {
 	php := testkit.NewEchoPHP(t)
 	cfg := testConfig(t, php.URL)
 	cfg.MessageRate = 0
-	cfg.SendQueue = 1 << 20 // the pushes outrun the socket; the client is not slow, only flooded
+	// The pushes outrun the socket; the client is not slow, only flooded. Both bounds hold every
+	// push the loop below makes, so a loaded machine cannot turn the flood into a slow consumer.
+	const pushes = 50_000
+	cfg.SendQueue = pushes
+	cfg.SendQueueBytes = 64 << 20
 	b := startBridge(t, cfg, nil, nil)
 	u, _ := url.Parse(b.public.URL)
 	p := testkit.DialProbe(t, u.Host, cfg.WSPaths[0])
@@ -268,7 +272,7 @@ func TestPingsBetweenCorkedBursts(t *testing.T) {
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		pad := strings.Repeat("p", 300)
-		for i := 0; ctx.Err() == nil; i++ {
+		for i := 0; i < pushes && ctx.Err() == nil; i++ {
 			data := fmt.Sprintf("%08d", i) + pad
 			if n, _ := b.srv.hub.Publish(ctx, &Publication{To: Targets{Connections: []string{p.ID}}, Data: &data}); n == 0 {
 				return // the connection has left the hub
