@@ -104,9 +104,10 @@ var ErrCloseSent = errors.New("close frame already sent")
 const opCloseFinal = 0x88
 
 // Write is coder/websocket's path to the socket: the handshake answer, then its control frames.
-// coder/websocket v1.8.15 writes each control frame whole in one call (writeControl through its
-// bufio.Writer, flushed at once, and a control payload is at most 125 bytes, far below that
-// buffer), so p starts at a frame boundary and a Close is known by its first byte.
+// coder/websocket v1.8.15 writes each control frame whole in one call: writeFrame puts header
+// and payload in its bufio.Writer (net/http's 4 KiB one, reset to this Conn by the Hijack) and
+// flushes it on FIN, which every control frame has, and a control payload is at most 125 bytes.
+// So p starts at a frame boundary and a Close is known by its first byte.
 func (c *Conn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
