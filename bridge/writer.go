@@ -354,7 +354,7 @@ func (c *conn) write(f Delivery) bool {
 // and f is big enough (a publication brings them compressed already; a reply's frame, for this
 // connection alone, is compressed here), else plain.
 func (c *conn) encode(f Delivery) []byte {
-	if c.wire.Deflate && len(f.Data) >= c.srv.cfg.CompressionThreshold {
+	if c.wire.PerMessageDeflate && len(f.Data) >= c.srv.cfg.CompressionThreshold {
 		return f.deflatedFrame()
 	}
 	return f.wireFrame()

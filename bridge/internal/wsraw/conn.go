@@ -51,13 +51,13 @@ type Conn struct {
 	// The state of one TryWrite, under mu, and the function RawConn.Write calls, bound once:
 	// a closure per call would cost three allocations per frame. try is what is left to write
 	// (its progress is how far it has been resliced); tryErr an errno, which fits 32 bits, so
-	// that it, corked and Deflate share one word and an idle connection stays in its 128-byte
-	// size class.
-	try     []byte
-	tryErr  int32
-	corked  bool
-	Deflate bool // permessage-deflate was negotiated; set before the socket is used
-	writeFd func(fd uintptr) bool
+	// that it, corked and PerMessageDeflate share one word and an idle connection stays in its
+	// 128-byte size class (TestConnSize).
+	try               []byte
+	tryErr            int32
+	corked            bool
+	PerMessageDeflate bool // negotiated with the client; set before the socket is used
+	writeFd           func(fd uintptr) bool
 
 	// owner is the connection this socket carries, set (SetOwner) before anything reads it;
 	// nil in tests of the writes alone. sent is set, under mu, once a Close frame has been
