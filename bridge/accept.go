@@ -1,11 +1,14 @@
 package bridge
 
 import (
+	"bufio"
 	"encoding/base64"
+	"net"
 	"net/http"
 	"strings"
 
 	"github.com/coder/websocket"
+	"github.com/wsbridge/wsbridge/bridge/internal/wsraw"
 )
 
 // serveWS is the WebSocket transport: the RFC 6455 handshake's checks, then the session's
@@ -55,7 +58,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	ws.SetReadLimit(s.cfg.MaxMessageSize)
 	c.wire = cw.conn // its owner, c, was set in Hijack, before anything read the socket
-	c.wire.deflate = strings.HasPrefix(w.Header().Get("Sec-WebSocket-Extensions"), "permessage-deflate")
+	c.wire.PerMessageDeflate = strings.HasPrefix(w.Header().Get("Sec-WebSocket-Extensions"), "permessage-deflate")
 	c.setSocket(ws)
 	s.runSession(c, o, c.run)
 }
@@ -111,4 +114,32 @@ func subprotocols(r *http.Request) []string {
 		}
 	}
 	return out
+}
+
+// corkingWriter is the ResponseWriter websocket.Accept hijacks: the socket it gets is wrapped in
+// a wsraw.Conn, and so is the buffered writer coder/websocket writes through.
+type corkingWriter struct {
+	http.ResponseWriter
+	owner *conn
+	conn  *wsraw.Conn
+}
+
+func (w *corkingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	nc, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	w.conn = wsraw.New(nc)
+	if w.owner != nil {
+		w.conn.SetOwner(w.owner)
+		// A client may send frames right behind its handshake, and net/http may have read
+		// them with the request. coder/websocket v1.8.15 reads those bytes from brw.Reader,
+		// not through w.conn (it resets the reader to them followed by the connection), so
+		// the scanner takes them here, or it would start in the middle of a frame. They are
+		// charged when reading begins, once the connection is fully set up.
+		b, _ := brw.Reader.Peek(brw.Reader.Buffered())
+		w.owner.scan.Owed = uint32(w.owner.scan.Feed(b))
+	}
+	brw.Writer.Reset(w.conn) // net/http made it for this hijack; reuse its buffer
+	return w.conn, brw, nil
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/wsbridge/wsbridge/bridge/internal/wsraw"
 )
 
 func benchServer(b *testing.B, env ...string) *Server {
@@ -85,7 +86,7 @@ func benchConnWriter(b *testing.B, useTLS bool) {
 	s := benchServer(b, "WSBRIDGE_SEND_QUEUE=256")
 	type accept struct {
 		ws   *websocket.Conn
-		wire *corkConn
+		wire *wsraw.Conn
 	}
 	accepted := make(chan accept, 1)
 	hs := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

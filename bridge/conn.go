@@ -11,6 +11,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/coder/websocket"
+	"github.com/wsbridge/wsbridge/bridge/internal/wsraw"
 )
 
 // conn is one accepted WebSocket: a read loop (its own goroutine, started as the upgrade handler
@@ -25,12 +26,12 @@ type conn struct {
 	// closed) a moment before that; only dropSlow can run then, and it reads ws under closeMu.
 	// Every other use is in goroutines started after setSocket.
 	ws    *websocket.Conn
-	wire  *corkConn // the socket under ws; the writer corks it during a burst
-	burst bool      // the writer is gathering a burst (owned by the writer)
+	wire  *wsraw.Conn // the socket under ws; the writer corks it during a burst
+	burst bool        // the writer is gathering a burst (owned by the writer)
 
-	// scan follows the frames the client sends, for MESSAGE_RATE (readscan.go); used only by
+	// scan follows the frames the client sends, for MESSAGE_RATE (wsraw.FrameScan); used only by
 	// whoever reads the socket (coder/websocket serialises its readers).
-	scan frameScan
+	scan wsraw.FrameScan
 
 	queue      sendQueue
 	lastSend   atomic.Int64    // when Send last ran, in ns since epoch (writer.go)
@@ -43,7 +44,10 @@ type conn struct {
 	failing    atomic.Bool     // the bridge failed the connection (§7.1.7); finish skips the handshake
 }
 
-var _ transport = (*conn)(nil)
+var (
+	_ transport   = (*conn)(nil)
+	_ wsraw.Owner = (*conn)(nil)
+)
 
 func (c *conn) ID() string           { return c.id }
 func (c *conn) kind() string         { return transportWS }
@@ -71,9 +75,9 @@ func (c *conn) setSocket(ws *websocket.Conn) {
 // one. While PHP works the socket is not read, so TCP pushes back on a client that sends faster
 // than PHP answers.
 func (c *conn) readLoop(ctx context.Context) {
-	if n := c.scan.owed; n > 0 {
+	if n := c.scan.Owed; n > 0 {
 		// Continuations the client sent behind its handshake (corkingWriter.Hijack).
-		c.scan.owed = 0
+		c.scan.Owed = 0
 		c.allowFrames(int(n))
 	}
 	var seq uint64
@@ -126,14 +130,19 @@ func (c *conn) allowFrames(n int) bool {
 	return false
 }
 
-// scanned runs in the reader for every read from the socket: the continuation frames that
+// MaxMessageSize and PingTimeout are the settings the socket (wsraw.Conn) needs: the read limit
+// for a 1009's reason, and how long the close handshake may take once our Close went out.
+func (c *conn) MaxMessageSize() int64      { return c.srv.cfg.MaxMessageSize }
+func (c *conn) PingTimeout() time.Duration { return c.srv.cfg.PingTimeout }
+
+// Scanned runs in the reader for every read from the socket: the continuation frames that
 // began in b count against MESSAGE_RATE, so that a message that never ends is not free. A
 // read with none, which is every read of unfragmented messages, costs the scan alone.
-func (c *conn) scanned(b []byte) {
+func (c *conn) Scanned(b []byte) {
 	if c.rate == nil {
 		return // no MESSAGE_RATE: nothing to count
 	}
-	if n := c.scan.feed(b); n > 0 && !c.isClosing() {
+	if n := c.scan.Feed(b); n > 0 && !c.isClosing() {
 		c.allowFrames(n)
 	}
 }
@@ -147,9 +156,9 @@ func (c *conn) pingReceived(context.Context, []byte) bool {
 // readFailed records why reading ended, unless something else already closed the connection
 // (then this error is only the consequence). The close webhook carries the code the client was
 // actually sent: coder/websocket fails the connection itself on a protocol error or an
-// oversized message, and corkConn saw its Close frame go out.
+// oversized message, and wsraw.Conn saw its Close frame go out.
 func (c *conn) readFailed(err error) {
-	sent, code, reason := c.wire.sentClose()
+	sent, code, reason := c.wire.SentClose()
 	var ce websocket.CloseError
 	switch {
 	case errors.As(err, &ce) && (!sent || code == 0 || code == int(ce.Code)):
@@ -160,7 +169,7 @@ func (c *conn) readFailed(err error) {
 		c.failing.Store(true)
 		c.Close(int(websocket.StatusMessageTooBig), reason, InitiatorServer)
 	case sent && code != 0:
-		// coder/websocket failed the connection (1002), or corkConn answered a client's close
+		// coder/websocket failed the connection (1002), or wsraw.Conn answered a client's close
 		// whose reason is not UTF-8 with 1007.
 		c.failing.Store(true)
 		c.Close(code, reason, InitiatorServer)

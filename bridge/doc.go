@@ -13,9 +13,10 @@
 //	a new transport (SSE, Pusher): one file over      session.go (transport), delivery.go
 //	the WebSocket handshake, Accept options, upgrade  accept.go
 //	connection limits, client address, proxies        limits.go
-//	one socket's life: rate limit, pings, close       conn.go, writer.go (readscan.go: fragments)
-//	how frames reach the socket, permessage-deflate   writer.go, wsframe.go, cork.go (cork_unix.go)
-//	RFC 6455 §5.5.1 (nothing after Close), 1007/1009  cork.go, conn.go
+//	one socket's life: rate limit, pings, close       conn.go, writer.go (internal/wsraw/scan.go: fragments)
+//	how frames reach the socket, permessage-deflate   writer.go, wsframe.go, internal/wsraw (conn_unix.go)
+//	RFC 6455 §5.5.1 (nothing after Close), 1007/1009  internal/wsraw/conn.go, conn.go
+//	what the raw path assumes of coder/websocket      internal/wsraw/doc.go
 //	close webhooks: pacing, waiting out PHP outages   closequeue.go
 //	who receives a push                               hub.go, push.go, broker*.go
 //	what the hub hands out, encoded once per push     delivery.go, hub.go (publishLocal)

@@ -195,8 +195,8 @@ func (b *tlsBridge) dialWSS(t *testing.T, client *http.Client) (*websocket.Conn,
 
 // TestTLSWebSocket: a wss:// WebSocket, with and without ALPN (browsers offer http/1.1 alone on
 // the connection they open for a WebSocket; Go's client offers nothing), gets its open webhook,
-// an echo through PHP and one close webhook. Frames the bridge writes itself (cork.go) must go
-// through TLS too: a frame written to the raw socket would be garbage to the client.
+// an echo through PHP and one close webhook. Frames the bridge writes itself (internal/wsraw)
+// must go through TLS too: a frame written to the raw socket would be garbage to the client.
 func TestTLSWebSocket(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/wsbridge/wsbridge/bridge/internal/wsraw"
 )
 
 // Send delivers f without blocking. A full queue means the client reads slower than it is sent
@@ -24,7 +25,7 @@ func (c *conn) Send(f Delivery) bool {
 	if !f.queue && !streaming && !c.isClosing() && c.idle.CompareAndSwap(true, false) {
 		// This goroutine is the writer now, until it gives the role back.
 		if c.queue.empty() {
-			taken, pending, err := c.wire.tryWrite(c.encode(f))
+			taken, pending, err := c.wire.TryWrite(c.encode(f))
 			switch {
 			case err != nil:
 				// As dropSlow does, the socket is closed off this goroutine: coder/websocket's
@@ -221,10 +222,10 @@ func (c *conn) drain() {
 	defer c.srv.hub.writing.Add(-1)
 	// Frames go straight to the socket (wsframe.go), bounded by the write timer; a shutdown that
 	// gives up cancels the reads, which closes the socket under a blocked write.
-	if c.wire.hasPending() {
+	if c.wire.HasPending() {
 		// What an inline Send could not write waits for the socket, under the write timeout.
 		c.armWriteTimer()
-		err := c.wire.uncork()
+		err := c.wire.Uncork()
 		c.wtimer.Stop()
 		if err != nil {
 			c.writeFailed()
@@ -248,7 +249,7 @@ func (c *conn) drain() {
 				// socket one write, under one write timeout, instead of one per frame.
 				c.burst = true
 				c.armWriteTimer()
-				c.wire.cork()
+				c.wire.Cork()
 			}
 			if !c.write(f) {
 				c.finishWriter()
@@ -300,7 +301,7 @@ func (c *conn) endBurst() bool {
 		return true
 	}
 	c.burst = false
-	err := c.wire.uncork()
+	err := c.wire.Uncork()
 	c.wtimer.Stop()
 	if err != nil {
 		c.writeFailed()
@@ -331,11 +332,11 @@ func (c *conn) write(f Delivery) bool {
 	if !c.burst { // in a burst, the timer armed at its start covers every write
 		c.armWriteTimer()
 	}
-	_, err := c.wire.writeData(c.encode(f))
+	_, err := c.wire.WriteData(c.encode(f))
 	if !c.burst || err != nil {
 		c.wtimer.Stop()
 	}
-	if err == errCloseSent {
+	if err == wsraw.ErrCloseSent {
 		// coder/websocket has sent Close (a protocol error, a 1009, the client's close
 		// echoed): the frame is dropped (§5.5.1). The reader is ending and records why; the
 		// writer carries on so that the close path still runs.
@@ -353,7 +354,7 @@ func (c *conn) write(f Delivery) bool {
 // and f is big enough (a publication brings them compressed already; a reply's frame, for this
 // connection alone, is compressed here), else plain.
 func (c *conn) encode(f Delivery) []byte {
-	if c.wire.deflate && len(f.Data) >= c.srv.cfg.CompressionThreshold {
+	if c.wire.PerMessageDeflate && len(f.Data) >= c.srv.cfg.CompressionThreshold {
 		return f.deflatedFrame()
 	}
 	return f.wireFrame()
@@ -380,7 +381,7 @@ func (c *conn) finish() {
 		// The reader stopped at a protocol error or an oversized message: what the client
 		// sends next cannot be parsed, so no close handshake is waited for and nothing queued
 		// is sent; the Close frame goes out and the socket is ended within PING_TIMEOUT.
-		c.wire.fail(c.ctx, code, reason)
+		c.wire.Fail(c.ctx, code, reason)
 		c.ws.CloseNow()
 		return
 	}

@@ -1,14 +1,12 @@
-package bridge
+package wsraw
 
 import (
-	"bufio"
 	"context"
 	"encoding/binary"
 	"errors"
 	"io"
 	"math"
 	"net"
-	"net/http"
 	"strconv"
 	"sync"
 	"syscall"
@@ -16,12 +14,25 @@ import (
 	"unicode/utf8"
 )
 
-// corkConn lets a connection's writer hand a burst of frames to the kernel in one write.
+// Owner is what a Conn needs of the connection it carries. An interface value is 16 bytes
+// where the pointer it replaced was 8; Conn pays for it by following a tryWrite's progress in
+// the slice itself, so that it stays in its 128-byte size class (TestConnSize).
+type Owner interface {
+	// MaxMessageSize is the read limit, stated in the reason of a 1009 Close.
+	MaxMessageSize() int64
+	// PingTimeout bounds the close handshake once our Close went out, and a failed
+	// connection's linger.
+	PingTimeout() time.Duration
+	// Scanned sees every byte read from the socket, in the reader's goroutine, as it comes.
+	Scanned(b []byte)
+}
+
+// Conn lets a connection's writer hand a burst of frames to the kernel in one write.
 // coder/websocket flushes every message to the socket on its own; during a broadcast that is one
 // write system call per frame, and the loopback or network stack behind each call is most of
-// what a delivery costs. While corked, writes are gathered here; uncork sends them at once.
+// what a delivery costs. While corked, writes are gathered here; Uncork sends them at once.
 //
-// It also lets a sender write without waiting (tryWrite): a frame that the socket buffer takes
+// It also lets a sender write without waiting (TryWrite): a frame that the socket buffer takes
 // at once needs no writer goroutine at all.
 //
 // And it is where RFC 6455 §5.5.1 is kept: "after sending a Close frame, the endpoint MUST NOT
@@ -29,50 +40,49 @@ import (
 // fails the connection on a protocol error or an oversized message) while our writer may be
 // streaming frames it encoded itself. Every write coder/websocket makes comes through Write, one
 // control frame per call, so Write sees each Close as it goes out; from then on, under the same
-// lock, writeData and tryWrite refuse. Write also mends what coder/websocket would get wrong in
+// lock, WriteData and TryWrite refuse. Write also mends what coder/websocket would get wrong in
 // that frame (see closeFrameLocked) and bounds the rest of the close handshake in time.
-type corkConn struct {
+type Conn struct {
 	net.Conn
-	raw syscall.RawConn // nil when the socket has no file descriptor; tryWrite then declines
+	raw syscall.RawConn // nil when the socket has no file descriptor; TryWrite then declines
 	mu  sync.Mutex
-	buf []byte // gathered while corked, or the rest of a tryWrite the socket did not take
+	buf []byte // gathered while corked, or the rest of a TryWrite the socket did not take
 
-	// The state of one tryWrite, under mu, and the function RawConn.Write calls, bound once:
-	// a closure per call would cost three allocations per frame. tried is an int32 and tryErr
-	// an Errno, and corked and deflate sit in tried's padding, so that what RFC 6455 needs below costs an
-	// idle connection nothing: the struct stays in its 128-byte size class.
-	try     []byte
-	tried   int32
-	corked  bool
-	deflate bool // permessage-deflate was negotiated (conn.encode); set before the socket is used
-	tryErr  syscall.Errno
-	writeFd func(fd uintptr) bool
+	// The state of one TryWrite, under mu, and the function RawConn.Write calls, bound once:
+	// a closure per call would cost three allocations per frame. try is what is left to write
+	// (its progress is how far it has been resliced); tryErr an errno, which fits 32 bits, so
+	// that it, corked and PerMessageDeflate share one word and an idle connection stays in its
+	// 128-byte size class (TestConnSize).
+	try               []byte
+	tryErr            int32
+	corked            bool
+	PerMessageDeflate bool // negotiated with the client; set before the socket is used
+	writeFd           func(fd uintptr) bool
 
-	// owner is the connection this socket carries, set in Hijack before anything reads it (nil
-	// in tests of the writes alone). Its Config gives MAX_MESSAGE_SIZE (for the 1009 reason)
-	// and PING_TIMEOUT (how long the peer may take to finish the close handshake once our Close
-	// went out); its frame scanner sees every byte read (Read). A pointer to the connection
-	// rather than to its Config: the scanner's state lives in conn, whose size class has room,
-	// and corkConn stays at 128 bytes. sent is set, under mu, once a Close frame has been
+	// owner is the connection this socket carries, set (SetOwner) before anything reads it;
+	// nil in tests of the writes alone. sent is set, under mu, once a Close frame has been
 	// written or gathered.
-	owner *conn
+	owner Owner
 	sent  *sentClose
 }
 
-// config is the owner's Config, or nil.
-func (c *corkConn) config() *Config {
-	if c.owner == nil {
-		return nil
-	}
-	return c.owner.srv.cfg
+// New wraps a hijacked socket.
+func New(nc net.Conn) *Conn {
+	c := &Conn{Conn: nc, raw: rawConn(nc)}
+	c.writeFd = c.writeNoWait
+	return c
 }
 
+// SetOwner names the connection nc carries; call it before the socket is read.
+func (c *Conn) SetOwner(o Owner) { c.owner = o }
+
 // Read is coder/websocket's path from the socket, once it has used up what net/http had
-// buffered (see Hijack). The frame scanner sees each byte as it comes, in the caller's buffer.
-func (c *corkConn) Read(p []byte) (int, error) {
+// buffered (the bytes Hijack's bufio.Reader holds, which it reads first and which the caller
+// must scan itself). The owner's scanner sees each byte as it comes, in the caller's buffer.
+func (c *Conn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	if n > 0 && c.owner != nil {
-		c.owner.scanned(p[:n])
+		c.owner.Scanned(p[:n])
 	}
 	return n, err
 }
@@ -83,30 +93,28 @@ type sentClose struct {
 	reason string
 }
 
-func newCorkConn(nc net.Conn) *corkConn {
-	c := &corkConn{Conn: nc, raw: rawConn(nc)}
-	c.writeFd = c.writeNoWait
-	return c
-}
-
 // corkMax bounds what a corked connection gathers; beyond it the burst goes out in pieces.
 const corkMax = 64 << 10
 
-// errCloseSent refuses a data frame after the connection's Close frame went out.
-var errCloseSent = errors.New("close frame already sent")
+// ErrCloseSent refuses a data frame after the connection's Close frame went out.
+var ErrCloseSent = errors.New("close frame already sent")
 
 // opCloseFinal is the first byte of a server's Close frame: FIN and opcode 8, no RSV bits. The
 // handshake's "HTTP/1.1 101" never starts with it, and no data frame does.
 const opCloseFinal = 0x88
 
 // Write is coder/websocket's path to the socket: the handshake answer, then its control frames.
-func (c *corkConn) Write(p []byte) (int, error) {
+// coder/websocket v1.8.15 writes each control frame whole in one call: writeFrame puts header
+// and payload in its bufio.Writer (net/http's 4 KiB one, reset to this Conn by the Hijack) and
+// flushes it on FIN, which every control frame has, and a control payload is at most 125 bytes.
+// So p starts at a frame boundary and a Close is known by its first byte.
+func (c *Conn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	n := len(p)
 	if c.sent != nil {
 		// Nothing follows a Close: not a second one, nor a ping or pong coder/websocket does
-		// not know it must hold back (when the bridge wrote the Close itself, in fail).
+		// not know it must hold back (when the bridge wrote the Close itself, in Fail).
 		return 0, net.ErrClosed
 	}
 	if len(p) >= 2 && p[0] == opCloseFinal {
@@ -126,12 +134,12 @@ func (c *corkConn) Write(p []byte) (int, error) {
 	return n, nil
 }
 
-// writeData writes one data frame the bridge encoded, unless the Close frame went out before it.
-func (c *corkConn) writeData(p []byte) (int, error) {
+// WriteData writes one data frame the bridge encoded, unless the Close frame went out before it.
+func (c *Conn) WriteData(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.sent != nil {
-		return 0, errCloseSent
+		return 0, ErrCloseSent
 	}
 	return c.writeLocked(p)
 }
@@ -144,11 +152,10 @@ func (c *corkConn) writeData(p []byte) (int, error) {
 //
 // The read deadline bounds what coder/websocket's close handshake leaves unbounded: after a
 // 1009 it discards the rest of the announced payload (up to 2^63 bytes) with no deadline.
-func (c *corkConn) closeFrameLocked(p []byte) []byte {
+func (c *Conn) closeFrameLocked(p []byte) []byte {
 	c.sent = &sentClose{}
-	cfg := c.config()
-	if cfg != nil {
-		c.Conn.SetReadDeadline(time.Now().Add(cfg.PingTimeout))
+	if c.owner != nil {
+		c.Conn.SetReadDeadline(time.Now().Add(c.owner.PingTimeout()))
 	}
 	n := int(p[1] & 0x7F)
 	if n < 2 || n > 125 || len(p) != 2+n {
@@ -158,26 +165,26 @@ func (c *corkConn) closeFrameLocked(p []byte) []byte {
 	switch {
 	case !utf8.ValidString(reason):
 		code, reason = 1007, "invalid UTF-8 in close reason"
-	case code == 1009 && cfg != nil:
-		reason = "read limited at " + strconv.FormatInt(cfg.MaxMessageSize, 10) + " bytes"
+	case code == 1009 && c.owner != nil:
+		reason = "read limited at " + strconv.FormatInt(c.owner.MaxMessageSize(), 10) + " bytes"
 	default:
 		c.sent.code, c.sent.reason = code, reason
 		return p
 	}
 	c.sent.code, c.sent.reason = code, reason
-	return closeFrame(code, reason)
+	return CloseFrame(code, reason)
 }
 
-// closeFrame encodes a server Close frame; reason is at most 123 bytes.
-func closeFrame(code int, reason string) []byte {
+// CloseFrame encodes a server Close frame; reason is at most 123 bytes.
+func CloseFrame(code int, reason string) []byte {
 	out := make([]byte, 0, 4+len(reason))
 	out = append(out, opCloseFinal, byte(2+len(reason)))
 	out = binary.BigEndian.AppendUint16(out, uint16(code))
 	return append(out, reason...)
 }
 
-// sentClose reports whether a Close frame went out, and its code (0: none in it) and reason.
-func (c *corkConn) sentClose() (sent bool, code int, reason string) {
+// SentClose reports whether a Close frame went out, and its code (0: none in it) and reason.
+func (c *Conn) SentClose() (sent bool, code int, reason string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.sent == nil {
@@ -186,17 +193,17 @@ func (c *corkConn) sentClose() (sent bool, code int, reason string) {
 	return true, c.sent.code, c.sent.reason
 }
 
-// fail ends a connection the bridge failed (§7.1.7: a protocol error, an oversized message):
+// Fail ends a connection the bridge failed (§7.1.7: a protocol error, an oversized message):
 // its Close frame (unless coder/websocket sent one), then a TCP FIN, then whatever the client
 // still sends is read and dropped until it closes its end or PING_TIMEOUT passes (or ctx ends).
 // The stream is out of step after such an error, so there is no close handshake to wait for; but
 // closing at once with unread bytes makes the kernel send RST, which can destroy the Close frame
 // before the client reads it.
-func (c *corkConn) fail(ctx context.Context, code int, reason string) {
+func (c *Conn) Fail(ctx context.Context, code int, reason string) {
 	c.mu.Lock()
 	err := c.flushLocked()
 	if err == nil && c.sent == nil {
-		_, err = c.Conn.Write(c.closeFrameLocked(closeFrame(code, reason)))
+		_, err = c.Conn.Write(c.closeFrameLocked(CloseFrame(code, reason)))
 	}
 	c.mu.Unlock()
 	if err != nil {
@@ -205,15 +212,15 @@ func (c *corkConn) fail(ctx context.Context, code int, reason string) {
 	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
 		cw.CloseWrite()
 	}
-	if cfg := c.config(); cfg != nil {
-		c.Conn.SetReadDeadline(time.Now().Add(cfg.PingTimeout))
+	if c.owner != nil {
+		c.Conn.SetReadDeadline(time.Now().Add(c.owner.PingTimeout()))
 	}
 	stop := context.AfterFunc(ctx, func() { c.Conn.SetReadDeadline(time.Now()) })
 	io.Copy(io.Discard, c.Conn)
 	stop()
 }
 
-func (c *corkConn) writeLocked(p []byte) (int, error) {
+func (c *Conn) writeLocked(p []byte) (int, error) {
 	if c.corked && len(c.buf)+len(p) <= corkMax {
 		c.buf = append(c.buf, p...)
 		return len(p), nil
@@ -224,29 +231,29 @@ func (c *corkConn) writeLocked(p []byte) (int, error) {
 	return c.Conn.Write(p)
 }
 
-// cork starts gathering writes.
-func (c *corkConn) cork() {
+// Cork starts gathering writes.
+func (c *Conn) Cork() {
 	c.mu.Lock()
 	c.corked = true
 	c.mu.Unlock()
 }
 
-// uncork writes what was gathered, in one call, and stops gathering.
-func (c *corkConn) uncork() error {
+// Uncork writes what was gathered, in one call, and stops gathering.
+func (c *Conn) Uncork() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.corked = false
 	return c.flushLocked()
 }
 
-// tryWrite writes p if that needs no waiting. taken is false when nothing was done: the
+// TryWrite writes p if that needs no waiting. taken is false when nothing was done: the
 // connection is busy (another write holds it, is corked, or has bytes pending), has no file
 // descriptor, or its Close went out, and the caller queues p for the writer instead (which
-// drops it in the last case). When taken, whatever the socket
-// buffer did not accept is kept, and pending reports it: the writer must flush it before the
-// connection is idle again. A write goes to the kernel without blocking, so a sender serving
-// many connections (a broadcast) is never held by one slow client.
-func (c *corkConn) tryWrite(p []byte) (taken, pending bool, err error) {
+// drops it in the last case). When taken, whatever the socket buffer did not accept is kept,
+// and pending reports it: the writer must flush it before the connection is idle again. A write
+// goes to the kernel without blocking, so a sender serving many connections (a broadcast) is
+// never held by one slow client.
+func (c *Conn) TryWrite(p []byte) (taken, pending bool, err error) {
 	if c.raw == nil || !c.mu.TryLock() {
 		return false, false, nil
 	}
@@ -254,31 +261,31 @@ func (c *corkConn) tryWrite(p []byte) (taken, pending bool, err error) {
 	if c.corked || len(c.buf) > 0 || c.sent != nil || len(p) > math.MaxInt32 {
 		return false, false, nil
 	}
-	c.try, c.tried, c.tryErr = p, 0, 0
+	c.try, c.tryErr = p, 0
 	err = c.raw.Write(c.writeFd)
-	n := int(c.tried)
+	rest := c.try
 	if err == nil && c.tryErr != 0 {
-		err = c.tryErr
+		err = syscall.Errno(c.tryErr)
 	}
 	c.try, c.tryErr = nil, 0
 	if err != nil {
 		return true, false, err
 	}
-	if n < len(p) {
-		c.buf = append(c.buf, p[n:]...)
+	if len(rest) > 0 {
+		c.buf = append(c.buf, rest...)
 		return true, true, nil
 	}
 	return true, false, nil
 }
 
-// hasPending reports whether gathered or left-over bytes wait for a flush.
-func (c *corkConn) hasPending() bool {
+// HasPending reports whether gathered or left-over bytes wait for a flush.
+func (c *Conn) HasPending() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return len(c.buf) > 0
 }
 
-func (c *corkConn) flushLocked() error {
+func (c *Conn) flushLocked() error {
 	if len(c.buf) == 0 {
 		return nil
 	}
@@ -289,32 +296,4 @@ func (c *corkConn) flushLocked() error {
 		c.buf = c.buf[:0]
 	}
 	return err
-}
-
-// corkingWriter is the ResponseWriter websocket.Accept hijacks: the socket it gets is wrapped in
-// a corkConn, and so is the buffered writer coder/websocket writes through.
-type corkingWriter struct {
-	http.ResponseWriter
-	owner *conn
-	conn  *corkConn
-}
-
-func (w *corkingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	nc, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
-	if err != nil {
-		return nil, nil, err
-	}
-	w.conn = newCorkConn(nc)
-	w.conn.owner = w.owner
-	if w.owner != nil {
-		// A client may send frames right behind its handshake, and net/http may have read
-		// them with the request. coder/websocket reads those bytes from brw.Reader, not
-		// through w.conn (it resets the reader to them followed by the connection), so the
-		// scanner takes them here, or it would start in the middle of a frame. They are
-		// charged when reading begins, once the connection is fully set up.
-		b, _ := brw.Reader.Peek(brw.Reader.Buffered())
-		w.owner.scan.owed = uint32(w.owner.scan.feed(b))
-	}
-	brw.Writer.Reset(w.conn) // net/http made it for this hijack; reuse its buffer
-	return w.conn, brw, nil
 }

@@ -1,15 +1,16 @@
-package bridge
+package wsraw
 
 import "encoding/binary"
 
-// frameScan follows the frame headers in the bytes coder/websocket reads from a client, so
+// FrameScan follows the frame headers in the bytes coder/websocket reads from a client, so
 // that every continuation frame can be charged to MESSAGE_RATE. coder/websocket has no per-frame
 // hook: it hands the application whole messages (and pings, through OnPingReceived), so a
 // message that never ends — a FIN=0 frame and then empty continuations, six bytes each on the
 // wire — never reached the rate limit nor the read limit, and each frame cost a parse for free.
 //
-// It sees the bytes as they are read (corkConn.Read, and at the upgrade what net/http had
-// buffered; corkingWriter.Hijack), before coder/websocket parses them. It keeps no bytes: a
+// It sees the bytes as they are read (Conn.Read calls Owner.Scanned, and at the upgrade the
+// caller scans what net/http had buffered, which coder/websocket reads from Hijack's
+// bufio.Reader before it reads the Conn), before coder/websocket parses them. It keeps no bytes: a
 // header is followed one byte at a time, counting how far into it the scan is and folding the
 // extended length into left (or, when the whole header is in one read, at once); a payload,
 // however long, is skipped by subtracting its length.
@@ -19,20 +20,20 @@ import "encoding/binary"
 // It only has to stay in step with the stream as long as coder/websocket does: on anything
 // malformed (an unmasked frame, a 64-bit length with its top bit set) coder/websocket fails the
 // connection, and what the scan makes of the bytes after that no longer matters.
-type frameScan struct {
+type FrameScan struct {
 	left   uint64 // payload bytes to skip; while in a header, the extended length read so far
 	pos    uint8  // header bytes seen of the current frame; 0: at a frame's start or in its payload
 	extEnd uint8  // where the header's length field ends: 2, 4 or 10 (valid once pos > 1)
 	hlen   uint8  // the header's length: extEnd, plus 4 for the masking key
-	// owed is what the bytes buffered before the upgrade held, charged when reading begins
-	// (readLoop); at most net/http's 4 KiB buffer, so a few thousand frames.
-	owed uint32
+	// Owed is what the bytes buffered before the upgrade held, charged when reading begins
+	// (the bridge's read loop); at most net/http's 4 KiB buffer, so a few thousand frames.
+	Owed uint32
 }
 
-// feed scans the next bytes of the stream and returns how many continuation frames (opcode 0)
+// Feed scans the next bytes of the stream and returns how many continuation frames (opcode 0)
 // began in them. A message of n frames then costs n tokens: its continuations here, the whole
-// message once it is complete (readLoop), as an unfragmented message always has.
-func (s *frameScan) feed(b []byte) (conts int) {
+// message once it is complete (the bridge's read loop), as an unfragmented message always has.
+func (s *FrameScan) Feed(b []byte) (conts int) {
 	for len(b) > 0 {
 		if s.pos == 0 {
 			if s.left > 0 {

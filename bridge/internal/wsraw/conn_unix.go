@@ -1,13 +1,13 @@
 //go:build unix
 
-package bridge
+package wsraw
 
 import (
 	"net"
 	"syscall"
 )
 
-// rawConn returns the socket's file descriptor access for tryWrite, or nil.
+// rawConn returns the socket's file descriptor access for TryWrite, or nil.
 func rawConn(nc net.Conn) syscall.RawConn {
 	if sc, ok := nc.(syscall.Conn); ok {
 		raw, _ := sc.SyscallConn()
@@ -16,23 +16,24 @@ func rawConn(nc net.Conn) syscall.RawConn {
 	return nil
 }
 
-// writeNoWait writes c.try to fd as far as the socket takes it now, for tryWrite.
-func (c *corkConn) writeNoWait(fd uintptr) bool {
-	for int(c.tried) < len(c.try) {
-		m, err := syscall.Write(int(fd), c.try[c.tried:])
+// writeNoWait writes c.try to fd as far as the socket takes it now, for TryWrite, leaving in
+// c.try what it did not take.
+func (c *Conn) writeNoWait(fd uintptr) bool {
+	for len(c.try) > 0 {
+		m, err := syscall.Write(int(fd), c.try)
 		if err == syscall.EINTR {
 			continue
 		}
 		if err != nil {
 			if err != syscall.EAGAIN {
-				c.tryErr = syscall.EIO
+				c.tryErr = int32(syscall.EIO)
 				if e, ok := err.(syscall.Errno); ok {
-					c.tryErr = e
+					c.tryErr = int32(e)
 				}
 			}
 			break
 		}
-		c.tried += int32(m)
+		c.try = c.try[m:]
 	}
 	return true // done either way: never wait for the socket here
 }
