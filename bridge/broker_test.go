@@ -4,9 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"log/slog"
-	"net"
-	"os"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -253,18 +250,8 @@ func TestServeReturnsTheBrokersFailure(t *testing.T) {
 			cfg.ShutdownTimeout = waitLimit
 			broker := &endingBroker{end: make(chan error, 1)}
 			srv := New(cfg, testLog(t), broker)
-			public, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			internal, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			ctx, cancel := context.WithCancel(context.Background())
+			_, _, cancel, done := serveLoopback(t, srv)
 			defer cancel()
-			done := make(chan error, 1)
-			go func() { done <- srv.Serve(ctx, public, internal) }()
 			broker.end <- tc.end
 			select {
 			case err := <-done:
@@ -281,14 +268,6 @@ func TestServeReturnsTheBrokersFailure(t *testing.T) {
 			}
 		})
 	}
-}
-
-// testLog logs to the test, as startBridge's servers do (or nowhere under WSBRIDGE_TEST_QUIET).
-func testLog(t *testing.T) *slog.Logger {
-	if os.Getenv("WSBRIDGE_TEST_QUIET") != "" {
-		return slog.New(slog.DiscardHandler)
-	}
-	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
 // BenchmarkBrokerPublish measures what the server's wrapper (version stamp, deadline) adds to

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -148,10 +149,7 @@ func newBridge(t *testing.T, php *fakePHP, tweak func(*Config)) *testBridge {
 
 func startBridge(t *testing.T, cfg Config, php *fakePHP, broker *MemoryBroker) *testBridge {
 	t.Helper()
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	if os.Getenv("WSBRIDGE_TEST_QUIET") != "" {
-		log = slog.New(slog.DiscardHandler)
-	}
+	log := testLog(t)
 	var br Broker
 	if broker != nil {
 		br = broker
@@ -307,3 +305,30 @@ func newFakeClock(t time.Time) *fakeClock {
 
 func (c *fakeClock) now() time.Time          { return time.Unix(0, c.ns.Load()) }
 func (c *fakeClock) advance(d time.Duration) { c.ns.Add(int64(d)) }
+
+// serveLoopback runs srv.Serve in the background on two fresh loopback listeners, as the
+// process does; cancel ends Serve's context and done delivers what Serve returned.
+func serveLoopback(t *testing.T, srv *Server) (public, internal net.Listener, cancel context.CancelFunc, done <-chan error) {
+	t.Helper()
+	public, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	internal, err = net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		public.Close()
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	result := make(chan error, 1)
+	go func() { result <- srv.Serve(ctx, public, internal) }()
+	return public, internal, cancel, result
+}
+
+// testLog logs to the test at debug level, or nowhere under WSBRIDGE_TEST_QUIET.
+func testLog(t *testing.T) *slog.Logger {
+	if os.Getenv("WSBRIDGE_TEST_QUIET") != "" {
+		return slog.New(slog.DiscardHandler)
+	}
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}

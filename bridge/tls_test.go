@@ -110,17 +110,7 @@ func startTLSBridge(t *testing.T, php *fakePHP, tweak func(*Config)) *tlsBridge 
 	clock := newFakeClock(time.Now())
 	srv.certs.now = clock.now
 
-	public, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	internal, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, public, internal) }()
+	public, internal, cancel, done := serveLoopback(t, srv)
 	t.Cleanup(func() {
 		cancel()
 		select {
@@ -566,17 +556,8 @@ func TestTLSServeRefusesBadPair(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv := New(cfg, slog.New(slog.NewTextHandler(testWriter{t}, nil)), nil)
-	public, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	internal, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, public, internal) }()
+	public, _, cancel, done := serveLoopback(t, srv)
+	var err error
 	select {
 	case err = <-done:
 	case <-time.After(waitLimit):
