@@ -66,7 +66,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 // checkHandshake applies RFC 6455 §4.2.1 as websocket.Accept does, and returns the status and
 // reason of a refusal, or 0. It may set headers of the answer (the supported version, §4.4).
 func checkHandshake(h http.Header, r *http.Request) (int, string) {
-	if !headerHasToken(r.Header, "Connection", "upgrade") || !headerHasToken(r.Header, "Upgrade", "websocket") {
+	if !hasToken(r.Header.Values("Connection"), "upgrade") || !hasToken(r.Header.Values("Upgrade"), "websocket") {
 		h.Set("Connection", "Upgrade")
 		h.Set("Upgrade", "websocket")
 		return http.StatusUpgradeRequired, "this is a WebSocket endpoint: send a GET with Connection: Upgrade and Upgrade: websocket"
@@ -92,25 +92,12 @@ func checkHandshake(h http.Header, r *http.Request) (int, string) {
 	return 0, ""
 }
 
-func headerHasToken(h http.Header, name, token string) bool {
-	for _, v := range h.Values(name) {
-		for t := range strings.SplitSeq(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(t), token) {
-				return true
-			}
-		}
-	}
-	return false
-}
-
 // subprotocols lists what the client offered in Sec-WebSocket-Protocol, never nil.
 func subprotocols(r *http.Request) []string {
 	out := []string{}
-	for _, v := range r.Header.Values("Sec-WebSocket-Protocol") {
-		for p := range strings.SplitSeq(v, ",") {
-			if p = strings.TrimSpace(p); p != "" {
-				out = append(out, p)
-			}
+	for p := range listItems(r.Header.Values("Sec-WebSocket-Protocol")) {
+		if p != "" {
+			out = append(out, p)
 		}
 	}
 	return out
