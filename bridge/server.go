@@ -276,6 +276,8 @@ func (s *Server) Serve(ctx context.Context, public, internal net.Listener) error
 			return fmt.Errorf("public listener: %w", err)
 		}
 		pub.TLSConfig = s.certs.tlsConfig()
+		// GODEBUG is read here, not in main: it is not wsbridge's configuration but the
+		// process environment net/http itself read at init, and it must be the same one.
 		pub.Protocols = publicProtocols(os.Getenv("GODEBUG"), s.log)
 		pub.ErrorLog = log.New(handshakeErrorLog{s.log}, "", 0)
 	}
