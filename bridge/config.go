@@ -75,7 +75,7 @@ type PushAPIConfig struct {
 
 // WebhookConfig is the Webhooks section of Config.
 type WebhookConfig struct {
-	WebhookURL              *url.URL      `env:"WEBHOOK_URL,required" desc:"URL (http or https) that receives every webhook (open, message, close) as a JSON POST."`
+	WebhookURL              *url.URL      `env:"WEBHOOK_URL,required" desc:"URL that receives every webhook (open, message, close) as a JSON POST: http(s)://, or PHP-FPM directly over FastCGI: fcgi://HOST:PORT/path/to/script.php or fcgi+unix:///path/to/php-fpm.sock?script=/path/to/script.php (the path, or script, is SCRIPT_FILENAME: absolute, as PHP-FPM sees it; docs/php.md)."`
 	WebhookOpenURL          *url.URL      `env:"WEBHOOK_OPEN_URL" desc:"Optional URL for open webhooks only, instead of WEBHOOK_URL."`
 	WebhookMessageURL       *url.URL      `env:"WEBHOOK_MESSAGE_URL" desc:"Optional URL for message webhooks only, instead of WEBHOOK_URL."`
 	WebhookCloseURL         *url.URL      `env:"WEBHOOK_CLOSE_URL" desc:"Optional URL for close webhooks only, instead of WEBHOOK_URL."`
@@ -364,7 +364,7 @@ func (s *WebhookConfig) check(ps *problems) {
 		{"WEBHOOK_MESSAGE_URL", s.WebhookMessageURL}, {"WEBHOOK_CLOSE_URL", s.WebhookCloseURL}}
 	for _, w := range webhookURLs {
 		if w.u != nil {
-			if err := checkHTTPURL(w.u); err != nil {
+			if err := checkWebhookURL(w.u); err != nil {
 				ps.add(w.key, "%v", err)
 			}
 		}

@@ -39,8 +39,8 @@ func (s *Server) PublicHandler() http.Handler {
 func (s *Server) refuseWebhookPaths(next http.Handler) http.Handler {
 	var hooks []string
 	for _, u := range []*url.URL{s.cfg.WebhookURL, s.cfg.WebhookOpenURL, s.cfg.WebhookMessageURL, s.cfg.WebhookCloseURL} {
-		if u == nil {
-			continue
+		if u == nil || isFCGI(u) {
+			continue // a FastCGI URL names a file (or socket), not a path the upstream serves
 		}
 		if p := cleanPath(u.Path); p != "/" {
 			hooks = append(hooks, p)

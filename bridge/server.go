@@ -101,6 +101,7 @@ func New(cfg Config, log *slog.Logger, broker Broker) *Server {
 		s.hub.deflateMin = max(cfg.CompressionThreshold, 1)
 	}
 	s.hooks = newWebhooks(s.cfg, s.metrics)
+	s.hooks.log = s.log
 	if cfg.WebhookSecret == "" {
 		s.log.Warn("WSBRIDGE_WEBHOOK_SECRET is not set: webhooks are unsigned, and whoever reaches PHP's webhook URL can forge open, message and close events; set a secret and verify it in PHP (docs/PROTOCOL.md)")
 	}

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -41,7 +42,10 @@ type webhooks struct {
 	// slots caps the requests in flight over all connections, and each holds the keep-alive
 	// connection its requests use. A webhook waits for a slot (WEBHOOK_QUEUE_WAIT) rather than
 	// piling up inside PHP-FPM's backlog; the wait is not part of the attempt's timeout.
-	slots chan *hookConn
+	slots chan *hookSlot
+	// fcgi is the FastCGI URL of each event type (fcgi.go), nil where it is HTTP.
+	fcgi fcgiTargets
+	log  *slog.Logger // PHP's FastCGI stderr; nil: not logged
 	// openGate holds one token per slot an open webhook holds, so that opens never take more
 	// than WEBHOOK_OPEN_SHARE of the slots: a flood of handshakes, which any stranger can send,
 	// cannot delay the messages of connections PHP accepted. Nil when opens may take them all.
@@ -65,6 +69,7 @@ func newWebhooks(cfg *Config, m *metrics) *webhooks {
 			}
 		}),
 		slots: slotsOf(cfg.WebhookConcurrency),
+		fcgi:  newFCGITargets(&cfg.WebhookConfig),
 	}
 	if n := openSlots(cfg.WebhookConcurrency, cfg.WebhookOpenShare); n < cfg.WebhookConcurrency {
 		w.openGate = make(chan struct{}, n)
@@ -78,10 +83,23 @@ func openSlots(n int, share float64) int {
 	return max(1, int(float64(n)*share))
 }
 
-func slotsOf(n int) chan *hookConn {
-	slots := make(chan *hookConn, n)
+// hookSlot is one webhook slot's connections: HTTP/1.1 (hookconn.go) or FastCGI (fcgiconn.go),
+// whichever the event's URL names. Only one of them is open unless the event types' URLs mix
+// the two.
+type hookSlot struct {
+	http hookConn
+	fcgi fcgiConn
+}
+
+func (s *hookSlot) close() {
+	s.http.close()
+	s.fcgi.close()
+}
+
+func slotsOf(n int) chan *hookSlot {
+	slots := make(chan *hookSlot, n)
 	for range n {
-		slots <- &hookConn{}
+		slots <- &hookSlot{}
 	}
 	return slots
 }
@@ -89,7 +107,7 @@ func slotsOf(n int) chan *hookConn {
 // acquire waits for a free slot for an event of type t, at most WEBHOOK_QUEUE_WAIT or until
 // ctx ends. Its error wraps errNoSlot: nothing was sent. The caller gives the slot back with
 // release.
-func (w *webhooks) acquire(ctx context.Context, t EventType) (*hookConn, error) {
+func (w *webhooks) acquire(ctx context.Context, t EventType) (*hookSlot, error) {
 	gate := w.openGate
 	if t != EventOpen {
 		gate = nil
@@ -138,7 +156,7 @@ func (w *webhooks) acquire(ctx context.Context, t EventType) (*hookConn, error) 
 }
 
 // release gives back a slot acquire handed out for an event of type t.
-func (w *webhooks) release(hc *hookConn, t EventType) {
+func (w *webhooks) release(hc *hookSlot, t EventType) {
 	w.slots <- hc
 	if t == EventOpen && w.openGate != nil {
 		<-w.openGate
@@ -158,7 +176,7 @@ func (w *webhooks) noSlot(t EventType, cause error) error {
 
 // closeIdle closes the kept-alive connections of the slots that are free; at shutdown, all.
 func (w *webhooks) closeIdle() {
-	var free []*hookConn
+	var free []*hookSlot
 	for len(free) < cap(w.slots) {
 		select {
 		case hc := <-w.slots:
@@ -310,7 +328,13 @@ func (w *webhooks) attempt(ctx context.Context, ev *Event, body []byte, tracepar
 
 	// Redirects are not followed (a webhook is a POST to a fixed URL), no proxy is used, and no
 	// compression is asked for: PHP's replies are small JSON.
-	resp, b, err := hc.do(ctx, req, w.cfg.WebhookMaxReply)
+	var resp *http.Response
+	var b []byte
+	if t := w.fcgi.of(ev.Type); t != nil {
+		resp, b, err = hc.fcgi.do(ctx, t, req, w.cfg.WebhookMaxReply, w.log)
+	} else {
+		resp, b, err = hc.http.do(ctx, req, w.cfg.WebhookMaxReply)
+	}
 	if err != nil {
 		return nil, 0, fmt.Errorf("%w: %s webhook: %w", errBackend, ev.Type, err)
 	}
@@ -360,13 +384,15 @@ func (w *webhooks) reachable(ctx context.Context) error {
 	if failures < readyFailures && now.Sub(time.Unix(0, w.lastOK.Load())) < readyFresh {
 		return nil
 	}
-	addrs := map[string]bool{}
+	addrs := map[[2]string]bool{}
 	for _, t := range []EventType{EventOpen, EventMessage, EventClose} {
-		addrs[hostPort(w.cfg.webhookURL(t))] = true
+		network, addr := dialAddr(w.cfg.webhookURL(t))
+		addrs[[2]string{network, addr}] = true
 	}
-	for addr := range addrs {
+	for na := range addrs {
+		network, addr := na[0], na[1]
 		dctx, cancel := context.WithTimeout(ctx, time.Second)
-		c, err := (&net.Dialer{}).DialContext(dctx, "tcp", addr)
+		c, err := (&net.Dialer{}).DialContext(dctx, network, addr)
 		cancel()
 		if err != nil {
 			return fmt.Errorf("webhook address %s: %w", addr, err)
