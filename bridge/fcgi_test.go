@@ -337,3 +337,42 @@ func TestFCGIBounds(t *testing.T) {
 		t.Errorf("a 120 KB header: %v, want the head bound's error", err)
 	}
 }
+
+// Any FastCGI answer is read whole or refused whole: a refusal returns no answer; an answer
+// has a final status, at most max+1 bytes of body, and left nothing behind that a next request
+// could read as its own, unless it was cut at the limit (then the connection is closed).
+func FuzzFCGIAnswer(f *testing.F) {
+	for _, s := range []string{
+		rec(fcgiStdout, 1, "Status: 200 OK\r\nContent-Type: application/json\r\n\r\n{}", 0) + rec(fcgiStdout, 1, "", 0) + endRec(1, 0),
+		rec(fcgiStderr, 1, "PHP Warning", 3) + rec(fcgiStdout, 1, "Content-Length: 2\n\n{}", 1) + endRec(1, 0),
+		rec(fcgiStdout, 1, "Location: /x\r\n\r\n", 0) + endRec(1, 0) + endRec(1, 0),
+		rec(fcgiStdout, 2, "\r\n", 0) + endRec(1, 2),
+	} {
+		f.Add([]byte(s), uint16(64))
+	}
+	f.Fuzz(func(t *testing.T, in []byte, max16 uint16) {
+		max := int64(max16)
+		src := bytes.NewReader(in)
+		c := &fcgiConn{id: 1, br: bufio.NewReaderSize(src, len(in)+16)}
+		full, _, err := c.readAnswer(maxReplyHeadBytes + max + 1)
+		if err != nil {
+			return
+		}
+		if !full && c.br.Buffered() > 0 {
+			t.Fatalf("answer taken with %d bytes after it", c.br.Buffered())
+		}
+		resp, body, err := c.parseStdout(max)
+		if err != nil {
+			if resp != nil || body != nil {
+				t.Fatalf("refused (%v) with an answer", err)
+			}
+			return
+		}
+		if resp.StatusCode < 200 || resp.StatusCode > 599 || int64(len(body)) > max+1 {
+			t.Fatalf("answer %d with %d bytes (max %d)", resp.StatusCode, len(body), max)
+		}
+		if _, ok := resp.Header["Status"]; ok {
+			t.Fatal("Status left in the header")
+		}
+	})
+}
