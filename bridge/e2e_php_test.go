@@ -33,6 +33,10 @@ type phpServer struct {
 	dir      string
 	env      []string
 	cmd      *exec.Cmd
+	// hook, when set, is the bridge's WEBHOOK_URL instead of webhook.php under php -S (php-fpm
+	// directly: fcgi_e2e_test.go), and extraEnv more of the bridge's environment.
+	hook     string
+	extraEnv []string
 }
 
 func startPHP(t *testing.T, secret string) *phpServer {
@@ -126,13 +130,17 @@ func readJSONLines[T any](t *testing.T, path string) []T {
 // phpBridge starts an in-process bridge in front of real PHP, proxying pages to it.
 func phpBridge(t *testing.T, php *phpServer, secret string) (*Server, *httptest.Server, *httptest.Server) {
 	t.Helper()
-	cfg, err := LoadConfig([]string{
-		"WSBRIDGE_WEBHOOK_URL=" + php.URL + "/webhook.php",
+	hook := php.URL + "/webhook.php"
+	if php.hook != "" {
+		hook = php.hook
+	}
+	cfg, err := LoadConfig(append([]string{
+		"WSBRIDGE_WEBHOOK_URL=" + hook,
 		"WSBRIDGE_UPSTREAM=" + php.URL,
 		"WSBRIDGE_WEBHOOK_SECRET=" + secret,
 		// The chat test sends hundreds of messages as fast as PHP takes them.
 		"WSBRIDGE_MESSAGE_RATE=0",
-	})
+	}, php.extraEnv...))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,7 +196,10 @@ func dialWS(t *testing.T, pub *httptest.Server, h http.Header) (*websocket.Conn,
 // and a close webhook for every connection by the time shutdown returns.
 func TestEndToEndChatWithPHP(t *testing.T) {
 	const secret = "e2e-secret"
-	php := startPHP(t, secret)
+	testChatWithPHP(t, startPHP(t, secret), secret)
+}
+
+func testChatWithPHP(t *testing.T, php *phpServer, secret string) {
 	srv, pub, _ := phpBridge(t, php, secret)
 
 	resp, err := http.Get(pub.URL + "/")

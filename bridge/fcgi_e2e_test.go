@@ -1,0 +1,161 @@
+package bridge
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/wsbridge/wsbridge/bridge/testkit"
+)
+
+// fpmServer is Debian's php-fpm started by the test with a pool of its own, serving the same
+// testdata/php scripts as php (the pages stay on php -S; the webhooks go to php-fpm directly).
+type fpmServer struct {
+	hookURL string // the FastCGI webhook URL of testdata/php/webhook.php
+	cmd     *exec.Cmd
+	log     *testkit.SyncBuffer // php-fpm's own log (stderr)
+}
+
+// fpmPool is what a test sets of the pool.
+type fpmPool struct {
+	unix        bool // listen on a unix socket, else on a loopback port
+	children    int  // pm.max_children (pm = static)
+	maxRequests int  // pm.max_requests: a child ends after this many, and its connection with it
+}
+
+// startFPM starts php-fpm in the foreground with php's environment and session directory, so
+// that a session started through php -S is read by the webhook under php-fpm.
+func startFPM(t *testing.T, php *phpServer, pool fpmPool) *fpmServer {
+	t.Helper()
+	bin := testkit.RequireTool(t, "php-fpm", "php-fpm8.2", "/usr/sbin/php-fpm8.2", "php-fpm")
+	script, err := filepath.Abs("testdata/php/webhook.php")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	listen, hook := testkit.FreeAddr(t), ""
+	if pool.unix {
+		listen = filepath.Join(dir, "fpm.sock")
+		hook = "fcgi+unix://" + listen + "?script=" + script
+	} else {
+		hook = "fcgi://" + listen + script
+	}
+	user := ""
+	if os.Geteuid() == 0 {
+		user = "user = root\ngroup = root\n" // with -R: the test's files are root's
+	}
+	conf := fmt.Sprintf(`[global]
+error_log = /proc/self/fd/2
+log_level = notice
+daemonize = no
+pid = %[1]s/fpm.pid
+
+[wsbridge]
+%[2]slisten = %[3]s
+pm = static
+pm.max_children = %[4]d
+pm.max_requests = %[5]d
+clear_env = no
+catch_workers_output = yes
+php_admin_value[session.save_path] = %[6]s
+php_admin_value[variables_order] = EGPCS
+`, dir, user, listen, pool.children, pool.maxRequests, php.dir)
+	confPath := filepath.Join(dir, "php-fpm.conf")
+	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"-F", "-O", "-y", confPath}
+	if os.Geteuid() == 0 {
+		args = append(args, "-R")
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Env = php.env
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	f := &fpmServer{hookURL: hook, cmd: cmd, log: &testkit.SyncBuffer{}}
+	t.Cleanup(f.stop)
+	ready := make(chan bool, 1)
+	log := f.log
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			fmt.Fprintln(log, sc.Text())
+			if strings.Contains(sc.Text(), "ready to handle connections") {
+				ready <- true
+			}
+		}
+		io.Copy(io.Discard, stderr)
+	}()
+	select {
+	case <-ready:
+	case <-time.After(waitLimit):
+		t.Fatalf("php-fpm did not start on %s:\n%s", listen, log.String())
+	}
+	return f
+}
+
+func (f *fpmServer) stop() {
+	if f.cmd == nil {
+		return
+	}
+	syscall.Kill(-f.cmd.Process.Pid, syscall.SIGKILL)
+	f.cmd.Wait()
+	f.cmd = nil
+}
+
+// The end-to-end chat with the webhooks sent to php-fpm directly, over TCP and over a unix
+// socket, the PHP scripts unchanged: the signature is checked by PHP from
+// $_SERVER['HTTP_WSBRIDGE_SIGNATURE'], the session read from the cookie of the handshake, and
+// the per-connection counter in meta proves every reply came back to its own connection, in
+// order. pm.max_requests=5 ends a child every few webhooks, with the kept-alive connection it
+// held: a recycled child is a retried failure, never a lost or misplaced reply.
+func TestEndToEndChatWithPHPFPM(t *testing.T) {
+	for _, unix := range []bool{false, true} {
+		name := "tcp"
+		if unix {
+			name = "unix socket"
+		}
+		t.Run(name, func(t *testing.T) {
+			const secret = "e2e-secret"
+			php := startPHP(t, secret)
+			// As many children as webhook slots: a kept-alive connection holds its child
+			// (docs/php.md).
+			fpm := startFPM(t, php, fpmPool{unix: unix, children: 4, maxRequests: 5})
+			php.hook = fpm.hookURL
+			php.extraEnv = []string{"WSBRIDGE_WEBHOOK_CONCURRENCY=4"}
+			testChatWithPHP(t, php, secret)
+			// 400-odd webhooks over 4 children that each end after 5: most connections the
+			// bridge kept alive were ended under it.
+			if n := strings.Count(fpm.log.String(), "exited with code 0"); n < 20 {
+				t.Errorf("php-fpm recycled %d children, want at least 20 (pm.max_requests not in effect?):\n%s", n, fpm.log.String())
+			}
+		})
+	}
+}
+
+// A wrong secret is refused by PHP itself under php-fpm too, and its 401 and body, read from
+// the CGI response, reach the client.
+func TestEndToEndSignatureCheckedByPHPFPM(t *testing.T) {
+	php := startPHP(t, "right")
+	fpm := startFPM(t, php, fpmPool{children: 2, maxRequests: 100})
+	php.hook = fpm.hookURL
+	_, good, _ := phpBridge(t, php, "right")
+	if _, _, err := dialWS(t, good, login(t, good, "ann")); err != nil {
+		t.Fatalf("correctly signed open refused: %v", err)
+	}
+	_, bad, _ := phpBridge(t, php, "wrong")
+	_, resp, err := dialWS(t, bad, login(t, bad, "ann"))
+	if err == nil || resp.StatusCode != 401 || readAll(t, resp) != "bad signature: signature mismatch" {
+		t.Fatalf("wrongly signed open: %v %v", err, resp)
+	}
+}
