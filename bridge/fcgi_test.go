@@ -3,12 +3,16 @@ package bridge
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"io"
+	"net"
 	"net/http"
+	"net/http/fcgi"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -375,4 +379,170 @@ func FuzzFCGIAnswer(f *testing.F) {
 			t.Fatal("Status left in the header")
 		}
 	})
+}
+
+// startGoFCGI serves h with Go's own FastCGI server (net/http/fcgi), an implementation of the
+// other side written independently of this client.
+func startGoFCGI(tb testing.TB, h http.Handler) string {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		fcgi.Serve(ln, h)
+	}()
+	tb.Cleanup(func() {
+		ln.Close()
+		<-done
+	})
+	return ln.Addr().String()
+}
+
+// Against net/http/fcgi: the webhook headers arrive as request headers (from the HTTP_*
+// params), the body whole, the reply's status, headers and body come back, and one connection
+// carries every request.
+func TestFCGIAgainstGoServer(t *testing.T) {
+	var conns sync.Map
+	addr := startGoFCGI(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conns.Store(r.RemoteAddr, true)
+		body, _ := io.ReadAll(r.Body)
+		env := fcgi.ProcessEnv(r)
+		if r.Method != http.MethodPost || r.Header.Get(HeaderEventID) == "" || env["SCRIPT_FILENAME"] != "/srv/app/hook.php" ||
+			r.ContentLength != int64(len(body)) || r.Header.Get("Content-Type") != "application/json" {
+			t.Errorf("request %s %v %v (%d bytes)", r.Method, r.Header, env, len(body))
+		}
+		w.Header().Set(HeaderEventID, r.Header.Get(HeaderEventID))
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusAccepted)
+		w.Write(body)
+	}))
+	target, err := parseFCGIURL(mustParseURL(t, "fcgi://"+addr+"/srv/app/hook.php"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c fcgiConn
+	defer c.close()
+	for i := range 5 {
+		body := []byte(`{"n":` + strings.Repeat("1", i*30000+1) + `}`) // up to two stdin records
+		req := &hookRequest{body: body, header: []headerField{{"Content-Type", "application/json"}, {HeaderEventID, "ev" + string(rune('a'+i))}}}
+		resp, got, err := c.do(context.Background(), target, req, 1<<20, nil)
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		if resp.StatusCode != http.StatusAccepted || !bytes.Equal(got, body) || resp.Header.Get(HeaderEventID) != "ev"+string(rune('a'+i)) {
+			t.Fatalf("request %d: %d %v, %d bytes back of %d", i, resp.StatusCode, resp.Header, len(got), len(body))
+		}
+	}
+	n := 0
+	conns.Range(func(any, any) bool { n++; return true })
+	if n != 1 {
+		t.Errorf("%d connections for 5 requests, want 1 kept alive", n)
+	}
+}
+
+// cannedFCGI is a FastCGI responder that answers every request with one canned reply, reading
+// the request into a reused buffer: as little as a server can cost, so that a benchmark
+// measures the bridge's side (net/http/fcgi allocates tens of KiB per request).
+func cannedFCGI(tb testing.TB, cgi string) string {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	open := map[net.Conn]bool{}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			open[nc] = true
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer nc.Close()
+				br := bufio.NewReader(nc)
+				var h [8]byte
+				buf := make([]byte, 65536+255)
+				var out []byte
+				for {
+					if _, err := io.ReadFull(br, h[:]); err != nil {
+						return
+					}
+					n := int(binary.BigEndian.Uint16(h[4:])) + int(h[6])
+					if _, err := io.ReadFull(br, buf[:n]); err != nil {
+						return
+					}
+					if h[1] == fcgiStdin && n == int(h[6]) {
+						id := binary.BigEndian.Uint16(h[2:])
+						out = appendFCGIHeader(out[:0], fcgiStdout, id, len(cgi))
+						out = append(out, cgi...)
+						out = appendFCGIHeader(out, fcgiStdout, id, 0)
+						out = appendFCGIHeader(out, fcgiEndRequest, id, 8)
+						out = append(out, 0, 0, 0, 0, 0, 0, 0, 0)
+						if _, err := nc.Write(out); err != nil {
+							return
+						}
+					}
+				}
+			}()
+		}
+	}()
+	tb.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for nc := range open {
+			nc.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return ln.Addr().String()
+}
+
+// BenchmarkMessageWebhookExchangeFCGI is BenchmarkMessageWebhookExchange over direct FastCGI,
+// a canned responder on loopback standing in for PHP-FPM.
+func BenchmarkMessageWebhookExchangeFCGI(b *testing.B) {
+	addr := cannedFCGI(b, "X-Powered-By: PHP/8.2.7\r\nContent-Type: application/json\r\n\r\n{\"send\":[\"hello\"]}")
+	s := benchServer(b, "WSBRIDGE_WEBHOOK_URL=fcgi://"+addr+"/srv/app/hook.php")
+	st := state{UserID: "42", Channels: []string{"lobby"}}
+	data := `{"type":"chat","text":"hello, this is a short chat line"}`
+	b.ReportAllocs()
+	for b.Loop() {
+		ev := s.newEvent(EventMessage, transportWS, "node.ABCDEFGHIJKLMNOP", st)
+		binary := false
+		ev.Seq, ev.Binary, ev.Data = 1, &binary, &data
+		res, err := s.hooks.send(context.Background(), ev, "", holdCounts)
+		if err != nil || res.Reply == nil || len(res.Reply.Send) != 1 {
+			b.Fatalf("exchange: %v %v", res, err)
+		}
+	}
+}
+
+// BenchmarkFCGIAnswer is the client's side of reading one answer: records, CGI head, body.
+func BenchmarkFCGIAnswer(b *testing.B) {
+	answer := rec(fcgiStdout, 1, "X-Powered-By: PHP/8.2.7\r\nContent-Type: application/json\r\n\r\n{\"send\":[\"hello\"]}", 0) +
+		rec(fcgiStdout, 1, "", 0) + endRec(1, 0)
+	src := strings.NewReader(answer)
+	c := &fcgiConn{id: 1, br: bufio.NewReader(src)}
+	b.ReportAllocs()
+	for b.Loop() {
+		src.Reset(answer)
+		c.br.Reset(src)
+		if _, _, err := c.readAnswer(1 << 20); err != nil {
+			b.Fatal(err)
+		}
+		if _, _, err := c.parseStdout(1 << 20); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
