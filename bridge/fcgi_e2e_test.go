@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -28,6 +29,7 @@ type fpmPool struct {
 	unix        bool // listen on a unix socket, else on a loopback port
 	children    int  // pm.max_children (pm = static)
 	maxRequests int  // pm.max_requests: a child ends after this many, and its connection with it
+	script      string // the webhook script; empty: testdata/php/webhook.php
 }
 
 // startFPM starts php-fpm in the foreground with php's environment and session directory, so
@@ -38,6 +40,9 @@ func startFPM(t *testing.T, php *phpServer, pool fpmPool) *fpmServer {
 	script, err := filepath.Abs("testdata/php/webhook.php")
 	if err != nil {
 		t.Fatal(err)
+	}
+	if pool.script != "" {
+		script = pool.script
 	}
 	dir := t.TempDir()
 	listen, hook := testkit.FreeAddr(t), ""
@@ -157,5 +162,28 @@ func TestEndToEndSignatureCheckedByPHPFPM(t *testing.T) {
 	_, resp, err := dialWS(t, bad, login(t, bad, "ann"))
 	if err == nil || resp.StatusCode != 401 || readAll(t, resp) != "bad signature: signature mismatch" {
 		t.Fatalf("wrongly signed open: %v %v", err, resp)
+	}
+}
+
+// What PHP writes to its error log under php-fpm comes back as FastCGI stderr, and the bridge
+// logs it (bounded, throttled), with the answer still taken.
+func TestFastCGIStderrLogged(t *testing.T) {
+	php := newPHP(t)
+	script := filepath.Join(t.TempDir(), "hook.php")
+	if err := os.WriteFile(script, []byte(`<?php error_log("from the webhook script"); header('Content-Type: application/json'); echo '{"user_id":"u1"}';`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fpm := startFPM(t, php, fpmPool{children: 1, maxRequests: 100, script: script})
+	var logs testkit.SyncBuffer
+	cfg := testConfig(t, fpm.hookURL)
+	cfg.WebhookConcurrency = 1 // one child
+	srv := New(cfg, slog.New(slog.NewTextHandler(&logs, nil)), nil)
+	b := &testBridge{srv: srv}
+	b.public, b.internal = newServers(t, srv)
+	b.wsURL = "ws" + strings.TrimPrefix(b.public.URL, "http") + cfg.WSPaths[0]
+	c := b.dial(t, "")
+	c.CloseNow()
+	if got := logs.String(); !strings.Contains(got, `msg="PHP wrote to FastCGI stderr"`) || !strings.Contains(got, "from the webhook script") {
+		t.Fatalf("bridge log %q, want PHP's stderr line", got)
 	}
 }
