@@ -26,9 +26,9 @@ type fpmServer struct {
 
 // fpmPool is what a test sets of the pool.
 type fpmPool struct {
-	unix        bool // listen on a unix socket, else on a loopback port
-	children    int  // pm.max_children (pm = static)
-	maxRequests int  // pm.max_requests: a child ends after this many, and its connection with it
+	unix        bool   // listen on a unix socket, else on a loopback port
+	children    int    // pm.max_children (pm = static)
+	maxRequests int    // pm.max_requests: a child ends after this many, and its connection with it
 	script      string // the webhook script; empty: testdata/php/webhook.php
 }
 
