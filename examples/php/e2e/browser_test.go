@@ -20,12 +20,29 @@ type app struct {
 	secret     string
 	bridge     *bridge
 	params     map[string]string // fastcgi_params: the app's settings, read with getenv()
+	internal   string            // its wsbridge's internal API address
+	hookURL    string            // its wsbridge's WEBHOOK_URL
+}
+
+// hookPool is a php-fpm pool of its own for one app's webhooks (direct FastCGI), its settings
+// as env[...] since no web server adds them as params.
+type hookPool struct {
+	name, sock string
+	env        map[string]string
 }
 
 // TestBrowser runs the chat and notify examples as in production: nginx in front (pages and
 // PHP through php-fpm, /ws proxied to wsbridge), webhooks from wsbridge to nginx, pushes from
-// PHP to wsbridge's internal API. browser.mjs then drives Debian's chromium through them.
+// PHP to wsbridge's internal API. browser.mjs then drives Debian's chromium through them. The
+// fastcgi variant sends the webhooks to php-fpm directly (a pool per app on a unix socket,
+// its settings as env[...]), nginx serving only the pages.
 func TestBrowser(t *testing.T) {
+	for _, mode := range []string{"http", "fastcgi"} {
+		t.Run(mode, func(t *testing.T) { runBrowser(t, mode == "fastcgi") })
+	}
+}
+
+func runBrowser(t *testing.T, fastcgi bool) {
 	nginx := testkit.RequireTool(t, "nginx", "nginx", "/usr/sbin/nginx")
 	// Debian names the binary after the PHP version (php-fpm8.2) and keeps it in /usr/sbin.
 	fpms, _ := filepath.Glob("/usr/sbin/php-fpm*")
@@ -44,7 +61,6 @@ func TestBrowser(t *testing.T) {
 		}
 	}
 	sock := filepath.Join(dir, "fpm.sock")
-	startFPM(t, fpm, dir, sock)
 
 	apps := []*app{
 		{name: "chat", root: filepath.Join(repoRoot, "examples/php/chat/public"), secret: "chat-secret",
@@ -53,19 +69,32 @@ func TestBrowser(t *testing.T) {
 			params: map[string]string{}},
 	}
 	const token = "e2e-api-token"
-	// The bridges first: nginx's config needs their ports, they need only nginx's port numbers.
+	// The apps' settings first: php-fpm's pools and nginx's config need the bridges' ports,
+	// the bridges only port numbers (and, with FastCGI, a php-fpm to be ready for /readyz).
+	var hookPools []hookPool
 	for _, a := range apps {
 		a.url = "http://" + testkit.FreeAddr(t)
+		a.internal = testkit.FreeAddr(t)
+		a.params["WSBRIDGE_WEBHOOK_SECRET"] = a.secret
+		a.params["WSBRIDGE_API"] = "http://" + a.internal
+		a.params["WSBRIDGE_API_TOKEN"] = token
+		a.hookURL = a.url + "/webhook.php"
+		if fastcgi {
+			hs := filepath.Join(dir, a.name+"-hooks.sock")
+			hookPools = append(hookPools, hookPool{name: a.name + "-hooks", sock: hs, env: a.params})
+			a.hookURL = "fcgi+unix://" + hs + "?script=" + filepath.Join(a.root, "webhook.php")
+		}
+	}
+	startFPM(t, fpm, dir, sock, hookPools)
+	for _, a := range apps {
 		a.bridge = startBridge(t, "wsbridge-"+a.name, map[string]string{
-			"WSBRIDGE_WEBHOOK_URL":    a.url + "/webhook.php",
-			"WSBRIDGE_WEBHOOK_SECRET": a.secret,
-			"WSBRIDGE_API_TOKEN":      token,
+			"WSBRIDGE_INTERNAL_LISTEN": a.internal,
+			"WSBRIDGE_WEBHOOK_URL":     a.hookURL,
+			"WSBRIDGE_WEBHOOK_SECRET":  a.secret,
+			"WSBRIDGE_API_TOKEN":       token,
 			// As the docs say: at or below the FPM pool (pm.max_children = 4 below).
 			"WSBRIDGE_WEBHOOK_CONCURRENCY": "3",
 		})
-		a.params["WSBRIDGE_WEBHOOK_SECRET"] = a.secret
-		a.params["WSBRIDGE_API"] = "http://" + a.bridge.internal
-		a.params["WSBRIDGE_API_TOKEN"] = token
 	}
 	ng := startNginx(t, nginx, dir, sock, apps)
 	for _, a := range apps {
@@ -100,8 +129,9 @@ func TestBrowser(t *testing.T) {
 	t.Logf("screenshots: %s", artifacts)
 }
 
-// startFPM runs php-fpm in the foreground with one pool on a unix socket in dir.
-func startFPM(t *testing.T, fpm, dir, sock string) {
+// startFPM runs php-fpm in the foreground with one pool on a unix socket in dir, and a pool per
+// hookPool.
+func startFPM(t *testing.T, fpm, dir, sock string, hookPools []hookPool) {
 	t.Helper()
 	var user string
 	if os.Geteuid() == 0 {
@@ -122,6 +152,24 @@ php_admin_value[session.save_path] = %[1]s/sessions
 php_admin_value[error_log] = %[1]s/php-error.log
 php_admin_flag[log_errors] = on
 `, dir, user, sock)
+	var pools strings.Builder
+	for _, hp := range hookPools {
+		fmt.Fprintf(&pools, `
+[%[1]s]
+%[2]slisten = %[3]s
+listen.mode = 0666
+pm = static
+pm.max_children = 4
+catch_workers_output = yes
+php_admin_value[session.save_path] = %[4]s/sessions
+php_admin_value[error_log] = %[4]s/php-error.log
+php_admin_flag[log_errors] = on
+`, hp.name, user, hp.sock, dir)
+		for k, v := range hp.env {
+			fmt.Fprintf(&pools, "env[%s] = %q\n", k, v)
+		}
+	}
+	conf += pools.String()
 	path := filepath.Join(dir, "php-fpm.conf")
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
@@ -135,7 +183,17 @@ php_admin_flag[log_errors] = on
 			}
 		}
 	})
-	p.waitUntil(t, "socket "+sock, func() error { _, err := os.Stat(sock); return err })
+	for _, s := range append([]string{sock}, hookSocks(hookPools)...) {
+		p.waitUntil(t, "socket "+s, func() error { _, err := os.Stat(s); return err })
+	}
+}
+
+func hookSocks(pools []hookPool) []string {
+	var socks []string
+	for _, hp := range pools {
+		socks = append(socks, hp.sock)
+	}
+	return socks
 }
 
 // startNginx runs nginx in the foreground with one server per app: static files and *.php
