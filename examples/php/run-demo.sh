@@ -8,6 +8,8 @@
 #   API_PORT=8081   wsbridge's internal push API
 #   BIN=...         where to build the wsbridge binary (default: a temporary directory)
 #   DEMO_CHECK=1    start, run a quick self-check, stop, and exit 0/1 (for tests)
+#   WEBHOOKS=fastcgi  send the webhooks to php-fpm directly over FastCGI (a pool of its own on
+#                   a unix socket, docs/php.md) instead of to php -S; php -S still serves pages
 #   WSBRIDGE_API_TOKEN=...  protects the internal API; both wsbridge and PHP inherit it
 set -euo pipefail
 
@@ -35,6 +37,18 @@ elif ! php -r 'exit(extension_loaded("curl") ? 0 : 1);'; then
     as_root apt-get update
     as_root apt-get install -y php-curl
 fi
+WEBHOOKS="${WEBHOOKS:-http}"
+case "$WEBHOOKS" in http|fastcgi) ;; *) die "WEBHOOKS must be http or fastcgi, got $WEBHOOKS" ;; esac
+FPM=""
+if [ "$WEBHOOKS" = fastcgi ]; then
+    FPM="$(ls /usr/sbin/php-fpm* 2>/dev/null | head -n1 || true)"
+    if [ -z "$FPM" ]; then
+        log "php-fpm not found: installing php-fpm"
+        as_root apt-get update
+        as_root apt-get install -y php-fpm
+        FPM="$(ls /usr/sbin/php-fpm* | head -n1)"
+    fi
+fi
 command -v go >/dev/null 2>&1 || die "go is required to build wsbridge"
 command -v curl >/dev/null 2>&1 || die "curl is required"
 
@@ -43,6 +57,7 @@ BIN="${BIN:-$TMP_DIR/wsbridge}"
 
 PHP_PID=""
 WS_PID=""
+FPM_PID=""
 cleanup() {
     # Run once, undisturbed: a second Ctrl-C (or a TERM sent to the whole group) must not
     # abort it half-way and leave a server behind.
@@ -51,6 +66,10 @@ cleanup() {
     if [ -n "$WS_PID" ]; then
         kill "$WS_PID" 2>/dev/null || true
         wait "$WS_PID" 2>/dev/null || true
+    fi
+    if [ -n "$FPM_PID" ]; then
+        kill "$FPM_PID" 2>/dev/null || true
+        wait "$FPM_PID" 2>/dev/null || true
     fi
     if [ -n "$PHP_PID" ]; then
         # php -S runs in its own process group (see below): end the master and its workers.
@@ -89,11 +108,54 @@ PHP_CLI_SERVER_WORKERS=4 \
     -S "127.0.0.1:$PHP_PORT" -t examples/php/chat/public &
 PHP_PID=$!
 
-log "starting wsbridge on 127.0.0.1:$PORT (internal API on 127.0.0.1:$API_PORT)"
+WEBHOOK_URL="http://127.0.0.1:$PHP_PORT/webhook.php"
+if [ "$WEBHOOKS" = fastcgi ]; then
+    # A pool of its own for the webhooks: as many children as wsbridge's webhook slots (each
+    # slot keeps a FastCGI connection, and a child serves one connection at a time), the app's
+    # settings as env[...] (no web server adds them as params), sessions where php -S keeps them.
+    FPM_SOCK="$TMP_DIR/fpm.sock"
+    FPM_ARGS=(-F -y "$TMP_DIR/php-fpm.conf")
+    FPM_USER=""
+    if [ "$(id -u)" -eq 0 ]; then
+        FPM_USER="user = root"$'\n'"group = root"
+        FPM_ARGS+=(-R)
+    fi
+    cat >"$TMP_DIR/php-fpm.conf" <<CONF
+[global]
+pid = $TMP_DIR/fpm.pid
+error_log = $TMP_DIR/fpm.log
+daemonize = no
+
+[wsbridge-hooks]
+$FPM_USER
+listen = $FPM_SOCK
+listen.mode = 0600
+pm = static
+pm.max_children = 8
+pm.max_requests = 500
+php_admin_value[session.save_path] = $TMP_DIR
+env[WSBRIDGE_WEBHOOK_SECRET] = $SECRET
+env[WSBRIDGE_API] = http://127.0.0.1:$API_PORT
+env[CHAT_DATA_DIR] = $TMP_DIR/data
+CONF
+    log "starting php-fpm for the webhooks on $FPM_SOCK"
+    "$FPM" "${FPM_ARGS[@]}" &
+    FPM_PID=$!
+    for _ in $(seq 1 50); do
+        [ -S "$FPM_SOCK" ] && break
+        kill -0 "$FPM_PID" 2>/dev/null || die "php-fpm exited during startup (see $TMP_DIR/fpm.log)"
+        sleep 0.2
+    done
+    [ -S "$FPM_SOCK" ] || die "php-fpm did not open $FPM_SOCK within 10 s"
+    WEBHOOK_URL="fcgi+unix://$FPM_SOCK?script=$ROOT/examples/php/chat/public/webhook.php"
+fi
+
+log "starting wsbridge on 127.0.0.1:$PORT (internal API on 127.0.0.1:$API_PORT, webhooks to $WEBHOOK_URL)"
 WSBRIDGE_LISTEN="127.0.0.1:$PORT" \
 WSBRIDGE_INTERNAL_LISTEN="127.0.0.1:$API_PORT" \
 WSBRIDGE_UPSTREAM="http://127.0.0.1:$PHP_PORT" \
-WSBRIDGE_WEBHOOK_URL="http://127.0.0.1:$PHP_PORT/webhook.php" \
+WSBRIDGE_WEBHOOK_URL="$WEBHOOK_URL" \
+WSBRIDGE_WEBHOOK_CONCURRENCY=8 \
 WSBRIDGE_WEBHOOK_SECRET="$SECRET" \
     "$BIN" &
 WS_PID=$!
@@ -103,6 +165,7 @@ ready=0
 for _ in $(seq 1 50); do
     kill -0 "$PHP_PID" 2>/dev/null || die "PHP exited during startup (is port $PHP_PORT free?)"
     kill -0 "$WS_PID" 2>/dev/null || die "wsbridge exited during startup (are ports $PORT and $API_PORT free?)"
+    [ -z "$FPM_PID" ] || kill -0 "$FPM_PID" 2>/dev/null || die "php-fpm exited (see $TMP_DIR/fpm.log)"
     if curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:$PORT/" 2>/dev/null; then
         ready=1
         break
@@ -148,7 +211,18 @@ if [ "${DEMO_CHECK:-}" = "1" ]; then
     }
     check "login page served through wsbridge" page_served
     check "unsigned webhook refused by PHP with 401" unsigned_webhook_refused
-    check "webhook path not proxied by wsbridge (403)" webhook_path_not_proxied
+    forged_webhook_refused() {
+        # With FastCGI the bridge does not know where the upstream serves the script, so the
+        # path is proxied like any other: the signature is what refuses a forged event.
+        [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 -X POST \
+            -H 'Content-Type: application/json' -H 'WsBridge-Event: open' \
+            --data '{"type":"open"}' "http://127.0.0.1:$PORT/webhook.php")" = "401" ]
+    }
+    if [ "$WEBHOOKS" = fastcgi ]; then
+        check "forged webhook through wsbridge refused by PHP (401)" forged_webhook_refused
+    else
+        check "webhook path not proxied by wsbridge (403)" webhook_path_not_proxied
+    fi
     check "login sets a session the chat page sees" login_works
     check "socket without a session refused by PHP with 401" anonymous_socket_refused
     [ "$ok" -eq 1 ] || die "self-check failed"
@@ -167,7 +241,7 @@ EOF
 
 # Run until Ctrl-C or until either server exits.
 set +e
-wait -n "$PHP_PID" "$WS_PID"
+wait -n "$PHP_PID" "$WS_PID" ${FPM_PID:+"$FPM_PID"}
 status=$?
 set -e
 die "a server exited (status $status); stopping"
