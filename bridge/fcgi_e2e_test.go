@@ -34,12 +34,31 @@ type fpmPool struct {
 
 // startFPM starts php-fpm in the foreground with php's environment and session directory, so
 // that a session started through php -S is read by the webhook under php-fpm.
+//
+// A TCP port picked free can be taken before php-fpm binds it (the machine is shared): that
+// start is retried on a new port.
 func startFPM(t *testing.T, php *phpServer, pool fpmPool) *fpmServer {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		f, log, err := tryStartFPM(t, php, pool)
+		if err == nil {
+			return f
+		}
+		f.stop()
+		if attempt < 3 && strings.Contains(log, "Address already in use") {
+			t.Logf("php-fpm: its port was taken meanwhile; retrying with a new one")
+			continue
+		}
+		t.Fatalf("%v:\n%s", err, log)
+	}
+}
+
+func tryStartFPM(t *testing.T, php *phpServer, pool fpmPool) (*fpmServer, string, error) {
 	t.Helper()
 	bin := testkit.RequireTool(t, "php-fpm", "php-fpm8.2", "/usr/sbin/php-fpm8.2", "php-fpm")
 	script, err := filepath.Abs("testdata/php/webhook.php")
 	if err != nil {
-		t.Fatal(err)
+		return nil, "", err
 	}
 	if pool.script != "" {
 		script = pool.script
@@ -95,22 +114,28 @@ php_admin_value[variables_order] = EGPCS
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
 			fmt.Fprintln(log, sc.Text())
-			if strings.Contains(sc.Text(), "ready to handle connections") {
+			switch {
+			case strings.Contains(sc.Text(), "ready to handle connections"):
 				ready <- true
+			case strings.Contains(sc.Text(), "FPM initialization failed"):
+				ready <- false
 			}
 		}
 		io.Copy(io.Discard, stderr)
 	}()
 	select {
-	case <-ready:
+	case ok := <-ready:
+		if !ok {
+			return f, log.String(), fmt.Errorf("php-fpm did not start on %s", listen)
+		}
 	case <-time.After(waitLimit):
-		t.Fatalf("php-fpm did not start on %s:\n%s", listen, log.String())
+		return f, log.String(), fmt.Errorf("php-fpm did not start on %s within %s", listen, waitLimit)
 	}
-	return f
+	return f, "", nil
 }
 
 func (f *fpmServer) stop() {
-	if f.cmd == nil {
+	if f == nil || f.cmd == nil {
 		return
 	}
 	syscall.Kill(-f.cmd.Process.Pid, syscall.SIGKILL)

@@ -31,6 +31,7 @@ type options struct {
 	hookURL     string
 	pid         int
 	php         bool
+	fcgi        bool // with php: the bridge's webhooks go to php-fpm directly
 	fpmChildren int
 	hookConc    int
 	conns       int
@@ -102,6 +103,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.hookURL, "hook", "", "attach: the webhook URL, for the wrk ceiling of -scenario webhook")
 	fs.IntVar(&o.pid, "pid", 0, "attach: the bridge's pid, for -scenario idle")
 	fs.BoolVar(&o.php, "php", false, "webhooks answered by nginx + php-fpm running bench.php (default: a trivial Go handler in this process)")
+	fs.BoolVar(&o.fcgi, "fcgi", false, "with -php: the bridge sends its webhooks to php-fpm directly over FastCGI (fcgi+unix://), not through nginx; wrk's ceiling still goes through nginx")
 	phpCPUs := fs.String("php-cpus", "", "with -php: run nginx and php-fpm on these CPUs (e.g. 0) and the bridge, this tool and wrk on the others")
 	fs.IntVar(&o.fpmChildren, "fpm-children", 4, "php-fpm pm.max_children (static pool)")
 	fs.IntVar(&o.hookConc, "hook-concurrency", 0, "WSBRIDGE_WEBHOOK_CONCURRENCY (default: -clients for -scenario webhook, -fpm-children for other scenarios with -php, else 64)")
@@ -161,8 +163,18 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 			return o, err
 		}
 	}
+	if o.fcgi && (!o.php || o.bridgeBin == "") {
+		return o, errors.New("-fcgi needs -php and -bridge")
+	}
 	if o.hookConc == 0 {
 		switch {
+		case o.fcgi:
+			// Every slot keeps a FastCGI connection, and a php-fpm child serves one connection
+			// at a time: more slots than children would leave connections no child reads.
+			o.hookConc = o.fpmChildren
+			if o.scenario == "webhook" {
+				o.hookConc = min(o.hookClients, o.fpmChildren)
+			}
 		case o.scenario == "webhook":
 			// As many requests in flight to PHP as wrk's connections, so that the ceiling and
 			// the bridge put the same queue in front of PHP-FPM.
@@ -226,7 +238,7 @@ func runScenario(ctx context.Context, opt options, out io.Writer) (*Report, erro
 	rep := &Report{Scenario: opt.scenario, Hook: hook, Started: time.Now().UTC(), Options: map[string]any{
 		"n": opt.conns, "counts": opt.counts, "m": opt.messages, "rate": opt.rate, "dial_concurrency": opt.dialConc,
 		"workers": opt.workers, "batch": opt.batch, "clients": opt.hookClients, "duration": opt.duration.String(),
-		"fpm_children": opt.fpmChildren, "hook_concurrency": opt.hookConc, "bridge_env": opt.bridgeEnv,
+		"fpm_children": opt.fpmChildren, "fcgi": opt.fcgi, "hook_concurrency": opt.hookConc, "bridge_env": opt.bridgeEnv,
 		"php_cpus": opt.cpus.php, "other_cpus": opt.cpus.rest,
 	}}
 	e.logf("wsbridge-bench %s, webhooks answered by %s, RLIMIT_NOFILE %d", opt.scenario, hook, limit)
@@ -251,7 +263,7 @@ func startStack(ctx context.Context, opt options) (*stack, error) {
 	if err != nil {
 		return nil, err
 	}
-	st := &stack{dir: dir, cpus: opt.cpus}
+	st := &stack{dir: dir, cpus: opt.cpus, fcgi: opt.fcgi}
 	if opt.php {
 		err = st.startPHP(ctx, opt.fpmChildren)
 		if err == nil {

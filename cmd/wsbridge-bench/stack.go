@@ -80,10 +80,13 @@ echo json_encode($r);
 // stack is what the tool started and must stop: the bridge, and nginx + php-fpm when PHP
 // answers the webhooks.
 type stack struct {
-	dir       string
-	procs     []*exec.Cmd // stopped in reverse order
-	hookSrv   *http.Server
-	HookURL   string // webhook URL the bridge calls
+	dir     string
+	procs   []*exec.Cmd // stopped in reverse order
+	hookSrv *http.Server
+	HookURL string // webhook URL through nginx: the bridge's, and wrk's
+	// FCGIURL is bench.php straight at php-fpm's socket; with fcgi the bridge calls it.
+	FCGIURL   string
+	fcgi      bool
 	WSURL     string
 	APIURL    string
 	BridgePID int
@@ -202,6 +205,7 @@ http {
 		return err
 	}
 	s.HookURL = fmt.Sprintf("http://127.0.0.1:%d/bench.php", port)
+	s.FCGIURL = "fcgi+unix://" + sock + "?script=" + filepath.Join(s.dir, "www", "bench.php")
 	// Ready when a close event (204) comes back through nginx from PHP.
 	return waitFor(ctx, func() bool {
 		resp, err := http.Post(s.HookURL, "application/json", strings.NewReader(`{"type":"close"}`))
@@ -226,11 +230,15 @@ func (s *stack) startBridge(ctx context.Context, bin string, concurrency int, en
 	}
 	s.WSURL = fmt.Sprintf("ws://127.0.0.1:%d/ws", pub)
 	s.APIURL = fmt.Sprintf("http://127.0.0.1:%d", internal)
+	hook := s.HookURL
+	if s.fcgi {
+		hook = s.FCGIURL
+	}
 	e := append(os.Environ(),
 		"GODEBUG=gctrace=1",
 		fmt.Sprintf("WSBRIDGE_LISTEN=127.0.0.1:%d", pub),
 		fmt.Sprintf("WSBRIDGE_INTERNAL_LISTEN=127.0.0.1:%d", internal),
-		"WSBRIDGE_WEBHOOK_URL="+s.HookURL,
+		"WSBRIDGE_WEBHOOK_URL="+hook,
 		fmt.Sprintf("WSBRIDGE_WEBHOOK_CONCURRENCY=%d", concurrency),
 		"WSBRIDGE_MAX_LIST_RESULT=100000",
 		"WSBRIDGE_LOG_LEVEL=warn",
