@@ -155,6 +155,16 @@ pm.max_requests = 0
 	if root {
 		fpmConf += "user = root\ngroup = root\n"
 	}
+	// With -fcgi the bridge gets a pool of its own, of as many children, as docs/php.md
+	// advises: its kept-alive connections hold their children while idle, and would leave
+	// none to nginx for wrk's ceiling. Only one of the two pools is busy at a time.
+	fcgiSock := filepath.Join(s.dir, "fpm-bridge.sock")
+	if s.fcgi {
+		fpmConf += fmt.Sprintf("[bridge]\nlisten = %s\npm = static\npm.max_children = %d\npm.max_requests = 0\n", fcgiSock, children)
+		if root {
+			fpmConf += "user = root\ngroup = root\n"
+		}
+	}
 	if err := os.WriteFile(filepath.Join(s.dir, "fpm.conf"), []byte(fpmConf), 0o644); err != nil {
 		return err
 	}
@@ -205,7 +215,7 @@ http {
 		return err
 	}
 	s.HookURL = fmt.Sprintf("http://127.0.0.1:%d/bench.php", port)
-	s.FCGIURL = "fcgi+unix://" + sock + "?script=" + filepath.Join(s.dir, "www", "bench.php")
+	s.FCGIURL = "fcgi+unix://" + fcgiSock + "?script=" + filepath.Join(s.dir, "www", "bench.php")
 	// Ready when a close event (204) comes back through nginx from PHP.
 	return waitFor(ctx, func() bool {
 		resp, err := http.Post(s.HookURL, "application/json", strings.NewReader(`{"type":"close"}`))
