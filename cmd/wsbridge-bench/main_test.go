@@ -188,3 +188,32 @@ func TestPinnedCommand(t *testing.T) {
 		t.Errorf("pinned: %s %q", bin, args)
 	}
 }
+
+// -fcgi: refused without -php and -bridge; with them, the bridge's webhook slots are at most
+// the pool's children (each slot holds a child).
+func TestFCGIFlag(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		err  string
+		conc int
+	}{
+		{name: "without -php", args: []string{"-scenario", "webhook", "-bridge", "bin/wsbridge", "-fcgi"}, err: "-fcgi needs -php and -bridge"},
+		{name: "slots capped by the children", args: []string{"-scenario", "webhook", "-bridge", "bin/wsbridge", "-php", "-fcgi", "-clients", "8", "-fpm-children", "4"}, conc: 4},
+		{name: "fewer clients than children", args: []string{"-scenario", "webhook", "-bridge", "bin/wsbridge", "-php", "-fcgi", "-clients", "2", "-fpm-children", "4"}, conc: 2},
+		{name: "other scenarios: the children", args: []string{"-scenario", "connect", "-bridge", "bin/wsbridge", "-php", "-fcgi", "-fpm-children", "6"}, conc: 6},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o, err := parseFlags(tc.args, io.Discard)
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("parseFlags = %v, want %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil || !o.fcgi || o.hookConc != tc.conc {
+				t.Fatalf("parseFlags = %v, fcgi %v, hook concurrency %d; want %d", err, o.fcgi, o.hookConc, tc.conc)
+			}
+		})
+	}
+}
