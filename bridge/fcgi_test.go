@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 func TestFCGIWebhookURLs(t *testing.T) {
@@ -544,5 +545,50 @@ func BenchmarkFCGIAnswer(b *testing.B) {
 		if _, _, err := c.parseStdout(1 << 20); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// Params that would not fit one record (PHP-FPM reads pairs record by record) are refused
+// before anything is written, not split or truncated.
+func TestFCGIHugeParams(t *testing.T) {
+	target, err := parseFCGIURL(mustParseURL(t, "fcgi://127.0.0.1:9000/srv/hook.php"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := &hookRequest{body: []byte(`{}`), header: []headerField{{"X-Big", strings.Repeat("v", fcgiMaxContent)}}}
+	if _, err := appendFCGIRequest(nil, 1, target.params, nil, req); err == nil || !strings.Contains(err.Error(), "exceed one record") {
+		t.Fatalf("appendFCGIRequest = %v, want the params bound's error", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	got := make(chan int, 1)
+	go func() {
+		nc, err := ln.Accept()
+		if err != nil {
+			got <- -1
+			return
+		}
+		defer nc.Close()
+		n, _ := io.Copy(io.Discard, nc)
+		got <- int(n)
+	}()
+	target, _ = parseFCGIURL(mustParseURL(t, "fcgi://"+ln.Addr().String()+"/srv/hook.php"))
+	var c fcgiConn
+	if _, _, err := c.do(context.Background(), target, req, 1<<20, nil); err == nil {
+		t.Fatal("a request with oversize params was sent")
+	}
+	if c.nc != nil {
+		t.Error("the connection was kept")
+	}
+	select {
+	case n := <-got:
+		if n != 0 {
+			t.Errorf("%d bytes reached the server, want none", n)
+		}
+	case <-time.After(waitLimit):
+		t.Fatal("the connection stayed open")
 	}
 }
