@@ -9,6 +9,7 @@
 //	what PHP receives or may answer                   event.go, then webhook.go
 //	retries, backoff, PHP considered down             webhook.go, breaker.go
 //	the HTTP connections to PHP, reading answers      hookconn.go, hookreply.go
+//	direct FastCGI to PHP-FPM (fcgi:// URLs)          fcgi.go (URLs, params), fcgiconn.go (records)
 //	a connection's life, whatever its transport       session.go
 //	a new transport (SSE, Pusher): one file over      session.go (transport), delivery.go
 //	the WebSocket handshake, Accept options, upgrade  accept.go
