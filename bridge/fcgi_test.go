@@ -424,12 +424,18 @@ func TestFCGIAgainstGoServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The same URL resolved again, as each event type's is: the same connection serves both.
+	again, _ := parseFCGIURL(mustParseURL(t, "fcgi://"+addr+"/srv/app/hook.php"))
 	var c fcgiConn
 	defer c.close()
 	for i := range 5 {
 		body := []byte(`{"n":` + strings.Repeat("1", i*30000+1) + `}`) // up to two stdin records
 		req := &hookRequest{body: body, header: []headerField{{"Content-Type", "application/json"}, {HeaderEventID, "ev" + string(rune('a'+i))}}}
-		resp, got, err := c.do(context.Background(), target, req, 1<<20, nil)
+		tg := target
+		if i%2 == 1 {
+			tg = again
+		}
+		resp, got, err := c.do(context.Background(), tg, req, 1<<20, nil)
 		if err != nil {
 			t.Fatalf("request %d: %v", i, err)
 		}

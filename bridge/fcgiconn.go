@@ -51,7 +51,7 @@ var fcgiProtocolStatus = [...]string{"request complete", "cannot multiplex", "ov
 // fcgiConn is one kept-alive FastCGI connection of a webhook slot. Its buffers are kept
 // between requests: a request allocates only the reply it returns.
 type fcgiConn struct {
-	target *fcgiTarget // what it is connected to
+	target *fcgiTarget // what it was dialled for: its network and address
 	nc     net.Conn
 	br     *bufio.Reader
 	probe  *idleProbe
@@ -77,7 +77,9 @@ var errFCGI = errors.New("FastCGI protocol error")
 // idle child ended) costs one more try on a new one.
 func (c *fcgiConn) do(ctx context.Context, t *fcgiTarget, req *hookRequest, max int64, log *slog.Logger) (*http.Response, []byte, error) {
 	for try := 0; ; try++ {
-		reused := c.nc != nil && c.target == t
+		// A connection is to a socket, not to a script: the event types' URLs may name
+		// different scripts of one pool.
+		reused := c.nc != nil && c.target.network == t.network && c.target.addr == t.addr
 		if reused && (c.br.Buffered() > 0 || c.probe != nil && !c.probe.clean()) {
 			reused = false // PHP-FPM sent something unasked, or closed it
 		}
@@ -88,7 +90,7 @@ func (c *fcgiConn) do(ctx context.Context, t *fcgiTarget, req *hookRequest, max 
 			}
 		}
 		resp, body, answered, err := c.exchange(ctx, t, req, max)
-		c.logStderr(log, req)
+		c.logStderr(log, t, req)
 		if err == nil {
 			err = req.answered(resp)
 		}
@@ -341,7 +343,7 @@ func parseCGIStatus(vs []string) (int, error) {
 	return code, nil
 }
 
-func (c *fcgiConn) logStderr(log *slog.Logger, req *hookRequest) {
+func (c *fcgiConn) logStderr(log *slog.Logger, t *fcgiTarget, req *hookRequest) {
 	if len(c.stderr) == 0 || log == nil {
 		return
 	}
@@ -351,15 +353,8 @@ func (c *fcgiConn) logStderr(log *slog.Logger, req *hookRequest) {
 			ev = f.value
 		}
 	}
-	log.Warn("PHP wrote to FastCGI stderr", "event", ev, "script", c.target.scriptOrEmpty(),
+	log.Warn("PHP wrote to FastCGI stderr", "event", ev, "script", t.script,
 		"stderr", string(c.stderr), "stderr_dropped_bytes", c.dropped)
-}
-
-func (t *fcgiTarget) scriptOrEmpty() string {
-	if t == nil {
-		return ""
-	}
-	return t.script
 }
 
 // appendFCGIRequest appends the records of one request with id: BEGIN_REQUEST (responder,
