@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -20,6 +21,7 @@ import (
 // testdata/php scripts as php (the pages stay on php -S; the webhooks go to php-fpm directly).
 type fpmServer struct {
 	hookURL string // the FastCGI webhook URL of testdata/php/webhook.php
+	listen  string // its socket path or address
 	cmd     *exec.Cmd
 	log     *testkit.SyncBuffer // php-fpm's own log (stderr)
 }
@@ -39,8 +41,14 @@ type fpmPool struct {
 // start is retried on a new port.
 func startFPM(t *testing.T, php *phpServer, pool fpmPool) *fpmServer {
 	t.Helper()
+	return startFPMAt(t, php, pool, "")
+}
+
+// startFPMAt is startFPM on the unix socket sock (empty: a new one, or a TCP port).
+func startFPMAt(t *testing.T, php *phpServer, pool fpmPool, sock string) *fpmServer {
+	t.Helper()
 	for attempt := 1; ; attempt++ {
-		f, log, err := tryStartFPM(t, php, pool)
+		f, log, err := tryStartFPM(t, php, pool, sock)
 		if err == nil {
 			return f
 		}
@@ -53,7 +61,7 @@ func startFPM(t *testing.T, php *phpServer, pool fpmPool) *fpmServer {
 	}
 }
 
-func tryStartFPM(t *testing.T, php *phpServer, pool fpmPool) (*fpmServer, string, error) {
+func tryStartFPM(t *testing.T, php *phpServer, pool fpmPool, sock string) (*fpmServer, string, error) {
 	t.Helper()
 	bin := testkit.RequireTool(t, "php-fpm", "php-fpm8.2", "/usr/sbin/php-fpm8.2", "php-fpm")
 	script, err := filepath.Abs("testdata/php/webhook.php")
@@ -67,6 +75,9 @@ func tryStartFPM(t *testing.T, php *phpServer, pool fpmPool) (*fpmServer, string
 	listen, hook := testkit.FreeAddr(t), ""
 	if pool.unix {
 		listen = filepath.Join(dir, "fpm.sock")
+		if sock != "" {
+			listen = sock
+		}
 		hook = "fcgi+unix://" + listen + "?script=" + script
 	} else {
 		hook = "fcgi://" + listen + script
@@ -106,7 +117,7 @@ php_admin_value[variables_order] = EGPCS
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	f := &fpmServer{hookURL: hook, cmd: cmd, log: &testkit.SyncBuffer{}}
+	f := &fpmServer{hookURL: hook, listen: listen, cmd: cmd, log: &testkit.SyncBuffer{}}
 	t.Cleanup(f.stop)
 	ready := make(chan bool, 1)
 	log := f.log
@@ -210,5 +221,54 @@ func TestFastCGIStderrLogged(t *testing.T) {
 	c.CloseNow()
 	if got := logs.String(); !strings.Contains(got, `msg="PHP wrote to FastCGI stderr"`) || !strings.Contains(got, "from the webhook script") {
 		t.Fatalf("bridge log %q, want PHP's stderr line", got)
+	}
+}
+
+// A php-fpm killed and started again (a deploy, a crash) is a retried failure: the kept-alive
+// connections it took with it are dialled again, a message sent while it is down is retried
+// until it is back, and the connection's state (PHP's counter in meta) goes on where it was.
+func TestEndToEndPHPFPMRestart(t *testing.T) {
+	const secret = "e2e-secret"
+	php := startPHP(t, secret)
+	pool := fpmPool{unix: true, children: 2, maxRequests: 100}
+	fpm := startFPM(t, php, pool)
+	php.hook = fpm.hookURL
+	php.extraEnv = []string{"WSBRIDGE_WEBHOOK_CONCURRENCY=2", "WSBRIDGE_WEBHOOK_RETRIES=50",
+		"WSBRIDGE_WEBHOOK_BACKOFF=20ms", "WSBRIDGE_WEBHOOK_BACKOFF_MAX=100ms", "WSBRIDGE_BREAKER_FAILURES=0"}
+	srv, pub, _ := phpBridge(t, php, secret)
+	ann, _, err := dialWS(t, pub, login(t, pub, "ann"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := read(t, ann); got != "welcome ann" {
+		t.Fatalf("first frame %q", got)
+	}
+	write(t, ann, "m0")
+	if got := read(t, ann); got != "ack 1 1" {
+		t.Fatalf("before the restart: %q", got)
+	}
+
+	fpm.stop() // SIGKILL: the kept-alive connections die with it
+	write(t, ann, "m1")
+	// The same pool on the same socket, as systemd would start it again.
+	again := startFPMAt(t, php, pool, fpm.listen)
+	if again.hookURL != fpm.hookURL {
+		t.Fatalf("restarted on %s, want %s", again.hookURL, fpm.hookURL)
+	}
+	if got := read(t, ann); got != "ack 2 2" {
+		t.Fatalf("across the restart: %q, want ack 2 2 (no message lost, meta kept)", got)
+	}
+	write(t, ann, "m2")
+	if got := read(t, ann); got != "ack 3 3" {
+		t.Fatalf("after the restart: %q", got)
+	}
+	// Shut down while php-fpm is up: the close webhook goes over a connection dialled anew.
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if evs := php.closeEvents(t); len(evs) != 1 || evs[0].UserID != "ann" || *evs[0].MessagesIn != 3 {
+		t.Errorf("close webhooks PHP recorded: %+v, want ann's with 3 messages in", evs)
 	}
 }
