@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -712,5 +713,36 @@ func TestSSEOverHTTP2(t *testing.T) {
 				t.Errorf("close webhook initiator %s", cl.Event.Initiator)
 			}
 		}
+	}
+}
+
+// BenchmarkHubPublishChannelSSE is BenchmarkHubPublishChannel with SSE members (half of them,
+// or all): the event is framed once per publication, beside the WebSocket frame.
+func BenchmarkHubPublishChannelSSE(b *testing.B) {
+	for _, share := range []struct {
+		name  string
+		every int // one member in every is an SSE connection
+	}{{"half", 2}, {"all", 1}} {
+		b.Run("10000-"+share.name, func(b *testing.B) {
+			const n = 10000
+			h := newHub("bench", NewMemoryBroker())
+			for i := range n {
+				id := fmt.Sprintf("bench.%d", i)
+				tr := transportWS
+				if i%share.every == 0 {
+					tr = transportSSE
+				}
+				h.Add(&benchClient{id: id}, connInfo{ID: id, Transport: tr}, &counters{}, "", nil, []string{"room"})
+			}
+			data := `{"type":"chat","text":"hello"}`
+			p := &Publication{To: Targets{Channels: []string{"room"}}, Data: &data}
+			b.ReportAllocs()
+			for b.Loop() {
+				if got, _ := h.Publish(context.Background(), p); got != n {
+					b.Fatalf("delivered %d, want %d", got, n)
+				}
+			}
+			b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "deliveries/s")
+		})
 	}
 }
