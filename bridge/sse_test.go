@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -292,7 +293,8 @@ func TestSSEOpen(t *testing.T) {
 	t.Parallel()
 	b, url := sseBridge(t, func(c hookCall) (int, any) {
 		if c.Event.Type == EventOpen {
-			return 200, map[string]any{"user_id": "u1", "meta": map[string]any{"n": 1}, "join": []string{"news"}, "send": []string{"welcome", "two\nlines"}}
+			return 200, map[string]any{"user_id": "u1", "meta": map[string]any{"n": 1}, "join": []string{"news"}, "send": []string{"welcome", "two\nlines"},
+				"publish": []map[string]any{{"to": map[string]any{"channels": []string{"news"}}, "data": "u1 is here"}}}
 		}
 		return 204, nil
 	}, nil)
@@ -308,7 +310,7 @@ func TestSSEOpen(t *testing.T) {
 		h.Get("Content-Length") != "" || s.resp.ContentLength != -1 {
 		t.Errorf("response %d, headers %v", s.resp.StatusCode, h)
 	}
-	for _, want := range []string{"welcome", "two\nlines"} {
+	for _, want := range []string{"welcome", "two\nlines", "u1 is here"} {
 		if ev := s.event(t); ev.Type != "message" || ev.Data != want {
 			t.Errorf("event %+v, want message %q", ev, want)
 		}
@@ -515,6 +517,41 @@ func TestSSERefusals(t *testing.T) {
 	}
 	if evs := down.end(t); len(evs) != 1 || evs[0].Retry != "5000" {
 		t.Errorf("PHP unreachable: events %+v, want one retry: 5000", evs)
+	}
+}
+
+// TestSSELimits: the node's connection limit and the per-address handshake rate apply to event
+// streams, and their "later" reaches an EventSource as retry: with the Retry-After delay.
+func TestSSELimits(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name  string
+		tweak func(*Config)
+		retry string
+	}{
+		{"MAX_CONNECTIONS", func(c *Config) { c.MaxConnections = 1 }, "5000"},
+		{"HANDSHAKE_RATE_PER_IP", func(c *Config) { c.HandshakeRatePerIP = 0.001; c.HandshakeBurstPerIP = 1 }, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, url := sseBridge(t, acceptAll, tc.tweak)
+			first := openSSE(t, nil, url, nil)
+			b.php.next(t, EventOpen)
+			later := openSSE(t, nil, url, nil)
+			evs := later.end(t)
+			if later.resp.StatusCode != 200 || len(evs) != 1 || evs[0].Retry == "" || (tc.retry != "" && evs[0].Retry != tc.retry) {
+				t.Errorf("second stream: %d %+v, want 200 and one retry: %s", later.resp.StatusCode, evs, tc.retry)
+			}
+			if ms, _ := strconv.Atoi(evs[0].Retry); ms < 1000 || ms%1000 != 0 {
+				t.Errorf("retry %q: want whole seconds of Retry-After, in ms", evs[0].Retry)
+			}
+			first.close()
+			b.php.next(t, EventClose)
+			select {
+			case c := <-b.php.calls:
+				t.Errorf("PHP got a %s webhook for the refused stream", c.Event.Type)
+			default:
+			}
+		})
 	}
 }
 
