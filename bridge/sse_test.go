@@ -427,6 +427,16 @@ func TestSSEPublicationEncodedOnce(t *testing.T) {
 	if d := <-got; d.sseIn {
 		t.Error("a publication to WebSockets alone made an SSE event")
 	}
+	// The hub counts its SSE members, so that a node without any never looks for them.
+	h.Remove("n.a")
+	h.Remove("n.b")
+	if h.sseConns != 0 {
+		t.Errorf("sseConns %d after every SSE member left, want 0", h.sseConns)
+	}
+	h.publishLocal(Targets{Channels: []string{"c"}}, "", newDelivery(Frame{Data: []byte("w")}))
+	if d := <-got; d.sseIn {
+		t.Error("a publication made an SSE event after every SSE member left")
+	}
 }
 
 type deliveryRecorder struct {
