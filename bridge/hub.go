@@ -39,6 +39,7 @@ type connInfo struct {
 	RemoteAddr  string          `json:"remote_addr"`
 	Path        string          `json:"path"`
 	Subprotocol string          `json:"subprotocol"`
+	Transport   string          `json:"transport"` // "ws", "sse" or "pusher", as in webhook bodies
 	ConnectedAt time.Time       `json:"connected_at"`
 	MessagesIn  uint64          `json:"messages_in"`
 	MessagesOut uint64          `json:"messages_out"`
@@ -81,6 +82,7 @@ type hub struct {
 	writing atomic.Int64
 
 	mu       sync.RWMutex
+	sseConns int // local SSE connections: only with some does a publication look for them (sse.go)
 	conns    map[string]*member
 	users    map[string]map[string]*member
 	channels map[string]map[string]*member
@@ -103,6 +105,9 @@ func (h *hub) Add(c recipient, info connInfo, counters *counters, user string, m
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.conns[info.ID] = m
+	if info.Transport == transportSSE {
+		h.sseConns++
+	}
 	h.setUserLocked(m, user)
 	for _, ch := range channels {
 		h.joinLocked(m, ch)
@@ -123,6 +128,9 @@ func (h *hub) Remove(id string) state {
 	}
 	h.setUserLocked(m, "")
 	delete(h.conns, id)
+	if m.info.Transport == transportSSE {
+		h.sseConns--
+	}
 	return st
 }
 
@@ -269,13 +277,26 @@ func (h *hub) publishLocal(to Targets, except string, f Delivery) int {
 	}
 	p := recipientPool.Get().(*[]recipient)
 	rs := (*p)[:0]
+	sse := false
 	h.mu.RLock()
-	h.eachLocked(to, func(m *member) {
-		if m.info.ID != except {
-			rs = append(rs, m.client)
-		}
-	})
+	if h.sseConns == 0 {
+		h.eachLocked(to, func(m *member) {
+			if m.info.ID != except {
+				rs = append(rs, m.client)
+			}
+		})
+	} else {
+		h.eachLocked(to, func(m *member) {
+			if m.info.ID != except {
+				rs = append(rs, m.client)
+				sse = sse || m.info.Transport == transportSSE
+			}
+		})
+	}
 	h.mu.RUnlock()
+	if sse {
+		f = f.withSSE() // its event too, made once, only for a publication that reaches one
+	}
 	if len(rs) >= fanoutChunk {
 		f.queue = h.fanning.Add(1) > 1 || h.writing.Load() >= int64(len(rs)/backlogShare)
 		defer h.fanning.Add(-1)
