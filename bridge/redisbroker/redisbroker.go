@@ -69,11 +69,11 @@ type Broker struct {
 }
 
 var (
-	_ bridge.Broker       = (*Broker)(nil)
-	_ bridge.BrokerHealth = (*Broker)(nil)
-	_ bridge.ClusterState = (*Broker)(nil)
-	_ bridge.NodeLiveness = (*Broker)(nil)
-	_ bridge.AppPublisher = (*Broker)(nil)
+	_ bridge.Broker        = (*Broker)(nil)
+	_ bridge.BrokerHealth  = (*Broker)(nil)
+	_ bridge.ClusterState  = (*Broker)(nil)
+	_ bridge.NodeLiveness  = (*Broker)(nil)
+	_ bridge.AppPublisher  = (*Broker)(nil)
 	_ prometheus.Collector = (*Broker)(nil)
 )
 
