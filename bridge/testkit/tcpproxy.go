@@ -24,7 +24,7 @@ type TCPProxy struct {
 // StartTCPProxy listens on a free loopback port and forwards to target until the test ends.
 func StartTCPProxy(t testing.TB, target string) *TCPProxy {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", ListenAddr(t))
 	if err != nil {
 		t.Fatal(err)
 	}

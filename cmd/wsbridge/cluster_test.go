@@ -99,7 +99,7 @@ func (c *cluster) start(id string) *node {
 	c.t.Helper()
 	// The proxy first: it holds its port, which FreeAddr's may not then be.
 	proxy := testkit.StartTCPProxy(c.t, c.engine.addr)
-	n := &node{id: id, public: testkit.FreeAddr(c.t), internal: testkit.FreeAddr(c.t), proxy: proxy}
+	n := &node{id: id, public: testkit.ListenAddr(c.t), internal: testkit.ListenAddr(c.t), proxy: proxy}
 	n.env = append([]string{
 		"WSBRIDGE_LISTEN=" + n.public,
 		"WSBRIDGE_INTERNAL_LISTEN=" + n.internal,
@@ -260,7 +260,7 @@ func startPHP(t *testing.T, log string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := testkit.FreeAddr(t)
+	addr := testkit.ListenAddr(t)
 	cmd := exec.Command(bin, "-S", addr, "-t", dir)
 	cmd.Env = append(os.Environ(), "WSBRIDGE_TEST_LOG="+log)
 	out := &testkit.SyncBuffer{}
