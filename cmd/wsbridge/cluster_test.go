@@ -43,6 +43,8 @@ type engine struct {
 	addr          string
 	env           func(addr string) []string
 	stop, restart func(t *testing.T)
+	// appPublish publishes payload as PHP does (Redis: PUBLISH t:publish).
+	appPublish func(t *testing.T, payload string)
 }
 
 var clusterEngines = []clusterEngine{
@@ -52,8 +54,9 @@ var clusterEngines = []clusterEngine{
 			env: func(addr string) []string {
 				return []string{"WSBRIDGE_BROKER=redis", "WSBRIDGE_REDIS_URL=redis://" + addr + "/0"}
 			},
-			stop:    func(t *testing.T) { r.Stop(t) },
-			restart: func(t *testing.T) { r.Start(t) }}
+			stop:       func(t *testing.T) { r.Stop(t) },
+			restart:    func(t *testing.T) { r.Start(t) },
+			appPublish: func(t *testing.T, payload string) { r.Do(t, "PUBLISH", "t:publish", payload) }}
 	}},
 	// TODO(h/nats): {"nats", ...} starting nats-server -js, env WSBRIDGE_BROKER=nats and
 	// WSBRIDGE_NATS_URL=nats://addr.
@@ -776,5 +779,51 @@ func TestClusterRestartAfterKill(t *testing.T) {
 		}
 		c.restart(nd)
 		c.lostCloses(t, cls, "hal", []string{"room"})
+	})
+}
+
+// TestClusterAppPublish: PHP publishes through the engine, not HTTP; every node applies it to
+// its connections, and one the push API would refuse is refused whole and counted on each.
+func TestClusterAppPublish(t *testing.T) {
+	t.Parallel()
+	forEachEngine(t, func(t *testing.T, c *cluster) {
+		n := c.startN(2)
+		cls := []*client{c.dial(n[0], "ivy", "room"), c.dial(n[1], "ivy")}
+		// A subscription may take a moment: publish until both have one.
+		eventually(t, "an application publication reaches both nodes", func() (bool, string) {
+			c.engine.appPublish(t, `{"to":{"users":["ivy"]},"data":"probe"}`)
+			for _, cl := range cls {
+				select {
+				case <-cl.msgs:
+				case <-time.After(200 * time.Millisecond):
+					return false, cl.id + " got nothing"
+				}
+			}
+			return true, ""
+		})
+		c.engine.appPublish(t, `[{"to":{"users":["ivy"]},"data":"half"},{"to":{"channels":[""]},"data":"x"}]`)
+		c.engine.appPublish(t, `[{"to":{"users":["ivy"]},"data":"a"},{"to":{"channels":["room"]},"data":"b"}]`)
+		c.engine.appPublish(t, `{"to":{"all":true},"data":"end"}`)
+		for i, cl := range cls {
+			got := slices.DeleteFunc(cl.until(t, "end"), func(m string) bool { return m == "probe" })
+			want := []string{"a", "b"}
+			if i == 1 {
+				want = []string{"a"} // not in room
+			}
+			if !slices.Equal(got, want) {
+				t.Errorf("client on %s received %v; want %v (a refused batch delivers nothing)", cl.node.id, got, want)
+			}
+		}
+		for _, nd := range n {
+			resp, err := c.client.Get("http://" + nd.internal + "/metrics")
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if !strings.Contains(string(body), "wsbridge_app_publishes_refused_total 1\n") {
+				t.Errorf("%s: /metrics does not count one refused application publication", nd.id)
+			}
+		}
 	})
 }
