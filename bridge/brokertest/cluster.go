@@ -321,6 +321,13 @@ func nodeLivenessClaimExactlyOnce(t *testing.T, c Cluster) {
 		t.Errorf("Silent after the claim = %v; the claimed node is still registered", silent)
 	}
 
+	// The dead node, back before its next beat, writes a claimed connection's record again (a
+	// join it applied): the record must not come back, its close webhook is sent.
+	put(t, cs, record("dead", "dead.1", "alice", "lobby", "late"))
+	if _, ok, _ := cs.Conn(bounded(t), "dead.1"); ok {
+		t.Error("a reaped node wrote a claimed connection's record back into the cluster state")
+	}
+
 	// The dead node comes back: it learns what was claimed, once.
 	hb, err := nl.Beat(bounded(t), "dead")
 	slices.Sort(hb.Reaped)
