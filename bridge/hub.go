@@ -81,6 +81,10 @@ type hub struct {
 	fanning atomic.Int32
 	writing atomic.Int64
 
+	// onChange, when set (a cluster broker, cluster_server.go), is told of every connection
+	// whose state changed or that is gone, under mu; it only queues the id.
+	onChange func(id string)
+
 	mu       sync.RWMutex
 	sseConns int // local SSE connections: only with some does a publication look for them (sse.go)
 	conns    map[string]*member
@@ -112,6 +116,14 @@ func (h *hub) Add(c recipient, info connInfo, counters *counters, user string, m
 	for _, ch := range channels {
 		h.joinLocked(m, ch)
 	}
+	h.changed(info.ID)
+}
+
+// changed tells onChange that id's state changed. Called with mu held.
+func (h *hub) changed(id string) {
+	if h.onChange != nil {
+		h.onChange(id)
+	}
 }
 
 // Remove forgets a connection and returns its last state (for the close webhook).
@@ -131,6 +143,7 @@ func (h *hub) Remove(id string) state {
 	if m.info.Transport == transportSSE {
 		h.sseConns--
 	}
+	h.changed(id)
 	return st
 }
 
@@ -188,6 +201,7 @@ func (h *hub) Update(id string, user *string, meta json.RawMessage, join, leave 
 	for _, ch := range join {
 		h.joinLocked(m, ch)
 	}
+	h.changed(id)
 	return nil
 }
 
@@ -449,9 +463,11 @@ func (h *hub) subscribeLocal(channel string, to Targets, leave bool) (int, error
 		switch {
 		case leave && in:
 			h.leaveLocked(m, channel)
+			h.changed(m.info.ID)
 			n++
 		case !leave && !in:
 			h.joinLocked(m, channel)
+			h.changed(m.info.ID)
 			n++
 		}
 	}

@@ -91,9 +91,15 @@ type stack struct {
 	SSEURL    string
 	APIURL    string
 	BridgePID int
-	GC        *gcTrace
-	stderr    *tail
-	cpus      cpuPlan
+	// WSURLs and BridgePIDs hold every bridge started (-nodes); the fields above are the
+	// first's, where pushes go.
+	WSURLs     []string
+	SSEURLs    []string
+	BridgePIDs []int
+	BrokerPID  int // redis-server's, with -redis
+	GC         *gcTrace
+	stderr     *tail
+	cpus       cpuPlan
 }
 
 func freePort() (int, error) {
@@ -239,9 +245,14 @@ func (s *stack) startBridge(ctx context.Context, bin string, concurrency int, en
 	if err != nil {
 		return err
 	}
-	s.WSURL = fmt.Sprintf("ws://127.0.0.1:%d/ws", pub)
-	s.SSEURL = fmt.Sprintf("http://127.0.0.1:%d/events", pub)
-	s.APIURL = fmt.Sprintf("http://127.0.0.1:%d", internal)
+	wsURL := fmt.Sprintf("ws://127.0.0.1:%d/ws", pub)
+	sseURL := fmt.Sprintf("http://127.0.0.1:%d/events", pub)
+	apiURL := fmt.Sprintf("http://127.0.0.1:%d", internal)
+	first := s.WSURL == ""
+	if first {
+		s.WSURL, s.SSEURL, s.APIURL = wsURL, sseURL, apiURL
+	}
+	s.SSEURLs = append(s.SSEURLs, sseURL)
 	hook := s.HookURL
 	if s.fcgi {
 		hook = s.FCGIURL
@@ -263,14 +274,23 @@ func (s *stack) startBridge(ctx context.Context, bin string, concurrency int, en
 		// bound is for strangers, not for the load tool.
 		"WSBRIDGE_MAX_PENDING_HANDSHAKES_PER_IP=0",
 	)
-	s.GC = &gcTrace{}
-	s.stderr = &tail{}
-	if err := s.spawn(s.cpus.rest, bin, nil, append(e, env...), s.GC.watch(s.stderr)); err != nil {
+	// The gc trace and the log tail follow the first bridge; the others' stderr is dropped.
+	var stderr io.Writer = io.Discard
+	if first {
+		s.GC = &gcTrace{}
+		s.stderr = &tail{}
+		stderr = s.GC.watch(s.stderr)
+	}
+	if err := s.spawn(s.cpus.rest, bin, nil, append(e, env...), stderr); err != nil {
 		return err
 	}
-	s.BridgePID = s.procs[len(s.procs)-1].Process.Pid
+	pid := s.procs[len(s.procs)-1].Process.Pid
+	if first {
+		s.BridgePID = pid
+	}
+	s.WSURLs, s.BridgePIDs = append(s.WSURLs, wsURL), append(s.BridgePIDs, pid)
 	return waitFor(ctx, func() bool {
-		resp, err := http.Get(s.APIURL + "/readyz")
+		resp, err := http.Get(apiURL + "/readyz")
 		if err != nil {
 			return false
 		}
