@@ -59,6 +59,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	ws.SetReadLimit(s.cfg.MaxMessageSize)
 	c.wire = cw.conn // its owner, c, was set in Hijack, before anything read the socket
 	c.wire.PerMessageDeflate = strings.HasPrefix(w.Header().Get("Sec-WebSocket-Extensions"), "permessage-deflate")
+	c.framed = deref(o.reply.Subprotocol) == framedSubprotocol
 	c.setSocket(ws)
 	s.runSession(c, o, c.run)
 }

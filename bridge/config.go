@@ -42,6 +42,7 @@ type Config struct {
 	LimitConfig   `section:"Limits" desc:"What one node, one client address and one connection may take: connections, handshakes, message rate and sizes, channels."`
 	ConnConfig    `section:"Connections" desc:"How each open connection is served: its send queue, compression, write timeout and keepalive pings."`
 	BrokerConfig  `section:"Broker" desc:"How this node shares pushes with the other nodes, and its name among them."`
+	HistoryConfig `section:"History" desc:"Channel publications kept and numbered, so that a client that reconnects gets what it missed (docs/PROTOCOL.md, History and recovery)."`
 	ProcessConfig `section:"Process and logs" desc:"Shutdown and logging."`
 }
 
@@ -129,6 +130,13 @@ type BrokerConfig struct {
 	NodeID        string        `env:"NODE_ID" desc:"This node's name, the prefix of its connection ids (letters, digits, - and _; at most 32). Empty: a random one at each start."`
 	Broker        string        `env:"BROKER" envDefault:"memory" desc:"How nodes share pushes: memory (one node; nothing leaves the process). redis and nats come with the cluster brokers (docs/brokers.md)."`
 	BrokerTimeout time.Duration `env:"BROKER_TIMEOUT" envDefault:"2s" desc:"Longest wait for the broker on one call: forwarding a push, a reply's publications or a join/leave/close to the other nodes (the caller then gets a broker_error, applied on this node only), and the /readyz check of a broker that has one. It bounds how long a slow broker can hold a connection's reader."`
+}
+
+// HistoryConfig is the History section of Config.
+type HistoryConfig struct {
+	HistorySize     int           `env:"HISTORY_SIZE" envDefault:"0" desc:"Publications kept per channel, for recovery after a reconnect and GET /v1/channels/{name}/history; the oldest goes when one more comes. Only a publication to exactly one channel (to.channels with one name, nothing else) is kept and numbered. At most SEND_QUEUE-1 are sent in one recovery. 0: history is off."`
+	HistoryTTL      time.Duration `env:"HISTORY_TTL" envDefault:"5m" desc:"How long a publication is kept. A channel's record (its epoch and last offset) is kept for an hour after its last use, or HISTORY_TTL if longer, so that a client of a quiet channel resumes without loss being reported."`
+	HistoryChannels []string      `env:"HISTORY_CHANNELS" envDefault:"*" desc:"Comma-separated patterns (path.Match: * matches any run of characters but /) of the channels that keep history."`
 }
 
 // ProcessConfig is the Process and logs section of Config.
@@ -277,6 +285,7 @@ func (c *Config) validate() []problem {
 	c.LimitConfig.check(&ps)
 	c.ConnConfig.check(&ps)
 	c.BrokerConfig.check(&ps)
+	c.HistoryConfig.check(&ps)
 	c.ProcessConfig.check(&ps)
 	return ps
 }
@@ -448,6 +457,19 @@ func (s *BrokerConfig) check(ps *problems) {
 		ps.add("BROKER", "%q: this build has only the memory broker (redis and nats are not built in yet)", s.Broker)
 	}
 	ps.duration("BROKER_TIMEOUT", s.BrokerTimeout)
+}
+
+func (s *HistoryConfig) check(ps *problems) {
+	ps.nonNegative("HISTORY_SIZE", s.HistorySize)
+	ps.duration("HISTORY_TTL", s.HistoryTTL)
+	if len(s.HistoryChannels) == 0 {
+		ps.add("HISTORY_CHANNELS", "names no pattern: use * for every channel")
+	}
+	for _, p := range s.HistoryChannels {
+		if _, err := path.Match(p, ""); err != nil || p == "" {
+			ps.add("HISTORY_CHANNELS", "pattern %q is not a valid path.Match pattern", p)
+		}
+	}
 }
 
 func (s *ProcessConfig) check(ps *problems) {

@@ -30,6 +30,9 @@ type Delivery struct {
 	// ws is the WebSocket frame as sent, when already encoded (wsframe.go), followed by its
 	// compressed form when wsZ > 0.
 	ws []byte
+	// hist is set on every publication while history is on (history.go): the channel and
+	// position, when it has one, and the frame for wsbridge.v1+json clients, made once.
+	hist *stamped
 }
 
 // newDelivery wraps a frame PHP sent, not yet encoded for any transport.

@@ -29,6 +29,7 @@ func (s *Server) InternalHandler() http.Handler {
 	api.HandleFunc("GET /v1/connections", s.handleListConnections)
 	api.HandleFunc("GET /v1/connections/{id}", s.handleConnection)
 	api.HandleFunc("GET /v1/channels/{name}", s.handleChannel)
+	api.HandleFunc("GET /v1/channels/{name}/history", s.handleHistory)
 	api.HandleFunc("GET /v1/stats", s.handleStats)
 	api.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no endpoint %s %s", r.Method, r.URL.Path))

@@ -91,6 +91,7 @@ func New(cfg Config, log *slog.Logger, broker Broker) *Server {
 		admission:    admission{max: cfg.MaxConnections, maxPerIP: cfg.MaxConnectionsPerIP, perIP: map[string]int{}},
 	}
 	s.hub.maxChannels = cfg.MaxChannels
+	s.hub.history = newHistory(s.cfg, broker)
 	s.brokerTimeout = bounded.timeout
 	s.handshakes = newHandshakeLimits(cfg.MaxPendingHandshakesPerIP, cfg.HandshakeRatePerIP, cfg.HandshakeBurstPerIP)
 	s.trusted, _ = parseTrusted(cfg.TrustedProxies) // validated by LoadConfig
@@ -288,6 +289,7 @@ func (s *Server) Serve(ctx context.Context, public, internal net.Listener) error
 	defer stopBroker()
 	brokerDone := make(chan error, 1)
 	go func() { brokerDone <- s.broker.Run(brokerCtx, s.node, s.deliver) }()
+	defer s.sweepHistory(brokerCtx)()
 
 	errc := make(chan error, 2)
 	go func() { errc <- fmt.Errorf("public listener: %w", servePublic(pub, public)) }()
