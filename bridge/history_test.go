@@ -162,7 +162,6 @@ func TestHistoryRecoversEveryChannel(t *testing.T) {
 	}
 }
 
-
 // When the gap cannot be filled the sync notice says so, for each channel, and nothing of the
 // channel is sent: no partial recovery. A token that cannot be read is refused whole, plainly.
 func TestHistoryUnrecoverable(t *testing.T) {
