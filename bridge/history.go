@@ -148,8 +148,9 @@ func (h *history) publish(ctx context.Context, hb *hub, p *Publication) (int, *P
 	if ch == "" {
 		return hb.publishLocal(p.To, p.Except, d), nil, nil
 	}
-	unlock := h.lockChannels([]string{ch})
-	defer unlock()
+	mu := &h.locks[channelLock(ch)] // one lock, taken without lockChannels' list
+	mu.Lock()
+	defer mu.Unlock()
 	pos, err := h.store.Append(ctx, ch, Frame{Binary: d.Binary, Data: d.Data})
 	if err != nil {
 		return 0, nil, fmt.Errorf("history of channel %q: %w", ch, err)
@@ -167,7 +168,9 @@ func (h *history) deliver(hb *hub, e Envelope) {
 	d.hist = st
 	if ch := h.positioned(p.To); ch != "" && e.Position != nil {
 		st.channel, st.pos = ch, *e.Position
-		defer h.lockChannels([]string{ch})()
+		mu := &h.locks[channelLock(ch)]
+		mu.Lock()
+		defer mu.Unlock()
 	}
 	hb.publishLocal(p.To, p.Except, d)
 }

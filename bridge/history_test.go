@@ -447,3 +447,29 @@ func TestHistoryConfig(t *testing.T) {
 		t.Fatalf("defaults %d %s %v (%v), want 0 5m *", cfg.HistorySize, cfg.HistoryTTL, cfg.HistoryChannels, err)
 	}
 }
+
+// BenchmarkHubPublishHistory is BenchmarkHubPublishChannel with history on: each publication is
+// also numbered and kept (memory store, a full ring of 100), under its channel's lock. The
+// difference between the two is the cost of history on the broadcast path (docs/benchmarks.md).
+func BenchmarkHubPublishHistory(b *testing.B) {
+	for _, n := range []int{100, 10000} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			h := newHub("bench", NewMemoryBroker())
+			h.history = &history{patterns: []string{"*"}, size: 100, maxRecover: 100, store: newMemoryHistory(100, time.Minute, nil)}
+			for i := range n {
+				id := fmt.Sprintf("bench.%d", i)
+				h.Add(&benchClient{id: id}, connInfo{ID: id}, &counters{}, "", nil, []string{"room"})
+			}
+			data := `{"type":"chat","text":"hello"}`
+			p := &Publication{To: Targets{Channels: []string{"room"}}, Data: &data}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				if got, _ := h.Publish(context.Background(), p); got != n {
+					b.Fatalf("delivered %d, want %d", got, n)
+				}
+			}
+			b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "deliveries/s")
+		})
+	}
+}
