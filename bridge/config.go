@@ -41,6 +41,7 @@ type Config struct {
 	WebhookConfig `section:"Webhooks" desc:"How events reach PHP: URLs and signing, concurrency, timeouts and retries, the breaker, and the pacing of close webhooks."`
 	LimitConfig   `section:"Limits" desc:"What one node, one client address and one connection may take: connections, handshakes, message rate and sizes, channels."`
 	ConnConfig    `section:"Connections" desc:"How each open connection is served: its send queue, compression, write timeout and keepalive pings."`
+	SSEConfig     `section:"Server-Sent Events" desc:"The SSE endpoint (docs/PROTOCOL.md, \"Server-Sent Events\"): a receive-only transport over one long HTTP response, with the same session, limits and webhooks as a WebSocket."`
 	BrokerConfig  `section:"Broker" desc:"How this node shares pushes with the other nodes, and its name among them."`
 	HistoryConfig `section:"History" desc:"Channel publications kept and numbered, so that a client that reconnects gets what it missed (docs/PROTOCOL.md, History and recovery)."`
 	ProcessConfig `section:"Process and logs" desc:"Shutdown and logging."`
@@ -123,6 +124,12 @@ type ConnConfig struct {
 	WriteTimeout         time.Duration `env:"WRITE_TIMEOUT" envDefault:"10s" desc:"Longest time one write to a client may take; a client that does not read for that long is disconnected (initiator slow_consumer, reason \"write timeout\")."`
 	PingInterval         time.Duration `env:"PING_INTERVAL" envDefault:"25s" desc:"Time between keepalive pings to each client. Keep it below proxies' idle timeouts (nginx: 60s)."`
 	PingTimeout          time.Duration `env:"PING_TIMEOUT" envDefault:"10s" desc:"Longest wait for a client's pong; no pong in time drops the connection (close webhook: initiator server, code 1006, reason \"ping timeout\")."`
+}
+
+// SSEConfig is the Server-Sent Events section of Config (sse.go).
+type SSEConfig struct {
+	SSEPath      string        `env:"SSE_PATH" desc:"URL path of the Server-Sent Events endpoint on the public listener, e.g. /events: a GET there opens an event stream (text/event-stream) with the same origin check, limits and open webhook as a WebSocket (\"transport\": \"sse\"). Must differ from every WS_PATH. Empty: no SSE endpoint."`
+	SSEKeepalive time.Duration `env:"SSE_KEEPALIVE" envDefault:"25s" desc:"Time between keepalive comment lines (\":\") on an idle event stream, so that proxies and load balancers do not close it as idle (nginx: proxy_read_timeout, 60s by default). A client that stopped reading is found by WRITE_TIMEOUT on the next write."`
 }
 
 // BrokerConfig is the Broker section of Config.
@@ -284,6 +291,7 @@ func (c *Config) validate() []problem {
 	c.WebhookConfig.check(&ps)
 	c.LimitConfig.check(&ps)
 	c.ConnConfig.check(&ps)
+	c.SSEConfig.check(&ps, c.WSPaths)
 	c.BrokerConfig.check(&ps)
 	c.HistoryConfig.check(&ps)
 	c.ProcessConfig.check(&ps)
@@ -447,6 +455,20 @@ func (s *ConnConfig) check(ps *problems) {
 	ps.duration("WRITE_TIMEOUT", s.WriteTimeout)
 	ps.duration("PING_INTERVAL", s.PingInterval)
 	ps.duration("PING_TIMEOUT", s.PingTimeout)
+}
+
+// check is given WS_PATH: the two endpoints share the public listener's paths.
+func (s *SSEConfig) check(ps *problems, wsPaths []string) {
+	switch p := s.SSEPath; {
+	case p == "":
+	case !strings.HasPrefix(p, "/"):
+		ps.add("SSE_PATH", "path %q must start with /", p)
+	case strings.ContainsAny(p, "{} \t?#"):
+		ps.add("SSE_PATH", "path %q: use a plain path without {, }, spaces, ? or #", p)
+	case slices.Contains(wsPaths, p):
+		ps.add("SSE_PATH", "path %q is also a WS_PATH: give each endpoint its own path", p)
+	}
+	ps.duration("SSE_KEEPALIVE", s.SSEKeepalive)
 }
 
 func (s *BrokerConfig) check(ps *problems) {

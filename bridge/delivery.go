@@ -13,7 +13,7 @@ package bridge
 // transport that does not take it.
 //
 // Deliveries are passed by value to every recipient and wait by value in send queues, so the
-// fields are packed: the two flags and wsZ share one word (56 bytes in all). A transport that
+// fields are packed: the three flags and wsZ share one word (56 bytes in all). A transport that
 // needs an encoding of its own (an SSE event, a Pusher envelope) adds a field for it here and
 // has the hub make it in publishLocal next to the WebSocket ones; its Send then picks the field.
 type Delivery struct {
@@ -23,6 +23,8 @@ type Delivery struct {
 	// sockets, when deliveries pile up per connection and the writer sends them in bursts
 	// (hub.publishLocal, conn.Send).
 	queue bool
+	// sseIn says the publication's SSE event follows ws, in ws[len(ws):cap(ws)] (sse.go).
+	sseIn bool
 	// wsZ says where in ws the frame compressed for permessage-deflate (RFC 7692) begins:
 	// 0, none made; -1, compressing would not make it smaller (wsframe.go).
 	wsZ  int32

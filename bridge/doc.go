@@ -12,6 +12,7 @@
 //	a connection's life, whatever its transport       session.go
 //	a new transport (SSE, Pusher): one file over      session.go (transport), delivery.go
 //	the WebSocket handshake, Accept options, upgrade  accept.go
+//	Server-Sent Events: the request, events, the end  sse.go
 //	connection limits, client address, proxies        limits.go
 //	one socket's life: rate limit, pings, close       conn.go, writer.go (internal/wsraw/scan.go: fragments)
 //	how frames reach the socket, permessage-deflate   writer.go, wsframe.go, internal/wsraw (conn_unix.go)
@@ -36,6 +37,8 @@
 // does not take goes to a writer. Nothing that delivers to a connection (a broadcast, the push
 // API, another connection's reply) ever waits for it: a full queue closes the slow client
 // instead.
+// An SSE stream (sse.go) is one goroutine, its request's handler, which writes every event: an
+// HTTP response, over HTTP/2 above all, cannot be handed to another goroutine as a socket can.
 //
 // The exported API is what a program embedding wsbridge needs, and no more (api_test.go keeps
 // it to a list): LoadConfig reads a Config from the environment (ConfigError lists every bad

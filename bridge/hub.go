@@ -39,6 +39,7 @@ type connInfo struct {
 	RemoteAddr  string          `json:"remote_addr"`
 	Path        string          `json:"path"`
 	Subprotocol string          `json:"subprotocol"`
+	Transport   string          `json:"transport"` // "ws", "sse" or "pusher", as in webhook bodies
 	ConnectedAt time.Time       `json:"connected_at"`
 	MessagesIn  uint64          `json:"messages_in"`
 	MessagesOut uint64          `json:"messages_out"`
@@ -278,13 +279,18 @@ func (h *hub) publishLocal(to Targets, except string, f Delivery) int {
 	}
 	p := recipientPool.Get().(*[]recipient)
 	rs := (*p)[:0]
+	sse := false
 	h.mu.RLock()
 	h.eachLocked(to, func(m *member) {
 		if m.info.ID != except {
 			rs = append(rs, m.client)
+			sse = sse || m.info.Transport == transportSSE
 		}
 	})
 	h.mu.RUnlock()
+	if sse {
+		f = f.withSSE() // its event too, made once, only for a publication that reaches one
+	}
 	if len(rs) >= fanoutChunk {
 		f.queue = h.fanning.Add(1) > 1 || h.writing.Load() >= int64(len(rs)/backlogShare)
 		defer h.fanning.Add(-1)

@@ -123,8 +123,7 @@ func (s *Server) openSession(w http.ResponseWriter, r *http.Request, t transport
 		s.metrics.rejected.WithLabelValues(rejectHandshakeRate).Inc()
 		s.metrics.limit(hlimit)
 		s.log.Debug("upgrade refused: handshake limit", "limit", hlimit, "client", ip)
-		w.Header().Set("Retry-After", s.handshakes.retryAfter(hlimit))
-		http.Error(w, "too many handshakes from your address", http.StatusTooManyRequests)
+		refuseLater(w, t, http.StatusTooManyRequests, s.handshakes.retryAfter(hlimit), "too many handshakes from your address")
 		return opening{}, false
 	}
 	defer handshakeDone()
@@ -141,19 +140,17 @@ func (s *Server) openSession(w http.ResponseWriter, r *http.Request, t transport
 		s.metrics.rejected.WithLabelValues(rejectLimit).Inc()
 		s.metrics.limit(limit)
 		s.log.Warn("upgrade refused: connection limit", "limit", limit, "client", ip)
-		w.Header().Set("Retry-After", "5")
 		if limit == "connections_per_ip" {
-			http.Error(w, "too many connections from your address", http.StatusTooManyRequests)
+			refuseLater(w, t, http.StatusTooManyRequests, "5", "too many connections from your address")
 		} else {
-			http.Error(w, "this server holds as many connections as it may", http.StatusServiceUnavailable)
+			refuseLater(w, t, http.StatusServiceUnavailable, "5", "this server holds as many connections as it may")
 		}
 		return opening{}, false
 	}
 	if !s.enter() {
 		release()
 		s.metrics.rejected.WithLabelValues(rejectDraining).Inc()
-		w.Header().Set("Retry-After", "5")
-		http.Error(w, "server is shutting down", http.StatusServiceUnavailable)
+		refuseLater(w, t, http.StatusServiceUnavailable, "5", "server is shutting down")
 		return opening{}, false
 	}
 	// Until the connection is registered, every refusal gives back what was taken; after
@@ -200,8 +197,7 @@ func (s *Server) openSession(w http.ResponseWriter, r *http.Request, t transport
 	if err != nil {
 		s.metrics.rejected.WithLabelValues(rejectUnavailable).Inc()
 		ss.log.Error("upgrade refused with 503: open webhook failed", "event", ev.EventID, "err", err)
-		w.Header().Set("Retry-After", "5")
-		http.Error(w, "the application is unavailable", http.StatusServiceUnavailable)
+		refuseLater(w, t, http.StatusServiceUnavailable, "5", "the application is unavailable")
 		return opening{}, false
 	}
 	if !res.OK() {
@@ -231,7 +227,7 @@ func (s *Server) openSession(w http.ResponseWriter, r *http.Request, t transport
 	if rec != nil {
 		member = rec
 	}
-	s.hub.Add(member, connInfo{ID: id, RemoteAddr: cl.remote, Path: r.URL.Path, Subprotocol: deref(reply.Subprotocol), ConnectedAt: ss.opened},
+	s.hub.Add(member, connInfo{ID: id, RemoteAddr: cl.remote, Path: r.URL.Path, Subprotocol: deref(reply.Subprotocol), Transport: t.kind(), ConnectedAt: ss.opened},
 		&ss.counters, deref(reply.UserID), reply.Meta, reply.Join)
 	registered = true
 	if r.Context().Err() != nil {
@@ -268,6 +264,16 @@ func (s *Server) abortSession(t transport, code int, reason string, by Initiator
 // by the open webhook, and net/http's request state would otherwise be held for the
 // connection's whole life (measured: 35 → 23 KiB of RSS per idle WebSocket at 10,000).
 func (s *Server) runSession(t transport, o opening, serve func(context.Context)) {
+	s.startSession(t, o)
+	go func() {
+		serve(s.base)
+		s.finishSession(t)
+	}()
+}
+
+// startSession is runSession without the goroutine, for a transport whose handler serves the
+// connection itself (sse.go); it calls finishSession when the client is gone.
+func (s *Server) startSession(t transport, o opening) {
 	ss := t.base()
 	s.metrics.accepted.Inc()
 	s.metrics.connections.Inc()
@@ -281,11 +287,12 @@ func (s *Server) runSession(t transport, o opening, serve func(context.Context))
 		o.rec.run(s.base) // what it missed goes before the open reply's frames and anything live
 	}
 	s.apply(s.base, t, &Reply{Send: o.reply.Send, Publish: o.reply.Publish, Close: o.reply.Close})
-	go func() {
-		serve(s.base)
-		s.metrics.connections.Dec()
-		s.endSession(s.base, t)
-	}()
+}
+
+// finishSession ends a started connection once its transport has let go of the client.
+func (s *Server) finishSession(t transport) {
+	s.metrics.connections.Dec()
+	s.endSession(s.base, t)
 }
 
 // endSession takes the connection out of the hub, gives its admission place back (the client
