@@ -13,9 +13,10 @@ package bridge
 // transport that does not take it.
 //
 // Deliveries are passed by value to every recipient and wait by value in send queues, so the
-// fields are packed: the three flags and wsZ share one word (56 bytes in all). A transport that
-// needs an encoding of its own (an SSE event, a Pusher envelope) adds a field for it here and
-// has the hub make it in publishLocal next to the WebSocket ones; its Send then picks the field.
+// fields are packed: the three flags and wsZ share one word (64 bytes in all, one cache line). A
+// transport that needs an encoding of its own (an SSE event, a Pusher envelope) adds a field for
+// it here and has the hub make it in publishLocal next to the WebSocket ones; its Send then picks
+// the field.
 type Delivery struct {
 	Binary bool
 	// queue asks the client to leave the delivery to its writer rather than write it on the

@@ -19,6 +19,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"path"
 	"slices"
@@ -213,6 +214,8 @@ type stamped struct {
 	channel string
 	pos     Position // zero: the delivery has no position
 	notice  bool     // Data is already a framed message (the sync notice)
+	// positions are the sync notice's, for SSE's id: (appendResumeID).
+	positions map[string]Position
 
 	once   sync.Once
 	framed []byte
@@ -340,7 +343,10 @@ func (s *Server) pickFramed(kind string, reply *Reply, offered []string) {
 // recoveryFor returns the recovery of a framed connection (nil for any other): what the hub
 // is to hold for it until the sync notice and the missed publications are out.
 func (s *Server) recoveryFor(t transport, reply *Reply, asked *ResumeRequest) *recovery {
-	if s.hub.history == nil || t.kind() != transportWS || deref(reply.Subprotocol) != framedSubprotocol {
+	if s.hub.history == nil {
+		return nil
+	}
+	if k := t.kind(); k != transportSSE && (k != transportWS || deref(reply.Subprotocol) != framedSubprotocol) {
 		return nil
 	}
 	return &recovery{srv: s, t: t, asked: asked}
@@ -410,6 +416,9 @@ func (rc *recovery) run(ctx context.Context) {
 	unlock := h.lockChannels(chs)
 	defer unlock()
 	var missed []Delivery
+	// tops are the channels' newest positions when read: a held publication at or before one
+	// is in the history read, or before the position the client is given.
+	tops := make(map[string]Position, len(chs))
 	// One budget for the whole recovery: the send queue holds it all at once.
 	budget := h.maxRecover
 	for _, ch := range chs {
@@ -419,6 +428,7 @@ func (rc *recovery) run(ctx context.Context) {
 			limit = budget + 1
 		}
 		entries, top, err := h.store.Read(ctx, ch, since, limit)
+		tops[ch] = top
 		switch {
 		case err != nil:
 			rc.t.base().log.Error("recovery: reading history failed", "channel", ch, "err", err)
@@ -436,6 +446,9 @@ func (rc *recovery) run(ctx context.Context) {
 			for _, e := range entries {
 				missed = append(missed, Delivery{Binary: e.Frame.Binary, Data: e.Frame.Data, hist: &stamped{channel: ch, pos: e.Position}})
 			}
+			// The client stands where it was until the recovered publications reach it:
+			// one that goes away between the notice and them resumes from there again.
+			top = since
 		}
 		n.Positions[ch] = top
 	}
@@ -445,7 +458,7 @@ func (rc *recovery) run(ctx context.Context) {
 	body, _ := json.Marshal(n)
 
 	rc.mu.Lock()
-	ok := rc.t.Send(Delivery{Data: body, hist: &stamped{notice: true}})
+	ok := rc.t.Send(Delivery{Data: body, hist: &stamped{notice: true, positions: n.Positions}})
 	for _, d := range missed {
 		ok = ok && rc.t.Send(d)
 	}
@@ -456,7 +469,7 @@ func (rc *recovery) run(ctx context.Context) {
 		// A held publication the history already gave (or one from before the position
 		// reported) is a duplicate: it was published before the history was read.
 		if d.hist != nil && d.hist.pos.Epoch != "" {
-			if top, in := n.Positions[d.hist.channel]; in && top.Epoch == d.hist.pos.Epoch && d.hist.pos.Offset <= top.Offset {
+			if top, in := tops[d.hist.channel]; in && top.Epoch == d.hist.pos.Epoch && d.hist.pos.Offset <= top.Offset {
 				continue
 			}
 		}
@@ -608,4 +621,35 @@ func (s *Server) sweepHistory(ctx context.Context) (stop func()) {
 		h.sweep(ctx)
 	}()
 	return func() { cancel(); <-done }
+}
+
+// appendResumeID appends the id: line of an SSE event (WHATWG HTML §9.2.6): the resume token of
+// every history channel of the connection, as it stands once the client has this event.
+// EventSource keeps the last id it saw and sends it back as Last-Event-ID when it reconnects,
+// so the id must cover all the channels, not the event's alone. The sync notice sets where the
+// client starts; each publication with a position moves its channel on. Other events carry no
+// id: and leave the browser's last one as it was.
+func (c *sseConn) appendResumeID(dst []byte, f Delivery) []byte {
+	switch {
+	case f.hist == nil:
+		return dst
+	case f.hist.notice:
+		c.positions = maps.Clone(f.hist.positions)
+	case f.hist.pos.Epoch != "" && c.positions != nil:
+		c.positions[f.hist.channel] = f.hist.pos
+	default:
+		return dst
+	}
+	dst = append(dst, "id: "...)
+	dst = append(dst, resumeToken(c.positions)...)
+	return append(dst, '\n')
+}
+
+// appendSSENotice appends the sync notice as an SSE event of its own type, "sync", so that a
+// page's onmessage never sees it: a page listens for it (addEventListener("sync", ...)) to
+// learn whether what it missed was recovered (PROTOCOL.md).
+func appendSSENotice(dst []byte, f Delivery) []byte {
+	dst = append(dst, "event: sync\ndata: "...)
+	dst = append(dst, f.Data...) // compact JSON: one line
+	return append(dst, "\n\n"...)
 }

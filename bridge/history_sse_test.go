@@ -1,0 +1,119 @@
+package bridge
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+)
+
+// joinFromQuery is a PHP that joins every connection to the channels of its query's "join".
+func joinFromQuery(c hookCall) (int, any) {
+	if c.Event.Type != EventOpen {
+		return http.StatusNoContent, nil
+	}
+	q, _ := url.ParseQuery(c.Event.Request.Query)
+	return http.StatusOK, map[string]any{"join": strings.Split(q.Get("join"), ",")}
+}
+
+// decodeID reads an SSE event's id: back as the positions it stands for.
+func decodeID(t *testing.T, id string) map[string]Position {
+	t.Helper()
+	pos, err := parseResumeToken(id, limits{MaxNameLen: 200})
+	if err != nil {
+		t.Fatalf("event id %q is not a resume token: %v", id, err)
+	}
+	return pos
+}
+
+// An SSE client's events of history channels carry id:, the token of every history channel of
+// the connection; reconnecting with it as Last-Event-ID (as EventSource does), or as the
+// lastEventId parameter (as polyfills do), brings what it missed, in order, before anything
+// live, after a sync event that says it was recovered.
+func TestHistorySSERecovers(t *testing.T) {
+	b, u := sseBridge(t, joinFromQuery, func(c *Config) { c.HistorySize = 100; c.HistoryChannels = []string{"news", "chat"} })
+	s := openSSE(t, nil, u+"?join=news,chat,plain", nil)
+	id := b.php.next(t, EventOpen).Event.ConnectionID
+	sync := s.event(t)
+	var n syncNotice
+	if err := json.Unmarshal([]byte(sync.Data), &n); sync.Type != "sync" || err != nil || !n.Recovered {
+		t.Fatalf("first event %+v: want a sync event, recovered", sync)
+	}
+	if pos := decodeID(t, sync.ID); len(pos) != 2 || pos["news"].Offset != 0 || pos["chat"].Offset != 0 {
+		t.Fatalf("sync id stands for %+v, want news and chat at 0", pos)
+	}
+	b.publishText(t, channels("news"), "n1\nsecond line")
+	b.publishText(t, channels("plain"), "p1")
+	ev := s.event(t)
+	if pos := decodeID(t, ev.ID); ev.Data != "n1\nsecond line" || pos["news"].Offset != 1 || pos["chat"].Offset != 0 {
+		t.Fatalf("got %+v (%+v), want n1 with news at 1, chat at 0", ev, decodeID(t, ev.ID))
+	}
+	if ev := s.event(t); ev.Data != "p1" || ev.ID != "" {
+		t.Fatalf("a publication without a position came as %+v: want no id", ev)
+	}
+	last := ev.ID
+	s.close()
+	b.php.nextFor(t, EventClose, id)
+	b.publishText(t, channels("news"), "n2")
+	b.publishText(t, channels("chat"), "c1")
+
+	for _, how := range []string{"Last-Event-ID", resumeParam} {
+		t.Run(how, func(t *testing.T) {
+			h, q := http.Header{}, ""
+			if how == "Last-Event-ID" {
+				h.Set("Last-Event-ID", last)
+			} else {
+				q = "&" + resumeParam + "=" + url.QueryEscape(last)
+			}
+			s := openSSE(t, nil, u+"?join=news,chat,plain"+q, h)
+			open := b.php.next(t, EventOpen).Event
+			if open.Resume == nil || open.Resume.Positions["news"].Offset != 1 {
+				t.Fatalf("open webhook resume %+v, want news at 1", open.Resume)
+			}
+			if ev := s.event(t); ev.Type != "sync" || !strings.Contains(ev.Data, `"recovered":true`) {
+				t.Fatalf("first event %+v: want sync, recovered", ev)
+			}
+			var got []string
+			for range 2 {
+				ev := s.event(t)
+				pos := decodeID(t, ev.ID)
+				got = append(got, fmt.Sprintf("%s news:%d chat:%d", ev.Data, pos["news"].Offset, pos["chat"].Offset))
+			}
+			if strings.Join(got, "; ") != "c1 news:1 chat:1; n2 news:2 chat:1" {
+				t.Fatalf("recovered %q, want c1 then n2 with their ids", got)
+			}
+			s.close()
+		})
+	}
+}
+
+// A Last-Event-ID that is no token of ours is said plainly: the sync event reports nothing
+// recovered, every history channel lost, and why; the stream goes on from now.
+func TestHistorySSEGarbageLastEventID(t *testing.T) {
+	b, u := sseBridge(t, joinFromQuery, func(c *Config) { c.HistorySize = 100 })
+	for _, tc := range []struct{ name, id, want string }{
+		{"not base64url", "42", "resume token"},
+		{"a number as id", "1234", "resume token"},
+		{"JSON but not positions", "eyJhIjoxfQ", "expected bridge.Position"},
+		{"spaces", "a b", "not base64url"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := openSSE(t, nil, u+"?join=news", http.Header{"Last-Event-ID": {tc.id}})
+			if open := b.php.next(t, EventOpen).Event; open.Resume == nil || open.Resume.Error == "" {
+				t.Fatalf("open webhook resume %+v: want the error", open.Resume)
+			}
+			ev := s.event(t)
+			var n syncNotice
+			json.Unmarshal([]byte(ev.Data), &n)
+			if ev.Type != "sync" || n.Recovered || strings.Join(n.Lost, ",") != "news" || !strings.Contains(n.Error, tc.want) {
+				t.Fatalf("sync %+v: want recovered false, news lost, error containing %q", ev, tc.want)
+			}
+			if pos := decodeID(t, ev.ID); pos["news"].Epoch == "" {
+				t.Fatalf("the sync id %q gives no position to go on from", ev.ID)
+			}
+			s.close()
+		})
+	}
+}
