@@ -71,7 +71,9 @@ func TestProcessEventSourceResumes(t *testing.T) {
 		}
 		resp.Body.Close()
 	}
-	publish := func(s string) { api("/v1/publish", map[string]any{"to": map[string]any{"channels": []string{"news"}}, "data": s}) }
+	publish := func(s string) {
+		api("/v1/publish", map[string]any{"to": map[string]any{"channels": []string{"news"}}, "data": s})
+	}
 
 	cmd := exec.Command(node, filepath.Join(dir, "sse-resume.mjs"), "http://"+public+"/events", "6")
 	var stderr bytes.Buffer
