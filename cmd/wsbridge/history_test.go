@@ -22,11 +22,18 @@ import (
 // PHP holds its second open webhook and three publications are made, which only the history
 // has; the client sends its last id as Last-Event-ID, and receives all six publications once
 // each, in order, after a sync event that says they were recovered.
-func TestProcessEventSourceResumes(t *testing.T) {
+func TestProcessEventSourceResumes(t *testing.T) { testProcessResumes(t, "sse-resume.mjs", "/events") }
+
+// TestProcessWSHelperResumes: the same with the PHP kit's browser helper (examples/php/lib/
+// wsbridge.js) over node's ws: the wsbridge.v1+json subprotocol, the token built by the helper
+// and sent as lastEventId.
+func TestProcessWSHelperResumes(t *testing.T) { testProcessResumes(t, "ws-resume.mjs", "/ws") }
+
+func testProcessResumes(t *testing.T, script, path string) {
 	node := testkit.RequireTool(t, "nodejs", "node")
 	dir, _ := filepath.Abs(filepath.Join("testdata", "wsnode"))
 	if _, err := os.Stat(filepath.Join(dir, "node_modules", "eventsource")); err != nil {
-		testkit.Missing(t, "the eventsource package is not installed (npm ci --prefix cmd/wsbridge/testdata/wsnode)")
+		testkit.Missing(t, "the eventsource and ws packages are not installed (npm ci --prefix cmd/wsbridge/testdata/wsnode)")
 	}
 	type open struct {
 		id     string
@@ -75,7 +82,7 @@ func TestProcessEventSourceResumes(t *testing.T) {
 		api("/v1/publish", map[string]any{"to": map[string]any{"channels": []string{"news"}}, "data": s})
 	}
 
-	cmd := exec.Command(node, filepath.Join(dir, "sse-resume.mjs"), "http://"+public+"/events", "6")
+	cmd := exec.Command(node, filepath.Join(dir, script), "http://"+public+path, "6")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	stdout, _ := cmd.StdoutPipe()
@@ -117,7 +124,7 @@ func TestProcessEventSourceResumes(t *testing.T) {
 		publish(fmt.Sprintf("m%d", i))
 		got = append(got, next().Data)
 	}
-	api("/v1/connections/"+first.id+"/close", map[string]any{"code": 4000, "reason": "go away"})
+	api("/v1/connections/"+first.id+"/close", map[string]any{"code": 3000, "reason": "come back"})
 	var second open
 	select {
 	case second = <-opens:
