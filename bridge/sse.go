@@ -39,6 +39,9 @@ type sseConn struct {
 	// positions is where the client stands in its history channels, the id: of its events
 	// (history.go, appendResumeID); written by the handler only. nil: history is off.
 	positions map[string]Position
+	// ended is set, under closeMu, when the handler is about to return: the response is then
+	// net/http's again, and dropSlow must not touch it (over HTTP/2 it would panic).
+	ended bool
 }
 
 var _ transport = (*sseConn)(nil)
@@ -93,9 +96,21 @@ func (c *sseConn) signal() {
 // it from another goroutine, over HTTP/1.1 and HTTP/2), so the stream ends at once rather than
 // after WRITE_TIMEOUT.
 func (c *sseConn) dropSlow(reason string) {
-	if c.Close(1008, reason, InitiatorSlowConsumer) && c.rc != nil {
+	if !c.Close(1008, reason, InitiatorSlowConsumer) {
+		return
+	}
+	c.closeMu.Lock()
+	if !c.ended {
 		c.rc.SetWriteDeadline(time.Now())
 	}
+	c.closeMu.Unlock()
+}
+
+// end marks the response as given back to net/http (ended).
+func (c *sseConn) end() {
+	c.closeMu.Lock()
+	c.ended = true
+	c.closeMu.Unlock()
 }
 
 // serveSSE is the SSE transport's handler: the request's checks, the session's admission and
@@ -117,15 +132,16 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request) {
 	c := &sseConn{wake: make(chan struct{}, 1), w: w, rc: http.NewResponseController(w)}
 	o, ok := s.openSession(w, r, c, []string{})
 	if !ok {
+		c.end()
 		return
 	}
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream; charset=utf-8")
-	// no-cache as the HTML standard's examples send it; no-transform keeps a compressing proxy
-	// from holding events back to fill its blocks. X-Accel-Buffering: no turns off nginx's
-	// buffering of this response whatever proxy_buffering says. No Content-Length: the stream
-	// is chunked over HTTP/1.1 and framed by DATA frames over HTTP/2.
-	h.Set("Cache-Control", "no-cache, no-transform")
+	// no-cache as the HTML standard's examples send it: no cache answers a later GET with this
+	// stream. X-Accel-Buffering: no turns off nginx's buffering of this response whatever
+	// proxy_buffering says. No Content-Length: the stream is chunked over HTTP/1.1 and framed by
+	// DATA frames over HTTP/2.
+	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no")
 	if origin := r.Header.Get("Origin"); crossOrigin(origin, r.Host) {
 		// originAllowed let this origin in (ALLOWED_ORIGINS); EventSource is a CORS request,
@@ -140,11 +156,13 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request) {
 	c.rc.SetWriteDeadline(time.Time{})
 	if err != nil {
 		c.log.Debug("event stream failed before it opened", "err", err)
+		c.end()
 		s.abortSession(c, 1006, "connection lost", InitiatorClient)
 		return
 	}
 	s.startSession(c, o)
 	c.serve(s.base, r.Context())
+	c.end()
 	go s.finishSession(c)
 }
 
@@ -182,6 +200,8 @@ func (c *sseConn) serve(base, client context.Context) {
 			c.Close(1001, "client went away", InitiatorClient)
 			return
 		case <-base.Done():
+			// Shutdown gave up waiting; every connection was asked to close before that.
+			c.Close(1001, "server shutdown", InitiatorShutdown)
 			return
 		}
 	}

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -90,7 +92,8 @@ func (d Dist) String() string {
 // the latency of every stamped one.
 type client struct {
 	ws   *websocket.Conn
-	id   string // the bridge's connection id, from the "id" frame
+	sse  *sseConn // instead of ws, with -transport sse
+	id   string   // the bridge's connection id, from the "id" frame
 	user string
 	// lat is per client, not per fleet: ten thousand readers sharing one lock would measure
 	// the lock.
@@ -113,6 +116,9 @@ type fleet struct {
 // offerDeflate: clients offer permessage-deflate without context takeover (-compression).
 var offerDeflate bool
 
+// useSSE: clients are Server-Sent Events streams rather than WebSockets (-transport sse).
+var useSSE bool
+
 func newFleet(wsURL string, n int) (*fleet, error) {
 	ips, err := sourceAddrs(wsURL, n, 10000)
 	if err != nil {
@@ -132,6 +138,9 @@ func newFleet(wsURL string, n int) (*fleet, error) {
 // the bridge has registered it and PHP's open reply was applied.
 func (f *fleet) dial(ctx context.Context, i int) (*client, error) {
 	user := "u" + strconv.Itoa(i)
+	if useSSE {
+		return f.dialSSE(ctx, i, user)
+	}
 	opts := &websocket.DialOptions{HTTPClient: f.http[i%len(f.http)]}
 	if offerDeflate {
 		opts.CompressionMode = websocket.CompressionNoContextTakeover
@@ -205,6 +214,10 @@ func (f *fleet) connect(ctx context.Context, n, conc int) (Dist, error) {
 // would close the socket, and closing is the fleet's job.
 func (f *fleet) read(c *client) {
 	defer f.readers.Done()
+	if c.sse != nil {
+		f.readSSE(c)
+		return
+	}
 	var buf []byte // reused: ten thousand readers allocating per frame would measure the GC
 	for {
 		b, err := readInto(context.Background(), c.ws, buf[:0])
@@ -274,6 +287,10 @@ func (f *fleet) close() {
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
+			if c.sse != nil {
+				c.sse.close()
+				return
+			}
 			if c.ws.Close(websocket.StatusNormalClosure, "bench done") != nil {
 				c.ws.CloseNow()
 			}
@@ -282,4 +299,87 @@ func (f *fleet) close() {
 	wg.Wait()
 	f.readers.Wait()
 	f.clients = nil
+}
+
+// sseConn is one bench event stream: the response of a GET at the bridge's SSE path.
+type sseConn struct {
+	body   io.ReadCloser
+	r      *bufio.Reader
+	cancel context.CancelFunc
+}
+
+func (c *sseConn) close() { c.cancel(); c.body.Close() }
+
+// dialSSE opens one event stream as user and waits for its "id" event, as dial does.
+func (f *fleet) dialSSE(ctx context.Context, i int, user string) (*client, error) {
+	// The stream outlives the dial: its own context, ended by close.
+	sctx, cancel := context.WithCancel(context.Background())
+	stop := context.AfterFunc(ctx, cancel)
+	req, err := http.NewRequestWithContext(sctx, http.MethodGet, f.wsURL+"?u="+user, nil)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	req.Header.Set("Accept", "text/event-stream")
+	resp, err := f.http[i%len(f.http)].Do(req)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	c := &sseConn{body: resp.Body, r: bufio.NewReader(resp.Body), cancel: cancel}
+	if resp.StatusCode != http.StatusOK {
+		c.close()
+		return nil, fmt.Errorf("event stream answered %s", resp.Status)
+	}
+	b, err := c.event(nil)
+	stop()
+	if err != nil {
+		c.close()
+		return nil, fmt.Errorf("read id event: %w", err)
+	}
+	id, ok := strings.CutPrefix(string(b), "id ")
+	if !ok {
+		c.close()
+		return nil, fmt.Errorf("first event %q is not an id event", b)
+	}
+	return &client{sse: c, id: id, user: user}, nil
+}
+
+// event reads the next event's data into buf. The bench's frames are one line each, so one
+// data: line is the whole event; comments (keepalives) are skipped.
+func (c *sseConn) event(buf []byte) ([]byte, error) {
+	buf = buf[:0]
+	got := false
+	for {
+		line, err := c.r.ReadSlice('\n')
+		if err != nil {
+			return buf, err
+		}
+		switch {
+		case len(line) == 1: // the blank line that ends an event
+			if got {
+				return buf, nil
+			}
+		case bytes.HasPrefix(line, []byte("data: ")):
+			buf = append(buf, line[len("data: "):len(line)-1]...)
+			got = true
+		}
+	}
+}
+
+// readSSE is read for an event stream.
+func (f *fleet) readSSE(c *client) {
+	var buf []byte
+	for {
+		b, err := c.sse.event(buf)
+		if err != nil {
+			return
+		}
+		buf = b
+		now := time.Now()
+		if at, ok := sentAt(b); ok {
+			c.lat.add(now.Sub(at))
+			f.frames.Add(1)
+		}
+	}
 }

@@ -109,6 +109,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&counts, "counts", "1000,10000,19800", "idle: increasing connection counts at which memory is read")
 	fs.IntVar(&o.messages, "m", 100, "broadcast: messages per phase (keep it below WSBRIDGE_SEND_QUEUE, 256, or flat out drops slow clients)")
 	fs.IntVar(&o.payload, "payload", 0, "broadcast: pad each message to this many bytes of chat-like JSON (compressible, as an app's pushes are)")
+	transport := fs.String("transport", "ws", "ws or sse: clients are WebSockets or Server-Sent Events streams (idle, connect, broadcast, push); with -ws when attaching, give the SSE URL, e.g. http://127.0.0.1:8080/events")
 	fs.BoolVar(&offerDeflate, "compression", false, "clients offer permessage-deflate (start the bridge with -bridge-env WSBRIDGE_COMPRESSION=on for it to be used)")
 	fs.Float64Var(&o.rate, "rate", 20, "broadcast: the modest phase's messages per second")
 	fs.IntVar(&o.dialConc, "dial-concurrency", 64, "dials in flight while connecting")
@@ -131,6 +132,16 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	}
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	switch *transport {
+	case "ws":
+	case "sse":
+		if o.scenario == "webhook" {
+			return o, errors.New("-transport sse: an event stream sends nothing, so there is no webhook scenario for it")
+		}
+		useSSE = true
+	default:
+		return o, fmt.Errorf("-transport %q: use ws or sse", *transport)
 	}
 	var err error
 	if o.counts, err = parseCounts(counts); err != nil {
@@ -218,18 +229,22 @@ func runScenario(ctx context.Context, opt options, out io.Writer) (*Report, erro
 			return nil, err
 		}
 		e.wsURL, e.apiURL, e.hookURL, e.pid, e.gc = st.WSURL, st.APIURL, st.HookURL, st.BridgePID, st.GC
+		if useSSE {
+			e.wsURL = st.SSEURL
+		}
 	}
 	hook := "go"
 	if opt.php {
 		hook = "php"
 	}
 	rep := &Report{Scenario: opt.scenario, Hook: hook, Started: time.Now().UTC(), Options: map[string]any{
-		"n": opt.conns, "counts": opt.counts, "m": opt.messages, "rate": opt.rate, "dial_concurrency": opt.dialConc,
+		"sse": useSSE,
+		"n":   opt.conns, "counts": opt.counts, "m": opt.messages, "rate": opt.rate, "dial_concurrency": opt.dialConc,
 		"workers": opt.workers, "batch": opt.batch, "clients": opt.hookClients, "duration": opt.duration.String(),
 		"fpm_children": opt.fpmChildren, "hook_concurrency": opt.hookConc, "bridge_env": opt.bridgeEnv,
 		"php_cpus": opt.cpus.php, "other_cpus": opt.cpus.rest,
 	}}
-	e.logf("wsbridge-bench %s, webhooks answered by %s, RLIMIT_NOFILE %d", opt.scenario, hook, limit)
+	e.logf("wsbridge-bench %s (clients: %s), webhooks answered by %s, RLIMIT_NOFILE %d", opt.scenario, map[bool]string{false: "WebSocket", true: "SSE"}[useSSE], hook, limit)
 	switch opt.scenario {
 	case "idle":
 		rep.Idle, err = runIdle(ctx, e)

@@ -83,7 +83,7 @@ func TestScenariosAgainstInProcessBridge(t *testing.T) {
 	hook := httptest.NewServer(benchHook())
 	defer hook.Close()
 	// MESSAGE_RATE=0 as the tool sets it: the echo loop sends as fast as the hook answers.
-	cfg, err := bridge.LoadConfig([]string{"WSBRIDGE_WEBHOOK_URL=" + hook.URL, "WSBRIDGE_LISTEN=127.0.0.1:0", "WSBRIDGE_INTERNAL_LISTEN=127.0.0.2:0", "WSBRIDGE_MESSAGE_RATE=0"})
+	cfg, err := bridge.LoadConfig([]string{"WSBRIDGE_WEBHOOK_URL=" + hook.URL, "WSBRIDGE_LISTEN=127.0.0.1:0", "WSBRIDGE_INTERNAL_LISTEN=127.0.0.2:0", "WSBRIDGE_MESSAGE_RATE=0", "WSBRIDGE_SSE_PATH=/events"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,6 +147,27 @@ func TestScenariosAgainstInProcessBridge(t *testing.T) {
 	}
 	if w.Messages == 0 || int64(w.LatencyMS.N) != w.Messages {
 		t.Errorf("webhook: %d echoes, %d latencies; want equal and above zero", w.Messages, w.LatencyMS.N)
+	}
+
+	// The same fan-out and pushes to event streams (-transport sse).
+	useSSE = true
+	defer func() { useSSE = false }()
+	e.wsURL = "http://" + pub.Addr().String() + "/events"
+	if b, err = runBroadcast(rctx, e); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range b.Phases {
+		if p.Expected != 100 || p.Delivered != 100 || p.Latency.N != 100 {
+			t.Errorf("SSE broadcast phase %q: %d of %d delivered, %d latencies; want 100", p.Name, p.Delivered, p.Expected, p.Latency.N)
+		}
+	}
+	if ps, err = runPush(rctx, e); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range ps.Phases {
+		if p.Delivered != 20 || p.Items != 20 {
+			t.Errorf("SSE push phase %q: %d items, %d delivered; want 20 and 20", p.Name, p.Items, p.Delivered)
+		}
 	}
 	if t.Failed() {
 		t.Log(log.String())

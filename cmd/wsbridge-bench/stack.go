@@ -85,6 +85,7 @@ type stack struct {
 	hookSrv   *http.Server
 	HookURL   string // webhook URL the bridge calls
 	WSURL     string
+	SSEURL    string
 	APIURL    string
 	BridgePID int
 	GC        *gcTrace
@@ -225,12 +226,14 @@ func (s *stack) startBridge(ctx context.Context, bin string, concurrency int, en
 		return err
 	}
 	s.WSURL = fmt.Sprintf("ws://127.0.0.1:%d/ws", pub)
+	s.SSEURL = fmt.Sprintf("http://127.0.0.1:%d/events", pub)
 	s.APIURL = fmt.Sprintf("http://127.0.0.1:%d", internal)
 	e := append(os.Environ(),
 		"GODEBUG=gctrace=1",
 		fmt.Sprintf("WSBRIDGE_LISTEN=127.0.0.1:%d", pub),
 		fmt.Sprintf("WSBRIDGE_INTERNAL_LISTEN=127.0.0.1:%d", internal),
 		"WSBRIDGE_WEBHOOK_URL="+s.HookURL,
+		"WSBRIDGE_SSE_PATH=/events",
 		fmt.Sprintf("WSBRIDGE_WEBHOOK_CONCURRENCY=%d", concurrency),
 		"WSBRIDGE_MAX_LIST_RESULT=100000",
 		"WSBRIDGE_LOG_LEVEL=warn",

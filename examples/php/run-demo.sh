@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Runs the chat example (examples/php/chat): builds wsbridge, starts PHP's built-in server with
-# the app, starts wsbridge in front of it, prints the URL, and waits until Ctrl-C.
+# Runs the chat example (examples/php/chat), or the notify example with EXAMPLE=notify: builds
+# wsbridge, starts PHP's built-in server with the app, starts wsbridge in front of it (WebSockets
+# at /ws, Server-Sent Events at /events), prints the URL, and waits until Ctrl-C.
 #
 # Environment (all optional):
+#   EXAMPLE=chat    chat or notify (examples/php/<EXAMPLE>)
 #   PORT=8080       public port of wsbridge (open this one in the browser)
 #   PHP_PORT=8000   PHP's built-in server (wsbridge's upstream and webhook target)
 #   API_PORT=8081   wsbridge's internal push API
@@ -14,12 +16,14 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$ROOT"
 
+EXAMPLE="${EXAMPLE:-chat}"
 PORT="${PORT:-8080}"
 PHP_PORT="${PHP_PORT:-8000}"
 API_PORT="${API_PORT:-8081}"
 
 log() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'run-demo: %s\n' "$*" >&2; exit 1; }
+case "$EXAMPLE" in chat|notify) ;; *) die "EXAMPLE must be chat or notify, not $EXAMPLE" ;; esac
 
 as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
@@ -86,13 +90,14 @@ WSBRIDGE_API="http://127.0.0.1:$API_PORT" \
 CHAT_DATA_DIR="$TMP_DIR/data" \
 PHP_CLI_SERVER_WORKERS=4 \
     "${SETSID[@]}" php -d variables_order=EGPCS -d session.save_path="$TMP_DIR" \
-    -S "127.0.0.1:$PHP_PORT" -t examples/php/chat/public &
+    -S "127.0.0.1:$PHP_PORT" -t "examples/php/$EXAMPLE/public" &
 PHP_PID=$!
 
 log "starting wsbridge on 127.0.0.1:$PORT (internal API on 127.0.0.1:$API_PORT)"
 WSBRIDGE_LISTEN="127.0.0.1:$PORT" \
 WSBRIDGE_INTERNAL_LISTEN="127.0.0.1:$API_PORT" \
 WSBRIDGE_UPSTREAM="http://127.0.0.1:$PHP_PORT" \
+WSBRIDGE_SSE_PATH=/events \
 WSBRIDGE_WEBHOOK_URL="http://127.0.0.1:$PHP_PORT/webhook.php" \
 WSBRIDGE_WEBHOOK_SECRET="$SECRET" \
     "$BIN" &
@@ -119,7 +124,9 @@ if [ "${DEMO_CHECK:-}" = "1" ]; then
         if "$@"; then log "ok:   $what"; else log "FAIL: $what"; ok=0; fi
     }
     page_served() {
-        curl -fsS --max-time 5 "http://127.0.0.1:$PORT/" | grep -q 'action="/login.php"'
+        local marker='action="/login.php"'
+        [ "$EXAMPLE" = notify ] && marker='name="login"'
+        curl -fsS --max-time 5 "http://127.0.0.1:$PORT/" | grep -q "$marker"
     }
     unsigned_webhook_refused() {
         # Proves the secret reached PHP: an unsigned webhook sent to PHP itself gets a 401.
@@ -135,10 +142,27 @@ if [ "${DEMO_CHECK:-}" = "1" ]; then
             --data '{"type":"open"}' "http://127.0.0.1:$PORT/webhook.php")" = "403" ]
     }
     login_works() {
-        # A session cookie through the proxy, then the chat page for that user.
+        # A session cookie through the proxy, then the app's page for that user.
         local jar="$TMP_DIR/cookies"
-        curl -fsS -o /dev/null --max-time 5 -c "$jar" -d 'name=bob&password=demo' "http://127.0.0.1:$PORT/login.php" &&
-            curl -fsS --max-time 5 -b "$jar" "http://127.0.0.1:$PORT/" | grep -q 'data-user="bob"'
+        if [ "$EXAMPLE" = notify ]; then
+            curl -fsS -o /dev/null --max-time 5 -c "$jar" -d 'login=bob' "http://127.0.0.1:$PORT/" &&
+                curl -fsS --max-time 5 -b "$jar" "http://127.0.0.1:$PORT/" | grep -q 'id="me">bob<'
+        else
+            curl -fsS -o /dev/null --max-time 5 -c "$jar" -d 'name=bob&password=demo' "http://127.0.0.1:$PORT/login.php" &&
+                curl -fsS --max-time 5 -b "$jar" "http://127.0.0.1:$PORT/" | grep -q 'data-user="bob"'
+        fi
+    }
+    anonymous_stream_refused() {
+        # The same open webhook refuses an event stream without a session, status as is.
+        [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 -H 'Accept: text/event-stream' \
+            "http://127.0.0.1:$PORT/events")" = "401" ]
+    }
+    stream_opens() {
+        # With the session of login_works, /events is an event stream; curl stops it after 2 s.
+        local headers="$TMP_DIR/sse-headers"
+        curl -s -N -o /dev/null -D "$headers" --max-time 2 -b "$TMP_DIR/cookies" \
+            -H 'Accept: text/event-stream' "http://127.0.0.1:$PORT/events" || true
+        grep -qi '^HTTP/1.1 200' "$headers" && grep -qi '^content-type: text/event-stream' "$headers"
     }
     anonymous_socket_refused() {
         # The open webhook ran in PHP and refused a handshake without a session: 401.
@@ -151,11 +175,23 @@ if [ "${DEMO_CHECK:-}" = "1" ]; then
     check "webhook path not proxied by wsbridge (403)" webhook_path_not_proxied
     check "login sets a session the chat page sees" login_works
     check "socket without a session refused by PHP with 401" anonymous_socket_refused
+    check "event stream without a session refused by PHP with 401" anonymous_stream_refused
+    check "event stream with the session opens (200 text/event-stream)" stream_opens
     [ "$ok" -eq 1 ] || die "self-check failed"
     log "self-check passed"
     exit 0
 fi
 
+if [ "$EXAMPLE" = notify ]; then
+cat <<EOF
+
+  Open http://127.0.0.1:$PORT/ (WebSocket) or http://127.0.0.1:$PORT/?transport=sse
+  (Server-Sent Events), log in with any name, and send yourself a notification.
+
+  Press Ctrl-C to stop.
+
+EOF
+else
 cat <<EOF
 
   Open http://127.0.0.1:$PORT/ in two browsers (or a private window)
@@ -164,6 +200,7 @@ cat <<EOF
   Press Ctrl-C to stop.
 
 EOF
+fi
 
 # Run until Ctrl-C or until either server exits.
 set +e

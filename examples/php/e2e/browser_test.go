@@ -62,6 +62,8 @@ func TestBrowser(t *testing.T) {
 			"WSBRIDGE_API_TOKEN":      token,
 			// As the docs say: at or below the FPM pool (pm.max_children = 4 below).
 			"WSBRIDGE_WEBHOOK_CONCURRENCY": "3",
+			// The notify page's SSE mode (?transport=sse) opens /events.
+			"WSBRIDGE_SSE_PATH": "/events",
 		})
 		a.params["WSBRIDGE_WEBHOOK_SECRET"] = a.secret
 		a.params["WSBRIDGE_API"] = "http://" + a.bridge.internal
@@ -139,7 +141,7 @@ php_admin_flag[log_errors] = on
 }
 
 // startNginx runs nginx in the foreground with one server per app: static files and *.php
-// through php-fpm, /ws proxied to the app's wsbridge (the snippet docs/php.md shows).
+// through php-fpm, /ws and /events proxied to the app's wsbridge (the snippets docs/php.md shows).
 func startNginx(t *testing.T, nginx, dir, sock string, apps []*app) *proc {
 	t.Helper()
 	var servers strings.Builder
@@ -150,15 +152,23 @@ func startNginx(t *testing.T, nginx, dir, sock string, apps []*app) *proc {
 		}
 		fmt.Fprintf(&servers, `
     server {
-        listen %s;
-        root %s;
+        listen %[1]s;
+        root %[4]s;
         index index.php;
 
         location = /ws {
-            proxy_pass http://%s;
+            proxy_pass http://%[2]s;
             proxy_http_version 1.1;
             proxy_set_header Upgrade $http_upgrade;
             proxy_set_header Connection "upgrade";
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_read_timeout 1h;
+        }
+        location = /events {
+            proxy_pass http://%[2]s;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
             proxy_set_header Host $http_host;
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
             proxy_read_timeout 1h;
@@ -167,10 +177,10 @@ func startNginx(t *testing.T, nginx, dir, sock string, apps []*app) *proc {
             try_files $uri =404;
             include /etc/nginx/fastcgi_params;
             fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;
-%s            fastcgi_pass unix:%s;
+%[3]s            fastcgi_pass unix:%[5]s;
         }
     }
-`, strings.TrimPrefix(a.url, "http://"), a.root, a.bridge.public, params.String(), sock)
+`, strings.TrimPrefix(a.url, "http://"), a.bridge.public, params.String(), a.root, sock)
 	}
 	user := ""
 	if os.Geteuid() == 0 {

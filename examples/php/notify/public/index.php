@@ -28,7 +28,8 @@ body { font: 15px/1.4 system-ui, sans-serif; max-width: 40em; margin: 2em auto; 
 <?php if (!is_string($user)): ?>
 <form method="post"><label>Your name <input name="login" pattern="[a-z0-9_\-]{1,32}" required></label> <button>Log in</button></form>
 <?php else: ?>
-<p>Logged in as <b id="me"><?= $h($user) ?></b> · <span id="status" data-state="connecting">connecting…</span></p>
+<p>Logged in as <b id="me"><?= $h($user) ?></b> · <span id="status" data-state="connecting">connecting…</span>
+ · over <a href="/">WebSocket</a> or <a href="/?transport=sse">Server-Sent Events</a></p>
 <h2>Notifications</h2>
 <ul id="notifications"></ul>
 <h2>Send one</h2>

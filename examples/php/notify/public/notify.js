@@ -1,28 +1,64 @@
-// Shows every notification pushed to this user, at once. Reconnects with backoff.
+// Shows every notification pushed to this user, at once, over a WebSocket (/ws) or, with
+// ?transport=sse, over Server-Sent Events (/events, an EventSource): the same webhooks, the same
+// pushes, the same page. Reconnects with backoff.
 'use strict';
+const transport = new URLSearchParams(location.search).get('transport') === 'sse' ? 'sse' : 'ws';
+window.notifyTransport = transport; // for the browser test
+const status = document.getElementById('status');
+const setStatus = (state, text, code) => {
+  status.dataset.state = state;
+  status.dataset.transport = transport;
+  if (code !== undefined) status.dataset.code = String(code);
+  status.textContent = text;
+};
+function show(data) {
+  const m = JSON.parse(data);
+  if (m.type !== 'notification') return;
+  const li = document.createElement('li');
+  li.className = 'notification';
+  li.textContent = `${m.at} ${m.text}`;
+  document.getElementById('notifications').prepend(li);
+}
+
 let retry = 0;
-function connect() {
-  const status = document.getElementById('status');
+function connectWS() {
   const ws = new WebSocket(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`);
-  ws.onopen = () => { retry = 0; status.dataset.state = 'open'; status.textContent = 'live'; };
-  ws.onmessage = (e) => {
-    const m = JSON.parse(e.data);
-    if (m.type !== 'notification') return;
-    const li = document.createElement('li');
-    li.className = 'notification';
-    li.textContent = `${m.at} ${m.text}`;
-    document.getElementById('notifications').prepend(li);
-  };
+  ws.onopen = () => { retry = 0; setStatus('open', 'live'); };
+  ws.onmessage = (e) => show(e.data);
   ws.onclose = () => {
-    status.dataset.state = 'reconnecting';
-    status.textContent = 'reconnecting…';
-    setTimeout(connect, Math.min(30000, 500 * 2 ** retry++));
+    setStatus('reconnecting', 'reconnecting…');
+    setTimeout(connectWS, Math.min(30000, 500 * 2 ** retry++));
   };
 }
+
+function connectSSE() {
+  // EventSource reconnects by itself after a dropped stream (and after wsbridge's "retry later"
+  // answer); it gives up only on a refusal (401: logged out), which a reload answers.
+  const es = new EventSource('/events');
+  es.onopen = () => setStatus('open', 'live (SSE)');
+  es.onmessage = (e) => show(e.data);
+  es.onerror = () => {
+    if (es.readyState === EventSource.CLOSED) setStatus('closed', 'disconnected: reload the page');
+    else setStatus('reconnecting', 'reconnecting…');
+  };
+  // wsbridge ends a stream on purpose (PHP or the API closed it) with this event: stay away,
+  // as the WebSocket page does for a 4000-4099 close. At shutdown it asks for a retry instead.
+  es.addEventListener('close', (e) => {
+    const { code, reason } = JSON.parse(e.data);
+    if (code >= 4000 && code < 4100) {
+      es.close();
+      setStatus('closed', `closed: ${reason}`, code);
+    }
+  });
+  // Recovery after being offline (message history, WSBRIDGE_HISTORY_SIZE): the browser sends
+  // the last event's id (Last-Event-ID) when it reconnects, and wsbridge replays what was
+  // missed; what the page must do when it cannot be recovered goes here.
+}
+
 // Send without leaving the page, so the notification shows up here when sent to yourself.
 document.getElementById('send').onsubmit = async (e) => {
   e.preventDefault();
   const res = await fetch('/send.php', { method: 'POST', body: new FormData(e.target) });
   e.target.dataset.result = await res.text();
 };
-connect();
+if (transport === 'sse') connectSSE(); else connectWS();
