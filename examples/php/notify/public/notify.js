@@ -60,7 +60,8 @@ function connectSSE() {
   es.addEventListener('sync', (e) => {
     const { recovered, lost } = JSON.parse(e.data);
     status.dataset.recovered = String(recovered);
-    if (!recovered && lost.length > 0) location.reload(); // index.php would render the list
+    // An app would reload its list from its database; this one has none and starts afresh.
+    if (!recovered && lost.length > 0) location.reload();
   });
 }
 
