@@ -19,6 +19,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"net/http"
 	"path"
@@ -96,16 +97,17 @@ type history struct {
 	// every reconnect.
 	maxRecover int
 	sweep      func(context.Context) // the memory store's sweeper; nil for a broker's store
+	log        *slog.Logger
 	locks      [channelLocks]sync.Mutex
 }
 
 // newHistory returns the history of cfg, or nil when HISTORY_SIZE is 0. A broker that
 // implements History keeps it; else it is kept in memory.
-func newHistory(cfg *Config, broker Broker) *history {
+func newHistory(cfg *Config, broker Broker, log *slog.Logger) *history {
 	if cfg.HistorySize <= 0 {
 		return nil
 	}
-	h := &history{patterns: cfg.HistoryChannels, size: cfg.HistorySize, maxRecover: min(cfg.HistorySize, cfg.SendQueue-1)}
+	h := &history{patterns: cfg.HistoryChannels, size: cfg.HistorySize, maxRecover: min(cfg.HistorySize, cfg.SendQueue-1), log: log}
 	if st, ok := broker.(History); ok {
 		h.store = st
 		return h
@@ -216,6 +218,8 @@ type stamped struct {
 	notice  bool     // Data is already a framed message (the sync notice)
 	// positions are the sync notice's, for SSE's id: (appendResumeID).
 	positions map[string]Position
+	// joined marks a join notice: the connection joined channel, at pos (history.joined).
+	joined bool
 
 	once   sync.Once
 	framed []byte
@@ -633,6 +637,11 @@ func (c *sseConn) appendResumeID(dst []byte, f Delivery) []byte {
 	switch {
 	case f.hist == nil:
 		return dst
+	case f.hist.notice && f.hist.joined:
+		if c.positions == nil {
+			c.positions = make(map[string]Position)
+		}
+		c.positions[f.hist.channel] = f.hist.pos
 	case f.hist.notice:
 		c.positions = maps.Clone(f.hist.positions)
 	case f.hist.pos.Epoch != "" && c.positions != nil:
@@ -648,8 +657,69 @@ func (c *sseConn) appendResumeID(dst []byte, f Delivery) []byte {
 // appendSSENotice appends the sync notice as an SSE event of its own type, "sync", so that a
 // page's onmessage never sees it: a page listens for it (addEventListener("sync", ...)) to
 // learn whether what it missed was recovered (PROTOCOL.md).
+//
+// A join notice is the id: line alone: an event without data is not dispatched, but its id
+// still becomes the EventSource's last event id (WHATWG HTML §9.2.6, "dispatch the event").
 func appendSSENotice(dst []byte, f Delivery) []byte {
+	if f.hist.joined {
+		return append(dst, '\n')
+	}
 	dst = append(dst, "event: sync\ndata: "...)
 	dst = append(dst, f.Data...) // compact JSON: one line
 	return append(dst, "\n\n"...)
+}
+
+// joined tells the positioned clients (wsbridge.v1+json and SSE) among to that have just joined
+// history channels chs where they start in each: a WebSocket client gets a join message, an SSE
+// client's id: moves on. Without it, a client that leaves before the channel's first
+// publication reaches it could not name the channel when it resumes, and would silently miss
+// what was published meanwhile. The position is read under the channel's lock, like a
+// publication's fan-out, so the client's positions only ever move forward. A join that arrives
+// from another node (hub.Deliver) sends none: that node's positions are its own (docs/brokers.md).
+func (h *history) joined(ctx context.Context, hb *hub, chs []string, to Targets) {
+	if h == nil {
+		return
+	}
+	for _, ch := range chs {
+		if !h.keeps(ch) {
+			continue
+		}
+		var rs []recipient
+		hb.mu.RLock()
+		hb.eachLocked(to, func(m *member) {
+			if _, in := m.channels[ch]; in && positionedClient(m.client) {
+				rs = append(rs, m.client)
+			}
+		})
+		hb.mu.RUnlock()
+		if len(rs) == 0 {
+			continue
+		}
+		mu := &h.locks[channelLock(ch)]
+		mu.Lock()
+		_, top, err := h.store.Read(ctx, ch, Position{}, 0)
+		if err == nil {
+			body, _ := json.Marshal(framedMessage{Type: "join", Channel: ch, Epoch: top.Epoch, Offset: top.Offset})
+			d := Delivery{Data: body, hist: &stamped{notice: true, joined: true, channel: ch, pos: top}}
+			for _, c := range rs {
+				c.Send(d)
+			}
+		}
+		mu.Unlock()
+		if err != nil {
+			h.log.Error("join notice: reading the channel's position failed", "channel", ch, "err", err)
+		}
+	}
+}
+
+// positionedClient reports whether c takes positions: a wsbridge.v1+json WebSocket, an SSE
+// stream, or either while its recovery stands in for it.
+func positionedClient(c recipient) bool {
+	switch c := c.(type) {
+	case *conn:
+		return c.framed
+	case *sseConn, *recovery:
+		return true
+	}
+	return false
 }

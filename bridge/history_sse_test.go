@@ -117,3 +117,22 @@ func TestHistorySSEGarbageLastEventID(t *testing.T) {
 		})
 	}
 }
+
+// An SSE client that joins a history channel after the open gets an event with only an id:,
+// which moves its last event id on to cover the channel (no event reaches the page).
+func TestHistorySSELateJoin(t *testing.T) {
+	b, u := sseBridge(t, nil, func(c *Config) { c.HistorySize = 100 })
+	s := openSSE(t, nil, u, nil)
+	id := b.php.next(t, EventOpen).Event.ConnectionID
+	if ev := s.event(t); ev.Type != "sync" || len(decodeID(t, ev.ID)) != 0 {
+		t.Fatalf("first event %+v: want a sync with no positions", ev)
+	}
+	b.publishText(t, channels("late"), "before")
+	if st := b.api(t, "POST", "/v1/channels/late/join", map[string]any{"connections": []string{id}}, nil); st != 200 {
+		t.Fatalf("join: %d", st)
+	}
+	ev := s.event(t)
+	if pos := decodeID(t, ev.ID); ev.Data != "" || pos["late"].Offset != 1 {
+		t.Fatalf("after the join got %+v (%+v), want an id-only event with late at 1", ev, pos)
+	}
+}

@@ -474,3 +474,54 @@ func BenchmarkHubPublishHistory(b *testing.B) {
 		})
 	}
 }
+
+// A history channel joined after the open (by the join API, or by a message reply) is told to
+// the framed client with its position, so that a client that leaves before the channel's first
+// publication reaches it still resumes it, and misses nothing published meanwhile.
+func TestHistoryLateJoin(t *testing.T) {
+	php := newFakePHP(t, func(c hookCall) (int, any) {
+		switch c.Event.Type {
+		case EventMessage:
+			return http.StatusOK, map[string]any{"join": []string{deref(c.Event.Data)}}
+		case EventOpen:
+			if strings.Contains(c.Event.Request.Query, "api") {
+				return joinFromQuery(c)
+			}
+		}
+		return http.StatusNoContent, nil
+	})
+	b := newBridge(t, php, func(cfg *Config) { cfg.HistorySize = 100 })
+	c := dialFramed(t, b, "", "")
+	id := b.php.next(t, EventOpen).Event.ConnectionID
+	if s := readFramed(t, c); s.Type != "sync" || len(s.Positions) != 0 {
+		t.Fatalf("sync %+v, want no positions: the connection is in no channel", s)
+	}
+	b.publishText(t, channels("api"), "before") // api at offset 1, before the join
+	if st := b.api(t, "POST", "/v1/channels/api/join", map[string]any{"connections": []string{id}}, nil); st != 200 {
+		t.Fatalf("join: %d", st)
+	}
+	write(t, c, "reply")
+	pos := map[string]Position{}
+	for _, want := range []string{"api 1", "reply 0"} {
+		m := readFramed(t, c)
+		if got := fmt.Sprintf("%s %d", m.Channel, m.Offset); m.Type != "join" || got != want || m.Epoch == "" {
+			t.Fatalf("got %+v, want a join notice %q", m, want)
+		}
+		pos[m.Channel] = Position{Epoch: m.Epoch, Offset: m.Offset}
+	}
+	c.CloseNow()
+	b.php.nextFor(t, EventClose, id)
+	b.publishText(t, channels("api"), "missed api")
+	b.publishText(t, channels("reply"), "missed reply")
+
+	c = dialFramed(t, b, "api,reply", resumeToken(pos))
+	b.php.next(t, EventOpen)
+	if s := readFramed(t, c); !s.Recovered || len(s.Lost) != 0 {
+		t.Fatalf("sync %+v, want recovered", s)
+	}
+	for _, want := range []string{"api 2 missed api", "reply 1 missed reply"} {
+		if m := readFramed(t, c); fmt.Sprintf("%s %d %s", m.Channel, m.Offset, deref(m.Data)) != want {
+			t.Fatalf("got %+v, want %q", m, want)
+		}
+	}
+}

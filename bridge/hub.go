@@ -415,6 +415,9 @@ func (h *hub) Subscribe(ctx context.Context, channel string, to Targets, leave b
 	if err != nil {
 		return 0, err
 	}
+	if !leave {
+		h.history.joined(ctx, h, []string{channel}, to) // history.go
+	}
 	op := OpJoin
 	if leave {
 		op = OpLeave

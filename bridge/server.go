@@ -91,7 +91,7 @@ func New(cfg Config, log *slog.Logger, broker Broker) *Server {
 		admission:    admission{max: cfg.MaxConnections, maxPerIP: cfg.MaxConnectionsPerIP, perIP: map[string]int{}},
 	}
 	s.hub.maxChannels = cfg.MaxChannels
-	s.hub.history = newHistory(s.cfg, broker)
+	s.hub.history = newHistory(s.cfg, broker, s.log)
 	s.brokerTimeout = bounded.timeout
 	s.handshakes = newHandshakeLimits(cfg.MaxPendingHandshakesPerIP, cfg.HandshakeRatePerIP, cfg.HandshakeBurstPerIP)
 	s.trusted, _ = parseTrusted(cfg.TrustedProxies) // validated by LoadConfig
@@ -165,6 +165,7 @@ func (s *Server) apply(ctx context.Context, c transport, r *Reply) error {
 			}
 			return err
 		}
+		s.hub.history.joined(ctx, s.hub, r.Join, Targets{Connections: []string{c.ID()}}) // history.go
 	}
 	if len(r.Send) > 0 {
 		c.sendReply(r.Send)

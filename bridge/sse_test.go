@@ -103,8 +103,10 @@ func (s *sseStream) next(t *testing.T) (sseEvent, error) {
 				out, data, hasData := *ev, s.data, s.hasData
 				s.cur, s.data, s.hasData = sseEvent{}, nil, false
 				if !hasData {
-					if out.Retry != "" {
-						done <- result{ev: out} // a retry: alone still tells the client something
+					if out.Retry != "" || out.ID != "" {
+						// A retry: or an id: alone still tells the client something (the
+						// id becomes its last event id, WHATWG HTML §9.2.6).
+						done <- result{ev: out}
 						return
 					}
 					continue

@@ -44,6 +44,11 @@
           if (!m.recovered && h.onReload) h.onReload(m.lost, m.error || '');
           return;
         }
+        if (m.type === 'join') {
+          // Joined a history channel after the open: resume it from here too.
+          positions[m.channel] = { epoch: m.epoch, offset: m.offset };
+          return;
+        }
         if (m.type === 'publication') {
           const p = positions[m.channel];
           if (p && p.epoch === m.epoch && m.offset <= p.offset) return; // had it already
