@@ -459,6 +459,13 @@ func (rc *recovery) run(ctx context.Context) {
 	if len(n.Lost) > 0 {
 		n.Recovered = false
 	}
+	if rc.asked != nil {
+		result := "recovered"
+		if !n.Recovered {
+			result = "lost"
+		}
+		s.metrics.recoveries.WithLabelValues(result).Inc()
+	}
 	body, _ := json.Marshal(n)
 
 	rc.mu.Lock()

@@ -161,6 +161,9 @@ func TestHistoryRecoversEveryChannel(t *testing.T) {
 	if m := readFramed(t, c); m.Offset != 5 || deref(m.Data) != "live" {
 		t.Fatalf("after the recovery got %+v, want news 5 live", m)
 	}
+	if r, l := counterValue(b.srv.metrics.recoveries.WithLabelValues("recovered")), counterValue(b.srv.metrics.recoveries.WithLabelValues("lost")); r != 1 || l != 0 {
+		t.Fatalf("wsbridge_history_recoveries_total: recovered %d, lost %d; want 1 and 0 (the first connection asked nothing)", r, l)
+	}
 }
 
 // When the gap cannot be filled the sync notice says so, for each channel, and nothing of the
@@ -219,6 +222,9 @@ func TestHistoryUnrecoverable(t *testing.T) {
 			newest++
 			c.CloseNow()
 		})
+	}
+	if l := counterValue(b.srv.metrics.recoveries.WithLabelValues("lost")); l != 13 {
+		t.Fatalf("wsbridge_history_recoveries_total{result=lost} = %d, want 13, one per case", l)
 	}
 }
 

@@ -38,6 +38,7 @@ type metrics struct {
 	deliveries        prometheus.Counter
 	closeWebhooksLost prometheus.Counter
 	envelopesRefused  prometheus.Counter
+	recoveries        *prometheus.CounterVec // result (history.go)
 }
 
 // Reasons an upgrade is refused, as the rejected metric labels them.
@@ -108,6 +109,7 @@ func newMetrics() *metrics {
 		deliveries:        counter("wsbridge_deliveries_total", "Messages queued to clients by publications on this node."),
 		closeWebhooksLost: counter("wsbridge_close_webhooks_failed_total", "Close webhooks given up after every retry (each is also logged with its event)."),
 		envelopesRefused:  counter("wsbridge_broker_envelopes_refused_total", "Envelopes from other nodes refused unapplied: a newer version than this node knows (a rolling upgrade under way), or malformed. Each is also logged."),
+		recoveries:        counterVec("wsbridge_history_recoveries_total", "Clients that asked to resume, by result: recovered (everything missed sent), lost (told to reload).", "result"),
 	}
 	f(m.webhookDuration)
 	f(collectors.NewGoCollector())
@@ -121,6 +123,8 @@ func newMetrics() *metrics {
 		m.webhookRetries.WithLabelValues(string(ev))
 		m.webhookDuration.WithLabelValues(string(ev))
 	}
+	m.recoveries.WithLabelValues("recovered")
+	m.recoveries.WithLabelValues("lost")
 	for _, r := range []string{rejectOrigin, rejectDraining, rejectLimit, rejectPHP, rejectUnavailable, rejectMalformed, rejectUpgradeFailed, rejectBadHandshake, rejectHandshakeRate} {
 		m.rejected.WithLabelValues(r)
 	}
