@@ -223,6 +223,10 @@ type stamped struct {
 
 	once   sync.Once
 	framed []byte
+	// soloID is the SSE id of a client whose only history channel is this one, the common
+	// case, made once for all of them (appendResumeID).
+	soloOnce sync.Once
+	soloID   string
 }
 
 // framedMessage is one server-to-client message of wsbridge.v1+json (PROTOCOL.md).
@@ -306,10 +310,44 @@ func parseResumeToken(tok string, l limits) (map[string]Position, error) {
 	return pos, nil
 }
 
-// resumeToken encodes positions as the token a client hands back (parseResumeToken).
+// resumeToken encodes positions as the token a client hands back (parseResumeToken): the JSON
+// written by hand, channels sorted, as encoding/json would but without its reflection, for an
+// SSE stream makes one per event (appendResumeID).
 func resumeToken(pos map[string]Position) string {
-	b, _ := json.Marshal(pos)
+	b := make([]byte, 0, 64*len(pos)+2)
+	b = append(b, '{')
+	for i, ch := range slices.Sorted(maps.Keys(pos)) {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, ch)
+		b = append(b, `:{"epoch":`...)
+		b = appendJSONString(b, pos[ch].Epoch)
+		b = append(b, `,"offset":`...)
+		b = strconv.AppendUint(b, pos[ch].Offset, 10)
+		b = append(b, '}')
+	}
+	b = append(b, '}')
 	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// appendJSONString appends s as a JSON string. s is valid UTF-8 (a channel name passed
+// validateName; an epoch is printable ASCII), so only quotes, backslashes and control
+// characters need escaping.
+func appendJSONString(b []byte, s string) []byte {
+	b = append(b, '"')
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '"' || c == '\\':
+			b = append(b, '\\', c)
+		case c < 0x20:
+			b = append(b, `\u00`...)
+			b = append(b, "0123456789abcdef"[c>>4], "0123456789abcdef"[c&0xf])
+		default:
+			b = append(b, c)
+		}
+	}
+	return append(b, '"')
 }
 
 // resumeAsked reads what a client asks to resume, for the open webhook: nil when history is off,
@@ -653,6 +691,14 @@ func (c *sseConn) appendResumeID(dst []byte, f Delivery) []byte {
 		c.positions = maps.Clone(f.hist.positions)
 	case f.hist.pos.Epoch != "" && c.positions != nil:
 		c.positions[f.hist.channel] = f.hist.pos
+		if len(c.positions) == 1 {
+			// The client's token is the publication's own: encoded once for every such client.
+			st := f.hist
+			st.soloOnce.Do(func() { st.soloID = resumeToken(map[string]Position{st.channel: st.pos}) })
+			dst = append(dst, "id: "...)
+			dst = append(dst, st.soloID...)
+			return append(dst, '\n')
+		}
 	default:
 		return dst
 	}

@@ -136,3 +136,22 @@ func TestHistorySSELateJoin(t *testing.T) {
 		t.Fatalf("after the join got %+v (%+v), want an id-only event with late at 1", ev, pos)
 	}
 }
+
+// BenchmarkSSEResumeID is the per-recipient cost of an SSE event's id: for a client in one
+// history channel (the token shared by every such recipient) and in three (its own token).
+func BenchmarkSSEResumeID(b *testing.B) {
+	for _, n := range []int{1, 3} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			c := &sseConn{positions: map[string]Position{}}
+			for i := range n {
+				c.positions[fmt.Sprintf("room:%d", i)] = Position{Epoch: "k3j9x2ab0q", Offset: 1}
+			}
+			d := Delivery{Data: []byte("x"), hist: &stamped{channel: "room:0", pos: Position{Epoch: "k3j9x2ab0q", Offset: 2}}}
+			buf := make([]byte, 0, 256)
+			b.ReportAllocs()
+			for b.Loop() {
+				buf = c.appendResumeID(buf[:0], d)
+			}
+		})
+	}
+}

@@ -531,3 +531,30 @@ func TestHistoryLateJoin(t *testing.T) {
 		}
 	}
 }
+
+// The hand-written token reads back as the positions it was made of, whatever the names hold.
+func TestResumeTokenRoundTrip(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		pos  map[string]Position
+	}{
+		{"none", map[string]Position{}},
+		{"one", map[string]Position{"news": {"k3j9x2ab0q", 8}}},
+		{"quotes and backslashes", map[string]Position{`a"b\c`: {`e"\`, 1}, "z": {"e", 0}}},
+		{"unicode", map[string]Position{"héllo 😀 \u2028": {"e", 18446744073709551615}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tok := resumeToken(tc.pos)
+			raw, _ := base64.RawURLEncoding.DecodeString(tok)
+			var got map[string]Position
+			if err := decodeStrict(raw, &got); err != nil || len(got) != len(tc.pos) {
+				t.Fatalf("token %s (%s) reads back as %v, %v", tok, raw, got, err)
+			}
+			for k, v := range tc.pos {
+				if got[k] != v {
+					t.Fatalf("%q: got %+v, want %+v", k, got[k], v)
+				}
+			}
+		})
+	}
+}
