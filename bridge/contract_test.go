@@ -91,6 +91,12 @@ func goldenWebhooks() map[string]*Event {
 	bare := goldenEvent(EventOpen, "4J7Q2NWMV3XKDZB6YHTRL5AFEE", state{})
 	bare.Request = &HandshakeRequest{Method: "GET", Path: "/ws", Headers: map[string]string{}, RemoteAddr: "[2001:db8::7]:40100", Subprotocols: []string{}}
 
+	// An event stream (sse.go): no subprotocols, the transport says "sse".
+	sse := goldenEvent(EventOpen, "T4XW2QJ6KD7NB3VZ5RYHMLPAGE", state{})
+	sse.Transport = transportSSE
+	sse.Request = &HandshakeRequest{Method: "GET", Path: "/events", Query: "feed=orders",
+		Headers: map[string]string{"Cookie": "PHPSESSID=9k2v0s6d1c", "X-Forwarded-For": "203.0.113.7"}, RemoteAddr: "203.0.113.7:53124", Subprotocols: []string{}}
+
 	// Text with what encoding/json escapes (<, >, &, U+2028) and what it does not (é, 😀).
 	text := goldenMessage("ZKQ6W7DSQ7VQ2PZ5N7Z6BVB4EA", 1, false, []byte(`{"type":"say","text":"<b>héllo</b> & 😀`+"\u2028"+`"}`))
 	binary := goldenMessage("M2V5NQ3WZ7YF6R4XKD2TBHPJLA", 2, true, []byte("\x00\xff\xfebin\n"))
@@ -109,6 +115,7 @@ func goldenWebhooks() map[string]*Event {
 		"webhook_open_resume":       resume,
 		"webhook_open_resume_error": resumeBad,
 		"webhook_open_bare":         bare,
+		"webhook_open_sse":          sse,
 		"webhook_message_text":      text,
 		"webhook_message_binary":    binary,
 		// A client that leaves while PHP accepted it: no state, no time, no messages.

@@ -84,6 +84,7 @@ type hub struct {
 	writing atomic.Int64
 
 	mu       sync.RWMutex
+	sseConns int // local SSE connections: only with some does a publication look for them (sse.go)
 	conns    map[string]*member
 	users    map[string]map[string]*member
 	channels map[string]map[string]*member
@@ -106,6 +107,9 @@ func (h *hub) Add(c recipient, info connInfo, counters *counters, user string, m
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.conns[info.ID] = m
+	if info.Transport == transportSSE {
+		h.sseConns++
+	}
 	h.setUserLocked(m, user)
 	for _, ch := range channels {
 		h.joinLocked(m, ch)
@@ -126,6 +130,9 @@ func (h *hub) Remove(id string) state {
 	}
 	h.setUserLocked(m, "")
 	delete(h.conns, id)
+	if m.info.Transport == transportSSE {
+		h.sseConns--
+	}
 	return st
 }
 
@@ -281,12 +288,20 @@ func (h *hub) publishLocal(to Targets, except string, f Delivery) int {
 	rs := (*p)[:0]
 	sse := false
 	h.mu.RLock()
-	h.eachLocked(to, func(m *member) {
-		if m.info.ID != except {
-			rs = append(rs, m.client)
-			sse = sse || m.info.Transport == transportSSE
-		}
-	})
+	if h.sseConns == 0 {
+		h.eachLocked(to, func(m *member) {
+			if m.info.ID != except {
+				rs = append(rs, m.client)
+			}
+		})
+	} else {
+		h.eachLocked(to, func(m *member) {
+			if m.info.ID != except {
+				rs = append(rs, m.client)
+				sse = sse || m.info.Transport == transportSSE
+			}
+		})
+	}
 	h.mu.RUnlock()
 	if sse {
 		f = f.withSSE() // its event too, made once, only for a publication that reaches one

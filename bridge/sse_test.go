@@ -5,10 +5,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -294,7 +296,8 @@ func TestSSEOpen(t *testing.T) {
 	t.Parallel()
 	b, url := sseBridge(t, func(c hookCall) (int, any) {
 		if c.Event.Type == EventOpen {
-			return 200, map[string]any{"user_id": "u1", "meta": map[string]any{"n": 1}, "join": []string{"news"}, "send": []string{"welcome", "two\nlines"}}
+			return 200, map[string]any{"user_id": "u1", "meta": map[string]any{"n": 1}, "join": []string{"news"}, "send": []string{"welcome", "two\nlines"},
+				"publish": []map[string]any{{"to": map[string]any{"channels": []string{"news"}}, "data": "u1 is here"}}}
 		}
 		return 204, nil
 	}, nil)
@@ -310,7 +313,7 @@ func TestSSEOpen(t *testing.T) {
 		h.Get("Content-Length") != "" || s.resp.ContentLength != -1 {
 		t.Errorf("response %d, headers %v", s.resp.StatusCode, h)
 	}
-	for _, want := range []string{"welcome", "two\nlines"} {
+	for _, want := range []string{"welcome", "two\nlines", "u1 is here"} {
 		if ev := s.event(t); ev.Type != "message" || ev.Data != want {
 			t.Errorf("event %+v, want message %q", ev, want)
 		}
@@ -427,6 +430,16 @@ func TestSSEPublicationEncodedOnce(t *testing.T) {
 	if d := <-got; d.sseIn {
 		t.Error("a publication to WebSockets alone made an SSE event")
 	}
+	// The hub counts its SSE members, so that a node without any never looks for them.
+	h.Remove("n.a")
+	h.Remove("n.b")
+	if h.sseConns != 0 {
+		t.Errorf("sseConns %d after every SSE member left, want 0", h.sseConns)
+	}
+	h.publishLocal(Targets{Channels: []string{"c"}}, "", newDelivery(Frame{Data: []byte("w")}))
+	if d := <-got; d.sseIn {
+		t.Error("a publication made an SSE event after every SSE member left")
+	}
 }
 
 type deliveryRecorder struct {
@@ -517,6 +530,41 @@ func TestSSERefusals(t *testing.T) {
 	}
 	if evs := down.end(t); len(evs) != 1 || evs[0].Retry != "5000" {
 		t.Errorf("PHP unreachable: events %+v, want one retry: 5000", evs)
+	}
+}
+
+// TestSSELimits: the node's connection limit and the per-address handshake rate apply to event
+// streams, and their "later" reaches an EventSource as retry: with the Retry-After delay.
+func TestSSELimits(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name  string
+		tweak func(*Config)
+		retry string
+	}{
+		{"MAX_CONNECTIONS", func(c *Config) { c.MaxConnections = 1 }, "5000"},
+		{"HANDSHAKE_RATE_PER_IP", func(c *Config) { c.HandshakeRatePerIP = 0.001; c.HandshakeBurstPerIP = 1 }, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, url := sseBridge(t, acceptAll, tc.tweak)
+			first := openSSE(t, nil, url, nil)
+			b.php.next(t, EventOpen)
+			later := openSSE(t, nil, url, nil)
+			evs := later.end(t)
+			if later.resp.StatusCode != 200 || len(evs) != 1 || evs[0].Retry == "" || (tc.retry != "" && evs[0].Retry != tc.retry) {
+				t.Errorf("second stream: %d %+v, want 200 and one retry: %s", later.resp.StatusCode, evs, tc.retry)
+			}
+			if ms, _ := strconv.Atoi(evs[0].Retry); ms < 1000 || ms%1000 != 0 {
+				t.Errorf("retry %q: want whole seconds of Retry-After, in ms", evs[0].Retry)
+			}
+			first.close()
+			b.php.next(t, EventClose)
+			select {
+			case c := <-b.php.calls:
+				t.Errorf("PHP got a %s webhook for the refused stream", c.Event.Type)
+			default:
+			}
+		})
 	}
 }
 
@@ -715,5 +763,36 @@ func TestSSEOverHTTP2(t *testing.T) {
 				t.Errorf("close webhook initiator %s", cl.Event.Initiator)
 			}
 		}
+	}
+}
+
+// BenchmarkHubPublishChannelSSE is BenchmarkHubPublishChannel with SSE members (half of them,
+// or all): the event is framed once per publication, beside the WebSocket frame.
+func BenchmarkHubPublishChannelSSE(b *testing.B) {
+	for _, share := range []struct {
+		name  string
+		every int // one member in every is an SSE connection
+	}{{"half", 2}, {"all", 1}} {
+		b.Run("10000-"+share.name, func(b *testing.B) {
+			const n = 10000
+			h := newHub("bench", NewMemoryBroker())
+			for i := range n {
+				id := fmt.Sprintf("bench.%d", i)
+				tr := transportWS
+				if i%share.every == 0 {
+					tr = transportSSE
+				}
+				h.Add(&benchClient{id: id}, connInfo{ID: id, Transport: tr}, &counters{}, "", nil, []string{"room"})
+			}
+			data := `{"type":"chat","text":"hello"}`
+			p := &Publication{To: Targets{Channels: []string{"room"}}, Data: &data}
+			b.ReportAllocs()
+			for b.Loop() {
+				if got, _ := h.Publish(context.Background(), p); got != n {
+					b.Fatalf("delivered %d, want %d", got, n)
+				}
+			}
+			b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "deliveries/s")
+		})
 	}
 }
