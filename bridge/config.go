@@ -143,7 +143,7 @@ type BrokerConfig struct {
 type HistoryConfig struct {
 	HistorySize     int           `env:"HISTORY_SIZE" envDefault:"0" desc:"Publications kept per channel, for recovery after a reconnect and GET /v1/channels/{name}/history; the oldest goes when one more comes. Only a publication to exactly one channel (to.channels with one name, nothing else) is kept and numbered. At most SEND_QUEUE-1 are sent in one recovery. 0: history is off."`
 	HistoryTTL      time.Duration `env:"HISTORY_TTL" envDefault:"5m" desc:"How long a publication is kept. A channel's record (its epoch and last offset) is kept for an hour after its last use, or HISTORY_TTL if longer, so that a client of a quiet channel resumes without loss being reported."`
-	HistoryChannels []string      `env:"HISTORY_CHANNELS" envDefault:"*" desc:"Comma-separated patterns (path.Match: * matches any run of characters but /) of the channels that keep history."`
+	HistoryChannels []string      `env:"HISTORY_CHANNELS" envDefault:"*" desc:"Comma-separated patterns of the channels that keep history: * alone is every channel; any other pattern is path.Match's (there * matches any run of characters but /, e.g. room:*, chat/*)."`
 }
 
 // ProcessConfig is the Process and logs section of Config.

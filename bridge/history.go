@@ -92,9 +92,9 @@ type history struct {
 	store    History
 	patterns []string
 	size     int
-	// maxRecover is the most publications one channel's recovery sends: the send queue must
-	// hold them with the sync notice, or the client would be dropped as a slow consumer on
-	// every reconnect.
+	// maxRecover is the most publications one recovery sends, all channels together: the send
+	// queue must hold them with the sync notice, or the client would be dropped as a slow
+	// consumer on every reconnect.
 	maxRecover int
 	sweep      func(context.Context) // the memory store's sweeper; nil for a broker's store
 	log        *slog.Logger
@@ -118,10 +118,11 @@ func newHistory(cfg *Config, broker Broker, log *slog.Logger) *history {
 	return h
 }
 
-// keeps reports whether channel ch keeps history (HISTORY_CHANNELS).
+// keeps reports whether channel ch keeps history (HISTORY_CHANNELS). "*" alone is every
+// channel, "/" included, as its default promises; other patterns are path.Match's.
 func (h *history) keeps(ch string) bool {
 	for _, p := range h.patterns {
-		if ok, _ := path.Match(p, ch); ok {
+		if ok, _ := path.Match(p, ch); ok || p == "*" {
 			return true
 		}
 	}

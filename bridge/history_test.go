@@ -408,13 +408,14 @@ func TestHistoryAPI(t *testing.T) {
 
 // Only a publication to exactly one history channel is numbered; it is kept once.
 func TestHistoryWhatGetsAPosition(t *testing.T) {
-	h := &history{patterns: []string{"a", "b"}, size: 10, maxRecover: 10, store: newMemoryHistory(10, time.Minute, nil)}
+	h := &history{patterns: []string{"a", "b/*"}, size: 10, maxRecover: 10, store: newMemoryHistory(10, time.Minute, nil)}
 	for _, tc := range []struct {
 		name string
 		to   Targets
 		pos  bool
 	}{
 		{"one channel", channels("a"), true},
+		{"a pattern", channels("b/1"), true},
 		{"one channel without history", channels("c"), false},
 		{"two channels", channels("a", "b"), false},
 		{"channel and user", Targets{Channels: []string{"a"}, Users: []string{"u"}}, false},
@@ -422,6 +423,9 @@ func TestHistoryWhatGetsAPosition(t *testing.T) {
 		{"user", Targets{Users: []string{"u"}}, false},
 		{"all", Targets{All: true}, false},
 	} {
+		if tc.name == "two channels" {
+			tc.to = channels("a", "b/1")
+		}
 		t.Run(tc.name, func(t *testing.T) {
 			s := "x"
 			_, pos, err := h.publish(context.Background(), newHub("n", NewMemoryBroker()), &Publication{To: tc.to, Data: &s})
@@ -556,5 +560,26 @@ func TestResumeTokenRoundTrip(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// "*", the default, keeps every channel, those with a "/" too; other patterns are path.Match's.
+func TestHistoryChannelPatterns(t *testing.T) {
+	for _, tc := range []struct {
+		patterns []string
+		ch       string
+		want     bool
+	}{
+		{[]string{"*"}, "news", true},
+		{[]string{"*"}, "room/42", true},
+		{[]string{"room:*"}, "room:42", true},
+		{[]string{"room:*"}, "lobby", false},
+		{[]string{"chat/*"}, "chat/a/b", false},
+		{[]string{"lobby", "chat/*"}, "chat/a", true},
+	} {
+		h := &history{patterns: tc.patterns}
+		if got := h.keeps(tc.ch); got != tc.want {
+			t.Errorf("patterns %q, channel %q: keeps %v, want %v", tc.patterns, tc.ch, got, tc.want)
+		}
 	}
 }
