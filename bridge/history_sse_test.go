@@ -1,11 +1,13 @@
 package bridge
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -153,5 +155,61 @@ func BenchmarkSSEResumeID(b *testing.B) {
 				buf = c.appendResumeID(buf[:0], d)
 			}
 		})
+	}
+}
+
+// TestHistorySSERecoveryRacesPublications is TestHistoryRecoveryRacesPublications over SSE:
+// the stream is dropped while publications keep coming, and reopened with the last event's id
+// as Last-Event-ID, over many rounds; every offset arrives once, in order.
+func TestHistorySSERecoveryRacesPublications(t *testing.T) {
+	b, u := sseBridge(t, joinFromQuery, func(c *Config) { c.HistorySize = 1000 })
+	const rounds, perRound = 30, 25
+	open := func(id string) *sseStream {
+		s := openSSE(t, nil, u+"?join=news", http.Header{"Last-Event-ID": {id}})
+		b.php.next(t, EventOpen)
+		ev := s.event(t)
+		if ev.Type != "sync" || !strings.Contains(ev.Data, `"recovered":true`) {
+			t.Fatalf("first event %+v, want sync, recovered", ev)
+		}
+		return s
+	}
+	s := openSSE(t, nil, u+"?join=news", nil)
+	b.php.next(t, EventOpen)
+	last := s.event(t).ID
+	var got []uint64
+	offset := uint64(0)
+	take := func(s *sseStream, upTo uint64) {
+		for offset < upTo {
+			ev := s.event(t)
+			offset = decodeID(t, ev.ID)["news"].Offset
+			got = append(got, offset)
+			last = ev.ID
+		}
+	}
+	total := uint64(0)
+	for r := 0; r < rounds; r++ {
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			for range perRound {
+				x := "x"
+				if _, err := b.srv.publish(context.Background(), &Publication{To: channels("news"), Data: &x}); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+		take(s, offset+uint64(r%3))
+		s.close()
+		s = open(last)
+		wg.Wait()
+		total += perRound
+		take(s, total)
+	}
+	for i, off := range got {
+		if off != uint64(i+1) {
+			t.Fatalf("offset %d arrived as the %dth publication: a gap or a duplicate", off, i+1)
+		}
+	}
+	if len(got) != rounds*perRound {
+		t.Fatalf("got %d publications, want %d", len(got), rounds*perRound)
 	}
 }
