@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -581,5 +582,97 @@ func TestHistoryChannelPatterns(t *testing.T) {
 		if got := h.keeps(tc.ch); got != tc.want {
 			t.Errorf("patterns %q, channel %q: keeps %v, want %v", tc.patterns, tc.ch, got, tc.want)
 		}
+	}
+}
+
+// gap's verdicts, by name.
+func TestHistoryGap(t *testing.T) {
+	e := "k3j9x2ab0q"
+	for _, tc := range []struct {
+		name       string
+		since, top Position
+		read, max  int
+		want       string
+	}{
+		{"nothing missed", Position{e, 5}, Position{e, 5}, 0, 10, ""},
+		{"all kept", Position{e, 2}, Position{e, 5}, 3, 10, ""},
+		{"from the start", Position{e, 0}, Position{e, 3}, 3, 10, ""},
+		{"epoch changed", Position{"other", 2}, Position{e, 5}, 0, 10, "epoch changed"},
+		{"ahead", Position{e, 6}, Position{e, 5}, 0, 10, "ahead"},
+		{"too many", Position{e, 0}, Position{e, 11}, 11, 10, "more publications missed"},
+		{"expired", Position{e, 2}, Position{e, 5}, 2, 10, "expired or evicted"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := gap(tc.since, tc.top, tc.read, tc.max); !strings.Contains(got, tc.want) || (tc.want == "") != (got == "") {
+				t.Fatalf("gap = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// historyBroker is a broker that keeps the history itself (the seam a cluster broker fills):
+// here a memory store that can be made to fail.
+type historyBroker struct {
+	*MemoryBroker
+	*memoryHistory
+	fail atomic.Bool
+}
+
+func (b *historyBroker) Append(ctx context.Context, ch string, f Frame) (Position, error) {
+	if b.fail.Load() {
+		return Position{}, fmt.Errorf("history store unreachable")
+	}
+	return b.memoryHistory.Append(ctx, ch, f)
+}
+
+func (b *historyBroker) Read(ctx context.Context, ch string, since Position, limit int) ([]HistoryEntry, Position, error) {
+	if b.fail.Load() {
+		return nil, Position{}, fmt.Errorf("history store unreachable")
+	}
+	return b.memoryHistory.Read(ctx, ch, since, limit)
+}
+
+// A broker that implements History takes the history over. When its store fails, a publication
+// is refused before anything is delivered (502), the API says so, and a recovery reports the
+// channel lost.
+func TestHistoryBrokerStore(t *testing.T) {
+	br := &historyBroker{MemoryBroker: NewMemoryBroker(), memoryHistory: newMemoryHistory(10, time.Minute, nil)}
+	php := newFakePHP(t, joinFromQuery)
+	cfg := testConfig(t, php.URL)
+	cfg.HistorySize = 10
+	b := &testBridge{srv: New(cfg, testLog(t), br), php: php}
+	b.public, b.internal = newServers(t, b.srv)
+	b.wsURL = "ws" + strings.TrimPrefix(b.public.URL, "http") + cfg.WSPaths[0]
+	if b.srv.hub.history.store != History(br) || b.srv.hub.history.sweep != nil {
+		t.Fatal("the broker's History was not taken, or the memory sweeper runs beside it")
+	}
+	c := dialFramed(t, b, "news", "")
+	b.php.next(t, EventOpen)
+	pos := readFramed(t, c).Positions
+	b.publishText(t, channels("news"), "kept by the broker")
+	if _, top, _ := br.memoryHistory.Read(context.Background(), "news", Position{}, 0); top.Offset != 1 {
+		t.Fatalf("the broker's store is at %+v, want offset 1", top)
+	}
+	readFramed(t, c)
+
+	br.fail.Store(true)
+	s := "not delivered"
+	var e struct{ Error, Detail string }
+	if st := b.api(t, "POST", "/v1/publish", Publication{To: channels("news"), Data: &s}, &e); st != http.StatusBadGateway || !strings.Contains(e.Detail, "unreachable") {
+		t.Fatalf("publish with the store down: %d %+v, want 502 saying why", st, e)
+	}
+	if st := b.api(t, "GET", "/v1/channels/news/history", nil, &e); st != http.StatusBadGateway {
+		t.Fatalf("history API with the store down: %d %+v, want 502", st, e)
+	}
+	c.CloseNow()
+	c = dialFramed(t, b, "news", resumeToken(pos))
+	b.php.next(t, EventOpen)
+	if sync := readFramed(t, c); sync.Recovered || strings.Join(sync.Lost, ",") != "news" {
+		t.Fatalf("sync with the store down %+v, want news lost", sync)
+	}
+	br.fail.Store(false)
+	b.publishText(t, channels("news"), "after")
+	if m := readFramed(t, c); deref(m.Data) != "after" {
+		t.Fatalf("got %+v: the refused publication reached the client", m)
 	}
 }
