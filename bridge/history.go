@@ -74,6 +74,9 @@ type ResumeRequest struct {
 	Error string `json:"error,omitempty"`
 }
 
+// errHistory marks a publication the history store refused: nothing of it was delivered.
+var errHistory = errors.New("keeping the publication in the history failed")
+
 // framedSubprotocol is the WebSocket subprotocol by which a client opts in to framed
 // messages and recovery (PROTOCOL.md). Raw-frame clients, which do not offer it, see nothing of
 // this file.
@@ -157,7 +160,7 @@ func (h *history) publish(ctx context.Context, hb *hub, p *Publication) (int, *P
 	defer mu.Unlock()
 	pos, err := h.store.Append(ctx, ch, Frame{Binary: d.Binary, Data: d.Data})
 	if err != nil {
-		return 0, nil, fmt.Errorf("history of channel %q: %w", ch, err)
+		return 0, nil, fmt.Errorf("%w of channel %q: %w", errHistory, ch, err)
 	}
 	st.channel, st.pos = ch, pos
 	return hb.publishLocal(p.To, p.Except, d), &pos, nil

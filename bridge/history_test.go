@@ -658,7 +658,7 @@ func TestHistoryBrokerStore(t *testing.T) {
 	br.fail.Store(true)
 	s := "not delivered"
 	var e struct{ Error, Detail string }
-	if st := b.api(t, "POST", "/v1/publish", Publication{To: channels("news"), Data: &s}, &e); st != http.StatusBadGateway || !strings.Contains(e.Detail, "unreachable") {
+	if st := b.api(t, "POST", "/v1/publish", Publication{To: channels("news"), Data: &s}, &e); st != http.StatusBadGateway || !strings.Contains(e.Detail, "not delivered: keeping the publication in the history failed") || !strings.Contains(e.Detail, "unreachable") {
 		t.Fatalf("publish with the store down: %d %+v, want 502 saying why", st, e)
 	}
 	if st := b.api(t, "GET", "/v1/channels/news/history", nil, &e); st != http.StatusBadGateway {

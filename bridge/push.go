@@ -165,7 +165,15 @@ func (s *Server) handlePublish(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			// Local delivery happened; only forwarding to other nodes failed.
 			s.log.Error("publish: broker failed", "err", err)
-			apiError(w, http.StatusBadGateway, "broker_error", fmt.Sprintf("delivered locally, but forwarding to other nodes failed: %v", err))
+			detail := fmt.Sprintf("delivered locally, but forwarding to other nodes failed: %v", err)
+			if errors.Is(err, errHistory) {
+				// Refused before delivery (history.go): say so, and what of a batch went out.
+				detail = fmt.Sprintf("not delivered (items before it were): %v", err)
+				if !batch {
+					detail = fmt.Sprintf("not delivered: %v", err)
+				}
+			}
+			apiError(w, http.StatusBadGateway, "broker_error", detail)
 			return
 		}
 		results[i] = publishResult{Delivered: n}
