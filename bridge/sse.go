@@ -188,6 +188,8 @@ func (c *sseConn) serve(base, client context.Context) {
 		}
 		select {
 		case <-c.wake:
+			// Something is written now: the keepalive is due SSE_KEEPALIVE after it.
+			keepalive.Reset(c.srv.cfg.SSEKeepalive)
 		case <-keepalive.C:
 			// A comment line: every SSE parser ignores it, and it is traffic to a proxy.
 			if !c.write(sseKeepalive) {

@@ -796,3 +796,56 @@ func BenchmarkHubPublishChannelSSE(b *testing.B) {
 		})
 	}
 }
+
+// TestSSESlowConsumerHTTP2: over HTTP/2 a stream whose client stops reading (its flow-control
+// window full) is closed as a slow consumer too, and cutting its blocked write resets that
+// stream alone: the connection's other stream goes on.
+func TestSSESlowConsumerHTTP2(t *testing.T) {
+	t.Parallel()
+	php := newFakePHP(t, acceptAll)
+	b := startTLSBridge(t, php, func(c *Config) { c.SSEPath = "/events"; c.SendQueue = 4 })
+	client := b.client(t, true)
+	slow := openSSE(t, client, "https://"+b.addr+"/events", nil)
+	slowID := php.next(t, EventOpen).Event.ConnectionID
+	other := openSSE(t, client, "https://"+b.addr+"/events", nil)
+	otherID := php.next(t, EventOpen).Event.ConnectionID
+	if slow.resp.Proto != "HTTP/2.0" {
+		t.Fatalf("%s, want HTTP/2.0", slow.resp.Proto)
+	}
+	big := strings.Repeat("z", 64<<10)
+	deadline := time.Now().Add(waitLimit)
+	for closed := false; !closed; {
+		req, _ := http.NewRequest("POST", "http://"+b.internal+"/v1/publish",
+			strings.NewReader(`{"to":{"connections":["`+slowID+`"]},"data":"`+big+`"}`))
+		req.Header.Set("Content-Type", "application/json")
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		select {
+		case c := <-php.calls:
+			if c.Event.Type != EventClose {
+				continue
+			}
+			if c.Event.ConnectionID != slowID || c.Event.Initiator != InitiatorSlowConsumer {
+				t.Fatalf("close webhook for %s by %s, want %s by slow_consumer", c.Event.ConnectionID, c.Event.Initiator, slowID)
+			}
+			closed = true
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the stream that does not read was not closed")
+		}
+	}
+	req, _ := http.NewRequest("POST", "http://"+b.internal+"/v1/publish", strings.NewReader(`{"to":{"connections":["`+otherID+`"]},"data":"still here"}`))
+	req.Header.Set("Content-Type", "application/json")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if ev := other.event(t); ev.Data != "still here" {
+		t.Errorf("the other stream got %+v", ev)
+	}
+}
