@@ -59,6 +59,11 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	ws.SetReadLimit(s.cfg.MaxMessageSize)
 	c.wire = cw.conn // its owner, c, was set in Hijack, before anything read the socket
 	c.wire.PerMessageDeflate = strings.HasPrefix(w.Header().Get("Sec-WebSocket-Extensions"), "permessage-deflate")
+	if deref(o.reply.Subprotocol) == framedSubprotocol {
+		// Only ever set to true, and only while the hub sees the connection's recovery in its
+		// place (history.go), so no reader of framed runs concurrently with this write.
+		c.framed = true
+	}
 	c.setSocket(ws)
 	s.runSession(c, o, c.run)
 }

@@ -43,13 +43,16 @@ var publicAPI = []string{
 	// Cluster brokers' optional interfaces (cluster.go) and what they carry.
 	"AppPublisher", "ChannelPage", "ClusterState", "ClusterTotals", "ConnPage", "ConnQuery",
 	"ConnRecord", "Heartbeat", "NodeLiveness",
+	// History (history.go): a broker that keeps the cluster's history implements History; a
+	// publication's Position crosses between nodes in its Envelope.
+	"History", "HistoryConfig", "HistoryEntry", "Position",
 
 	// The contract with PHP (docs/PROTOCOL.md): webhook bodies and headers, replies, signatures.
 	"Event", "EventClose", "EventMessage", "EventOpen", "EventType", "Frame", "Frame.MarshalJSON",
 	"Frame.UnmarshalJSON", "HandshakeRequest", "HeaderAttempt", "HeaderConnection",
 	"HeaderEvent", "HeaderEventID", "HeaderSignature", "Initiator", "InitiatorAPI",
 	"InitiatorClient", "InitiatorPHP", "InitiatorServer", "InitiatorShutdown",
-	"InitiatorNodeLost", "InitiatorSlowConsumer", "Reply", "Sign", "Verify",
+	"InitiatorNodeLost", "InitiatorSlowConsumer", "Reply", "ResumeRequest", "Sign", "Verify",
 
 	// Delivery stays exported only while the raw-frame fast path (wsframe.go) moves into
 	// bridge/internal/wsraw; it is what the hub hands to its recipients, not an embedding API.

@@ -63,6 +63,9 @@ type Envelope struct {
 	Targets     Targets       `json:"targets,omitempty"`
 	Channel     string        `json:"channel,omitempty"`
 	Close       *CloseRequest `json:"close,omitempty"`
+	// Position is the publication's position in its channel's history, given by the
+	// publishing node (history.go); nodes that do not keep history ignore it.
+	Position *Position `json:"position,omitempty"`
 }
 
 // ErrEnvelopeVersion marks an envelope refused for its version (see Envelope.check).

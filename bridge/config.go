@@ -43,6 +43,7 @@ type Config struct {
 	ConnConfig    `section:"Connections" desc:"How each open connection is served: its send queue, compression, write timeout and keepalive pings."`
 	SSEConfig     `section:"Server-Sent Events" desc:"The SSE endpoint (docs/PROTOCOL.md, \"Server-Sent Events\"): a receive-only transport over one long HTTP response, with the same session, limits and webhooks as a WebSocket."`
 	BrokerConfig  `section:"Broker" desc:"How this node shares pushes and connection state with the other nodes, and its name among them."`
+	HistoryConfig `section:"History" desc:"Channel publications kept and numbered, so that a client that reconnects gets what it missed (docs/PROTOCOL.md, History and recovery)."`
 	ProcessConfig `section:"Process and logs" desc:"Shutdown and logging."`
 }
 
@@ -140,6 +141,13 @@ type BrokerConfig struct {
 	NatsURL       string        `env:"NATS_URL" desc:"With BROKER=nats: the NATS servers, e.g. nats://127.0.0.1:4222 (comma-separated list allowed)."`
 	ClusterPrefix string        `env:"CLUSTER_PREFIX" envDefault:"wsbridge" desc:"Prefix of every Redis key and channel and NATS subject of the cluster (letters, digits, - and _; at most 64). Clusters that share an engine need different prefixes; PHP publishes to <prefix>:publish (Redis) or <prefix>.publish (NATS)."`
 	NodeTimeout   time.Duration `env:"NODE_TIMEOUT" envDefault:"10s" desc:"With BROKER=redis or nats: a node silent this long is dead, and a surviving node sends the close webhooks (initiator node_lost) of its connections. Nodes beat every third of it. At least 3 times BROKER_TIMEOUT is wise, so that a slow engine does not look like a dead node."`
+}
+
+// HistoryConfig is the History section of Config.
+type HistoryConfig struct {
+	HistorySize     int           `env:"HISTORY_SIZE" envDefault:"0" desc:"Publications kept per channel, for recovery after a reconnect and GET /v1/channels/{name}/history; the oldest goes when one more comes. Only a publication to exactly one channel (to.channels with one name, nothing else) is kept and numbered. At most SEND_QUEUE-1 are sent in one recovery. 0: history is off."`
+	HistoryTTL      time.Duration `env:"HISTORY_TTL" envDefault:"5m" desc:"How long a publication is kept. A channel's record (its epoch and last offset) is kept for an hour after its last use, or HISTORY_TTL if longer, so that a client of a quiet channel resumes without loss being reported."`
+	HistoryChannels []string      `env:"HISTORY_CHANNELS" envDefault:"*" desc:"Comma-separated patterns of the channels that keep history: * alone is every channel; any other pattern is path.Match's (there * matches any run of characters but /, e.g. room:*, chat/*)."`
 }
 
 // ProcessConfig is the Process and logs section of Config.
@@ -289,6 +297,7 @@ func (c *Config) validate() []problem {
 	c.ConnConfig.check(&ps)
 	c.SSEConfig.check(&ps, c.WSPaths)
 	c.BrokerConfig.check(&ps)
+	c.HistoryConfig.check(&ps)
 	c.ProcessConfig.check(&ps)
 	return ps
 }
@@ -505,6 +514,19 @@ func redactURL(raw string) string {
 		return u.Redacted()
 	}
 	return "(unparseable URL)"
+}
+
+func (s *HistoryConfig) check(ps *problems) {
+	ps.nonNegative("HISTORY_SIZE", s.HistorySize)
+	ps.duration("HISTORY_TTL", s.HistoryTTL)
+	if len(s.HistoryChannels) == 0 {
+		ps.add("HISTORY_CHANNELS", "names no pattern: use * for every channel")
+	}
+	for _, p := range s.HistoryChannels {
+		if _, err := path.Match(p, ""); err != nil || p == "" {
+			ps.add("HISTORY_CHANNELS", "pattern %q is not a valid path.Match pattern", p)
+		}
+	}
 }
 
 func (s *ProcessConfig) check(ps *problems) {

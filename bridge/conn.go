@@ -28,6 +28,9 @@ type conn struct {
 	ws    *websocket.Conn
 	wire  *wsraw.Conn // the socket under ws; the writer corks it during a burst
 	burst bool        // the writer is gathering a burst (owned by the writer)
+	// framed: the client chose wsbridge.v1+json, and every frame goes to it as JSON that says
+	// its channel and position (history.go). Set before the writer starts; in burst's padding.
+	framed bool
 
 	// scan follows the frames the client sends, for MESSAGE_RATE (wsraw.FrameScan); used only by
 	// whoever reads the socket (coder/websocket serialises its readers).

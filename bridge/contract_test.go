@@ -101,12 +101,23 @@ func goldenWebhooks() map[string]*Event {
 	text := goldenMessage("ZKQ6W7DSQ7VQ2PZ5N7Z6BVB4EA", 1, false, []byte(`{"type":"say","text":"<b>héllo</b> & 😀`+"\u2028"+`"}`))
 	binary := goldenMessage("M2V5NQ3WZ7YF6R4XKD2TBHPJLA", 2, true, []byte("\x00\xff\xfebin\n"))
 
+	// A wsbridge.v1+json client that resumes (history.go), and one whose token was unreadable.
+	resume := goldenEvent(EventOpen, "Q7M2XKZ4BV6TNR3WDHY5JLPAEC", state{})
+	resume.Request = &HandshakeRequest{Method: "GET", Path: "/ws", Query: "lastEventId=eyJuZXdzIjp7ImVwb2NoIjoiazNqOXgyYWIwcSIsIm9mZnNldCI6OH19",
+		Headers: map[string]string{}, RemoteAddr: "203.0.113.7:53122", Subprotocols: []string{framedSubprotocol}}
+	resume.Resume = &ResumeRequest{Positions: map[string]Position{"news": {Epoch: "k3j9x2ab0q", Offset: 8}, "room:42": {Epoch: "p0z8w4m1rt", Offset: 0}}}
+	resumeBad := goldenEvent(EventOpen, "T3BN6WQ2ZK7XMV4RJD5HYLPAEC", state{})
+	resumeBad.Request = &HandshakeRequest{Method: "GET", Path: "/ws", Query: "lastEventId=%25%25", Headers: map[string]string{}, RemoteAddr: "203.0.113.7:53122", Subprotocols: []string{framedSubprotocol}}
+	resumeBad.Resume = &ResumeRequest{Positions: map[string]Position{}, Error: "resume token is not base64url without padding"}
+
 	w := map[string]*Event{
-		"webhook_open":           open,
-		"webhook_open_bare":      bare,
-		"webhook_open_sse":       sse,
-		"webhook_message_text":   text,
-		"webhook_message_binary": binary,
+		"webhook_open":              open,
+		"webhook_open_resume":       resume,
+		"webhook_open_resume_error": resumeBad,
+		"webhook_open_bare":         bare,
+		"webhook_open_sse":          sse,
+		"webhook_message_text":      text,
+		"webhook_message_binary":    binary,
 		// A client that leaves while PHP accepted it: no state, no time, no messages.
 		"webhook_close_client_left": goldenClose("6CQW4GZ3YBNJ7T2VXK5RMDHLPE", state{Channels: []string{}}, 1006, "client left during the handshake", InitiatorClient, 0, 0, 0),
 	}

@@ -13,9 +13,10 @@ package bridge
 // transport that does not take it.
 //
 // Deliveries are passed by value to every recipient and wait by value in send queues, so the
-// fields are packed: the three flags and wsZ share one word (56 bytes in all). A transport that
-// needs an encoding of its own (an SSE event, a Pusher envelope) adds a field for it here and
-// has the hub make it in publishLocal next to the WebSocket ones; its Send then picks the field.
+// fields are packed: the three flags and wsZ share one word (64 bytes in all, one cache line). A
+// transport that needs an encoding of its own (an SSE event, a Pusher envelope) adds a field for
+// it here and has the hub make it in publishLocal next to the WebSocket ones; its Send then picks
+// the field.
 type Delivery struct {
 	Binary bool
 	// queue asks the client to leave the delivery to its writer rather than write it on the
@@ -32,6 +33,9 @@ type Delivery struct {
 	// ws is the WebSocket frame as sent, when already encoded (wsframe.go), followed by its
 	// compressed form when wsZ > 0.
 	ws []byte
+	// hist is set on every publication while history is on (history.go): the channel and
+	// position, when it has one, and the frame for wsbridge.v1+json clients, made once.
+	hist *stamped
 }
 
 // newDelivery wraps a frame PHP sent, not yet encoded for any transport.

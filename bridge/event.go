@@ -49,6 +49,7 @@ type Event struct {
 
 	// open
 	Request *HandshakeRequest `json:"request,omitempty"`
+	Resume  *ResumeRequest    `json:"resume,omitempty"` // what the client asks to resume (history.go)
 
 	// message
 	Data       *string `json:"data,omitempty"`

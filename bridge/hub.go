@@ -74,6 +74,8 @@ type hub struct {
 	// deflateMin: publications of at least this many bytes are also compressed, once, for the
 	// connections that negotiated permessage-deflate (0: COMPRESSION off).
 	deflateMin int
+	// history numbers and keeps channel publications (history.go); nil: HISTORY_SIZE 0.
+	history *history
 
 	// fanning counts big publications (fanoutChunk recipients or more) being sent right now,
 	// and writing the connections' writers running now (conn.drain): together, whether frames
@@ -263,6 +265,13 @@ func removeFrom(index map[string]map[string]*member, key, id string) {
 // Publish delivers p to the local connections it targets and forwards it to the other nodes.
 // It returns the number of local connections the frame was queued for.
 func (h *hub) Publish(ctx context.Context, p *Publication) (int, error) {
+	if h.history != nil {
+		n, pos, err := h.history.publish(ctx, h, p) // numbered, kept, then delivered (history.go)
+		if err != nil {
+			return 0, err
+		}
+		return n, h.broker.Publish(ctx, Envelope{Origin: h.node, Op: OpPublish, Publication: p, Position: pos})
+	}
 	n := h.publishLocal(p.To, p.Except, newDelivery(p.frame()))
 	return n, h.broker.Publish(ctx, Envelope{Origin: h.node, Op: OpPublish, Publication: p})
 }
@@ -435,6 +444,9 @@ func (h *hub) Subscribe(ctx context.Context, channel string, to Targets, leave b
 	if err != nil {
 		return 0, err
 	}
+	if !leave {
+		h.history.joined(ctx, h, []string{channel}, to) // history.go
+	}
 	op := OpJoin
 	if leave {
 		op = OpLeave
@@ -499,7 +511,9 @@ func (h *hub) Deliver(e Envelope) {
 	}
 	switch e.Op {
 	case OpPublish:
-		if e.Publication != nil {
+		if e.Publication != nil && h.history != nil {
+			h.history.deliver(h, e)
+		} else if e.Publication != nil {
 			h.publishLocal(e.Publication.To, e.Publication.Except, newDelivery(e.Publication.frame()))
 		}
 	case OpClose:

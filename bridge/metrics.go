@@ -41,6 +41,7 @@ type metrics struct {
 	// The cluster's (cluster_server.go).
 	nodesClaimed      prometheus.Counter
 	appPublishRefused prometheus.Counter
+	recoveries        *prometheus.CounterVec // result (history.go)
 }
 
 // Reasons an upgrade is refused, as the rejected metric labels them.
@@ -113,6 +114,7 @@ func newMetrics() *metrics {
 		envelopesRefused:  counter("wsbridge_broker_envelopes_refused_total", "Envelopes from other nodes refused unapplied: a newer version than this node knows (a rolling upgrade under way), or malformed. Each is also logged."),
 		nodesClaimed:      counter("wsbridge_cluster_nodes_claimed_total", "Silent nodes whose connections this node claimed, to send their close webhooks (initiator node_lost)."),
 		appPublishRefused: counter("wsbridge_app_publishes_refused_total", "Publications PHP sent through the engine (<prefix>:publish) refused unapplied, as the push API would refuse them. Each is also logged."),
+		recoveries:        counterVec("wsbridge_history_recoveries_total", "Clients that asked to resume, by result: recovered (everything missed sent), lost (told to reload).", "result"),
 	}
 	f(m.webhookDuration)
 	f(collectors.NewGoCollector())
@@ -126,6 +128,8 @@ func newMetrics() *metrics {
 		m.webhookRetries.WithLabelValues(string(ev))
 		m.webhookDuration.WithLabelValues(string(ev))
 	}
+	m.recoveries.WithLabelValues("recovered")
+	m.recoveries.WithLabelValues("lost")
 	for _, r := range []string{rejectOrigin, rejectDraining, rejectLimit, rejectPHP, rejectUnavailable, rejectMalformed, rejectUpgradeFailed, rejectBadHandshake, rejectHandshakeRate} {
 		m.rejected.WithLabelValues(r)
 	}

@@ -29,6 +29,7 @@ func (s *Server) InternalHandler() http.Handler {
 	api.HandleFunc("GET /v1/connections", s.handleListConnections)
 	api.HandleFunc("GET /v1/connections/{id}", s.handleConnection)
 	api.HandleFunc("GET /v1/channels/{name}", s.handleChannel)
+	api.HandleFunc("GET /v1/channels/{name}/history", s.handleHistory)
 	api.HandleFunc("GET /v1/stats", s.handleStats)
 	api.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no endpoint %s %s", r.Method, r.URL.Path))
@@ -137,7 +138,15 @@ func (s *Server) handlePublish(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			// Local delivery happened; only forwarding to other nodes failed.
 			s.log.Error("publish: broker failed", "err", err)
-			apiError(w, http.StatusBadGateway, "broker_error", fmt.Sprintf("delivered locally, but forwarding to other nodes failed: %v", err))
+			detail := fmt.Sprintf("delivered locally, but forwarding to other nodes failed: %v", err)
+			if errors.Is(err, errHistory) {
+				// Refused before delivery (history.go): say so, and what of a batch went out.
+				detail = fmt.Sprintf("not delivered (items before it were): %v", err)
+				if !batch {
+					detail = fmt.Sprintf("not delivered: %v", err)
+				}
+			}
+			apiError(w, http.StatusBadGateway, "broker_error", detail)
 			return
 		}
 		results[i] = publishResult{Delivered: n}

@@ -93,6 +93,7 @@ func New(cfg Config, log *slog.Logger, broker Broker) *Server {
 		admission:    admission{max: cfg.MaxConnections, maxPerIP: cfg.MaxConnectionsPerIP, perIP: map[string]int{}},
 	}
 	s.hub.maxChannels = cfg.MaxChannels
+	s.hub.history = newHistory(s.cfg, broker, s.log)
 	s.brokerTimeout = bounded.timeout
 	s.handshakes = newHandshakeLimits(cfg.MaxPendingHandshakesPerIP, cfg.HandshakeRatePerIP, cfg.HandshakeBurstPerIP)
 	s.trusted, _ = parseTrusted(cfg.TrustedProxies) // validated by LoadConfig
@@ -168,6 +169,7 @@ func (s *Server) apply(ctx context.Context, c transport, r *Reply) error {
 			}
 			return err
 		}
+		s.hub.history.joined(ctx, s.hub, r.Join, Targets{Connections: []string{c.ID()}}) // history.go
 	}
 	if len(r.Send) > 0 {
 		c.sendReply(r.Send)
@@ -293,6 +295,7 @@ func (s *Server) Serve(ctx context.Context, public, internal net.Listener) error
 	brokerDone := make(chan error, 1)
 	go func() { brokerDone <- s.broker.Run(brokerCtx, s.node, s.deliver) }()
 	clusterDone := s.runCluster(brokerCtx)
+	defer s.sweepHistory(brokerCtx)()
 
 	errc := make(chan error, 2)
 	go func() { errc <- fmt.Errorf("public listener: %w", servePublic(pub, public)) }()

@@ -93,7 +93,8 @@ func (ss *session) closeInfo() (int, string, Initiator) {
 // opening is what openSession learnt that the rest of the session needs once.
 type opening struct {
 	reply  *Reply
-	client string // the address per-address limits count, for logs
+	client string    // the address per-address limits count, for logs
+	rec    *recovery // holds live deliveries until the missed ones are out (history.go); nil: none
 }
 
 // openSession admits the client of r, asks PHP in the open webhook whether it may connect,
@@ -178,6 +179,7 @@ func (s *Server) openSession(w http.ResponseWriter, r *http.Request, t transport
 		RemoteAddr:   cl.remote,
 		Subprotocols: offered,
 	}
+	ev.Resume = s.resumeAsked(r, t.kind(), offered)
 
 	// The open webhook is bound by HANDSHAKE_TIMEOUT and the server's life, not by the
 	// request: a client that leaves while PHP decides must not cut PHP off mid-answer, for PHP
@@ -211,6 +213,7 @@ func (s *Server) openSession(w http.ResponseWriter, r *http.Request, t transport
 		return opening{}, false
 	}
 	reply := res.Reply
+	s.pickFramed(t.kind(), reply, offered)
 	if reply.Subprotocol != nil && *reply.Subprotocol != "" && !slices.Contains(offered, *reply.Subprotocol) {
 		s.refuseMalformedOpen(w, ss, ev, errors.New(`"subprotocol" names one the client did not offer`))
 		return opening{}, false
@@ -219,7 +222,12 @@ func (s *Server) openSession(w http.ResponseWriter, r *http.Request, t transport
 	// Register before the transport accepts, so that from the moment the client sees the
 	// connection open, pushes reach it and presence lists it.
 	ss.opened = time.Now()
-	s.hub.Add(t, connInfo{ID: id, RemoteAddr: cl.remote, Path: r.URL.Path, Subprotocol: deref(reply.Subprotocol), Transport: t.kind(), ConnectedAt: ss.opened},
+	rec := s.recoveryFor(t, reply, ev.Resume)
+	var member recipient = t
+	if rec != nil {
+		member = rec
+	}
+	s.hub.Add(member, connInfo{ID: id, RemoteAddr: cl.remote, Path: r.URL.Path, Subprotocol: deref(reply.Subprotocol), Transport: t.kind(), ConnectedAt: ss.opened},
 		&ss.counters, deref(reply.UserID), reply.Meta, reply.Join)
 	registered = true
 	if r.Context().Err() != nil {
@@ -228,7 +236,7 @@ func (s *Server) openSession(w http.ResponseWriter, r *http.Request, t transport
 		s.abortSession(t, int(websocket.StatusAbnormalClosure), "client left during the handshake", InitiatorClient)
 		return opening{}, false
 	}
-	return opening{reply: reply, client: ip}, true
+	return opening{reply: reply, client: ip, rec: rec}, true
 }
 
 // refuseMalformedOpen answers 502: PHP said yes in a way that cannot be carried out, and
@@ -275,6 +283,9 @@ func (s *Server) startSession(t transport, o opening) {
 		t.Close(1001, "server shutdown", InitiatorShutdown)
 	}
 	ss.log.Debug("connection opened", "user", deref(o.reply.UserID), "client", o.client)
+	if o.rec != nil {
+		o.rec.run(s.base) // what it missed goes before the open reply's frames and anything live
+	}
 	s.apply(s.base, t, &Reply{Send: o.reply.Send, Publish: o.reply.Publish, Close: o.reply.Close})
 }
 

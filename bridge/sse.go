@@ -36,6 +36,9 @@ type sseConn struct {
 	wake chan struct{}
 	w    http.ResponseWriter
 	rc   *http.ResponseController
+	// positions is where the client stands in its history channels, the id: of its events
+	// (history.go, appendResumeID); written by the handler only. nil: history is off.
+	positions map[string]Position
 	// ended is set, under closeMu, when the handler is about to return: the response is then
 	// net/http's again, and dropSlow must not touch it (over HTTP/2 it would panic).
 	ended bool
@@ -217,9 +220,13 @@ func (c *sseConn) writeQueued() bool {
 		if !ok {
 			break
 		}
-		if f.sseIn {
+		buf = c.appendResumeID(buf, f)
+		switch {
+		case f.hist != nil && f.hist.notice:
+			buf = appendSSENotice(buf, f)
+		case f.sseIn:
 			buf = append(buf, f.sseEvent()...)
-		} else {
+		default:
 			buf = appendSSEEvent(buf, f)
 		}
 		n++
@@ -336,7 +343,7 @@ func indexLineBreak(b []byte) int {
 
 // withSSE returns f with its SSE event made, for a publication with SSE recipients
 // (hub.publishLocal). The event follows f's WebSocket frames in one buffer, past the end of ws
-// and within its capacity, and sseIn says it is there: Delivery keeps its size (56 bytes), and
+// and within its capacity, and sseIn says it is there: Delivery keeps its size (no field of its own), and
 // every recipient shares the one encoding.
 func (f Delivery) withSSE() Delivery {
 	b := make([]byte, len(f.ws), len(f.ws)+sseEventSize(f))

@@ -354,6 +354,9 @@ func (c *conn) write(f Delivery) bool {
 // and f is big enough (a publication brings them compressed already; a reply's frame, for this
 // connection alone, is compressed here), else plain.
 func (c *conn) encode(f Delivery) []byte {
+	if c.framed {
+		return f.framedFrame() // never compressed: its bytes are shared by framed recipients
+	}
 	if c.wire.PerMessageDeflate && len(f.Data) >= c.srv.cfg.CompressionThreshold {
 		return f.deflatedFrame()
 	}

@@ -94,8 +94,10 @@ func runBrowser(t *testing.T, fastcgi bool) {
 			"WSBRIDGE_API_TOKEN":       token,
 			// As the docs say: at or below the FPM pool (pm.max_children = 4 below).
 			"WSBRIDGE_WEBHOOK_CONCURRENCY": "3",
-			// The notify page's SSE mode (?transport=sse) opens /events.
-			"WSBRIDGE_SSE_PATH": "/events",
+			// The notify page's SSE mode (?transport=sse) opens /events, and recovers what
+			// was pushed while it was offline from the channel's history.
+			"WSBRIDGE_SSE_PATH":     "/events",
+			"WSBRIDGE_HISTORY_SIZE": "100",
 		})
 	}
 	ng := startNginx(t, nginx, dir, sock, apps)

@@ -69,7 +69,11 @@ abstract class Event
             array_key_exists('transport', $d) ? self::str($d, 'transport') : 'ws',
         ];
         return match ($d['type'] ?? null) {
-            'open' => new OpenEvent(...$common, request: Request::fromArray(self::object($d, 'request'))),
+            'open' => new OpenEvent(
+                ...$common,
+                request: Request::fromArray(self::object($d, 'request')),
+                resume: array_key_exists('resume', $d) ? Resume::fromArray(self::object($d, 'resume')) : null,
+            ),
             'message' => self::message($common, $d),
             'close' => new CloseEvent(
                 ...$common,

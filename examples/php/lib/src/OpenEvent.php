@@ -19,6 +19,8 @@ final class OpenEvent extends Event
         string $time,
         string $transport,
         public readonly Request $request,
+        /** What the client asks to resume; null when it asks nothing (docs/PROTOCOL.md). */
+        public readonly ?Resume $resume = null,
     ) {
         parent::__construct($eventId, $connectionId, $userId, $meta, $channels, $time, $transport);
     }

@@ -111,6 +111,12 @@ final class ContractTest extends TestCase
                 'remote_addr' => $r->remoteAddr,
                 'subprotocols' => $r->subprotocols,
             ];
+            if ($e->resume !== null) {
+                $w['resume'] = ['positions' => $e->resume->positions];
+                if ($e->resume->error !== null) {
+                    $w['resume']['error'] = $e->resume->error;
+                }
+            }
         } elseif ($e instanceof MessageEvent) {
             $w[$e->binary ? 'data_base64' : 'data'] = $e->binary ? base64_encode($e->data) : $e->data;
             $w['binary'] = $e->binary;

@@ -36,7 +36,10 @@ function connectSSE() {
   // answer); it gives up only on a refusal (401: logged out), which a reload answers.
   const es = new EventSource('/events');
   es.onopen = () => setStatus('open', 'live (SSE)');
-  es.onmessage = (e) => show(e.data);
+  es.onmessage = (e) => {
+    window.notifyLastEventId = e.lastEventId; // for the browser test: what a reconnect sends
+    show(e.data);
+  };
   es.onerror = () => {
     if (es.readyState === EventSource.CLOSED) setStatus('closed', 'disconnected: reload the page');
     else setStatus('reconnecting', 'reconnecting…');
@@ -50,9 +53,16 @@ function connectSSE() {
       setStatus('closed', `closed: ${reason}`, code);
     }
   });
-  // Recovery after being offline (message history, WSBRIDGE_HISTORY_SIZE): the browser sends
-  // the last event's id (Last-Event-ID) when it reconnects, and wsbridge replays what was
-  // missed; what the page must do when it cannot be recovered goes here.
+  // Recovery after being offline (WSBRIDGE_HISTORY_SIZE): each event carries an id, the browser
+  // sends the last one back (Last-Event-ID) when it reconnects, and wsbridge sends what was
+  // missed before anything new. The stream begins with a "sync" event that says whether it
+  // could; when not (gone from the history, or wsbridge restarted), the page reloads its list.
+  es.addEventListener('sync', (e) => {
+    const { recovered, lost } = JSON.parse(e.data);
+    status.dataset.recovered = String(recovered);
+    // An app would reload its list from its database; this one has none and starts afresh.
+    if (!recovered && lost.length > 0) location.reload();
+  });
 }
 
 // Send without leaving the page, so the notification shows up here when sent to yourself.

@@ -31,4 +31,6 @@ if (!is_string($user)) {
     Reply::reject(401, 'log in first')->emit($event);
     exit;
 }
-Reply::accept()->user($user)->emit($event); // with the event: its id is echoed
+// The user's own channel, joined at open: a publication to one channel is numbered and kept when
+// wsbridge keeps history (WSBRIDGE_HISTORY_SIZE), so a page that was offline gets what it missed.
+Reply::accept()->user($user)->join(notify_channel($user))->emit($event); // with the event: its id is echoed
