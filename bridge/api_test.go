@@ -22,7 +22,7 @@ var publicAPI = []string{
 	// variables. The sections are exported so that a composite literal can name them.
 	"BrokerConfig", "Config", "ConfigError", "ConfigError.Error", "ConfigUsage", "ConfigVar",
 	"ConfigVars", "ConnConfig", "EnvPrefix", "LimitConfig", "ListenConfig", "LoadConfig",
-	"ProcessConfig", "PushAPIConfig", "PushAPIConfig.InternalIsLocal", "TLSConfig",
+	"ProcessConfig", "PushAPIConfig", "PushAPIConfig.InternalIsLocal", "PusherConfig", "TLSConfig",
 	"WebhookConfig",
 
 	// The server and its listeners.
