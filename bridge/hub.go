@@ -73,6 +73,8 @@ type hub struct {
 	// deflateMin: publications of at least this many bytes are also compressed, once, for the
 	// connections that negotiated permessage-deflate (0: COMPRESSION off).
 	deflateMin int
+	// pusher: the Pusher mode is on, and publications carry their Pusher envelope too.
+	pusher bool
 
 	// fanning counts big publications (fanoutChunk recipients or more) being sent right now,
 	// and writing the connections' writers running now (conn.drain): together, whether frames
@@ -241,7 +243,7 @@ func removeFrom(index map[string]map[string]*member, key, id string) {
 // Publish delivers p to the local connections it targets and forwards it to the other nodes.
 // It returns the number of local connections the frame was queued for.
 func (h *hub) Publish(ctx context.Context, p *Publication) (int, error) {
-	n := h.publishLocal(p.To, p.Except, newDelivery(p.frame()))
+	n := h.publishLocal(p.To, p.Except, h.publicationDelivery(p))
 	return n, h.broker.Publish(ctx, Envelope{Origin: h.node, Op: OpPublish, Publication: p})
 }
 
@@ -463,7 +465,7 @@ func (h *hub) Deliver(e Envelope) {
 	switch e.Op {
 	case OpPublish:
 		if e.Publication != nil {
-			h.publishLocal(e.Publication.To, e.Publication.Except, newDelivery(e.Publication.frame()))
+			h.publishLocal(e.Publication.To, e.Publication.Except, h.publicationDelivery(e.Publication))
 		}
 	case OpClose:
 		if e.Close != nil {
