@@ -56,6 +56,24 @@ switch ($path) {
         }
         exit;
 
+    case '/webhook':
+        // wsbridge's own webhooks (WSBRIDGE_WEBHOOK_URL). The open webhook comes before the
+        // upgrade, with the handshake's cookies: the connection gets the session's user (a
+        // presence subscription must then be as that user). A real app verifies WsBridge-Signature
+        // first (docs/php.md) and may answer 403 to refuse the connection outright.
+        $event = json_decode((string) file_get_contents('php://input'), true);
+        if (($event['type'] ?? '') === 'open') {
+            parse_str(strtr($event['request']['headers']['Cookie'] ?? '', ['; ' => '&']), $cookies);
+            $who = (string) ($cookies['demo_user'] ?? '');
+            if (preg_match('/\A[a-z]{1,32}\z/', $who) === 1) {
+                header('Content-Type: application/json');
+                echo json_encode(['user_id' => $who]);
+                exit;
+            }
+        }
+        http_response_code(204);
+        exit;
+
     case '/':
         header('Content-Type: text/html; charset=utf-8');
         $me = json_encode($user);
