@@ -124,6 +124,17 @@ func (s *Server) servePusher(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if code, msg := s.pusherCheckURL(r); code != 0 {
+		// No session, but not free either: the refusal holds a socket for its close handshake,
+		// so it counts against the per-address handshake limits as an upgrade does.
+		done, limit := s.handshakes.begin(s.clientOf(r).ip)
+		if limit != "" {
+			s.metrics.rejected.WithLabelValues(rejectHandshakeRate).Inc()
+			w.Header().Set("Retry-After", s.handshakes.retryAfter(limit))
+			http.Error(w, "too many handshakes from your address", http.StatusTooManyRequests)
+			return
+		}
+		defer done()
+		s.metrics.rejected.WithLabelValues(rejectBadHandshake).Inc()
 		s.log.Debug("pusher connection refused", "code", code, "err", msg)
 		s.refusePusher(w, r, code, msg)
 		return

@@ -82,7 +82,7 @@ func (p *pusherConn) handle(ctx context.Context, raw []byte) {
 	case msg.Event == "pusher:signin":
 		p.sendError(pusherMalformed, "pusher:signin is not supported by this server")
 	default:
-		p.sendError(pusherMalformed, fmt.Sprintf("unknown event %q", truncate(msg.Event, 64)))
+		p.sendError(pusherMalformed, fmt.Sprintf("unknown event %q", pusherClip(msg.Event, 64)))
 	}
 }
 
@@ -249,7 +249,7 @@ func (p *pusherConn) clientEvent(ctx context.Context, msg *pusherMessage, raw []
 	kind := pusherChannelKind(msg.Channel)
 	switch {
 	case !in:
-		p.sendError(pusherClientEventDrop, "client event refused: not subscribed to "+truncate(msg.Channel, 200))
+		p.sendError(pusherClientEventDrop, "client event refused: not subscribed to "+pusherClip(msg.Channel, 200))
 		return
 	case kind != pusherPrivate && kind != pusherPresence:
 		p.sendError(pusherClientEventDrop, "client event refused: client events are allowed on private- and presence- channels only")
@@ -383,7 +383,7 @@ func (s *Server) pusherChannelName(ch string) error {
 		switch c := ch[i]; {
 		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', strings.IndexByte("-_=@,.;", c) >= 0:
 		default:
-			return fmt.Errorf("channel name %q: only letters, digits and -_=@,.; are allowed", truncate(ch, 64))
+			return fmt.Errorf("channel name %q: only letters, digits and -_=@,.; are allowed", pusherClip(ch, 64))
 		}
 	}
 	return nil
@@ -540,7 +540,7 @@ func (p *Publication) pusherEnvelope() []byte {
 	return pusherEnvelope(event, ch, data)
 }
 
-func truncate(s string, n int) string {
+func pusherClip(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
