@@ -12,6 +12,7 @@
 //	a connection's life, whatever its transport       session.go
 //	a new transport (SSE, Pusher): one file over      session.go (transport), delivery.go
 //	the WebSocket handshake, Accept options, upgrade  accept.go
+//	the Pusher protocol (pusher-js, Laravel Echo)     pusher.go (handshake, refusals), pusherproto.go (messages, presence)
 //	connection limits, client address, proxies        limits.go
 //	one socket's life: rate limit, pings, close       conn.go, writer.go (internal/wsraw/scan.go: fragments)
 //	how frames reach the socket, permessage-deflate   writer.go, wsframe.go, internal/wsraw (conn_unix.go)
