@@ -93,7 +93,8 @@ type pusherConn struct {
 	conn
 	app *pusherApp
 	// subs are the channels the client subscribed through the protocol, each with the user id
-	// it subscribed a presence channel as ("" for the others). Only the reader touches it.
+	// it subscribed a presence channel as ("" for the others). Only the reader touches it; nil
+	// until the first subscription, so a connection that subscribes nothing holds no map.
 	subs map[string]string
 	seq  uint64 // client events delivered to PHP, the message webhooks' seq
 }
@@ -139,7 +140,7 @@ func (s *Server) servePusher(w http.ResponseWriter, r *http.Request) {
 		s.refusePusher(w, r, code, msg)
 		return
 	}
-	p := &pusherConn{conn: conn{writerDone: make(chan struct{})}, app: s.pusher, subs: map[string]string{}}
+	p := &pusherConn{conn: conn{writerDone: make(chan struct{})}, app: s.pusher}
 	p.id = s.newSocketID()
 	// connection_established is queued before the connection is in the hub, so that it is the
 	// first message whatever else is sent to it (the open reply's frames, a publication to a

@@ -144,7 +144,7 @@ func (p *pusherConn) subscribe(raw json.RawMessage) {
 			p.subscriptionError(d.Channel, "LimitReached", err.Error(), 409)
 			return
 		}
-		p.subs[d.Channel] = ""
+		p.setSub(d.Channel, "")
 	}
 	p.sendSelf(pusherEnvelope("pusher_internal:subscription_succeeded", d.Channel, "{}"))
 }
@@ -169,7 +169,7 @@ func (p *pusherConn) joinPresence(ch, user string, info json.RawMessage) {
 		p.subscriptionError(ch, "AuthError", err.Error(), 409)
 		return
 	}
-	p.subs[ch] = user
+	p.setSub(ch, user)
 	users := a.presence[ch]
 	if users == nil {
 		users = map[string]*presenceUser{}
@@ -188,6 +188,13 @@ func (p *pusherConn) joinPresence(ch, user string, info json.RawMessage) {
 		added := pusherEnvelope("pusher_internal:member_added", ch, presenceJSON(user, info))
 		p.srv.pusherFanout(ch, p.id, added)
 	}
+}
+
+func (p *pusherConn) setSub(ch, user string) {
+	if p.subs == nil {
+		p.subs = make(map[string]string, 1)
+	}
+	p.subs[ch] = user
 }
 
 // unsubscribe leaves a channel; for a presence channel, the user's last connection there leaving

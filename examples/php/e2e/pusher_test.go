@@ -83,12 +83,9 @@ type pusherDriver struct {
 
 func startPusherDriver(t *testing.T) *pusherDriver {
 	t.Helper()
-	node, err := exec.LookPath("node")
-	if err != nil {
-		t.Fatal("node is not installed (CI installs it with npm)")
-	}
+	node := testkit.RequireTool(t, "nodejs", "node")
 	if _, err := os.Stat("node_modules/pusher-js/dist/node/pusher.js"); err != nil {
-		t.Fatal("pusher-js is not installed: npm ci --prefix examples/php/e2e")
+		testkit.Missing(t, "pusher-js is not installed: run `npm ci` in examples/php/e2e")
 	}
 	cmd := exec.Command(node, "pusher_node.mjs")
 	in, _ := cmd.StdinPipe()
@@ -193,10 +190,7 @@ func pusherIs(typ string, kv ...string) func(map[string]any) bool {
 // startEchoApp runs examples/php/echo with php -S, and wsbridge in front of it in Pusher mode.
 func startEchoApp(t *testing.T, hooks *pusherHooks) *bridge {
 	t.Helper()
-	php, err := exec.LookPath("php")
-	if err != nil {
-		t.Fatal("php is not installed")
-	}
+	php := testkit.RequireTool(t, "php-cli", "php")
 	appAddr := testkit.FreeAddr(t)
 	abs, _ := filepath.Abs("node_modules")
 	app := start(t, "php-echo", []string{"PUSHER_APP_KEY=" + echoKey, "PUSHER_APP_SECRET=" + echoSecret, "ECHO_ASSETS=" + abs},
