@@ -15,14 +15,22 @@ import (
 )
 
 // BenchmarkIdleConnHeapPusher is BenchmarkIdleConnHeap's plain case for the two transports side
-// by side: the Go heap and stacks an idle connection holds, both ends together, native on /ws and
-// Pusher on /app/{key} subscribed to one public channel (as a page with one Echo channel). Run it
-// with -benchtime=1x.
+// by side: the Go heap and stacks an idle connection holds, both ends together: native on /ws,
+// joined to a channel by the open reply, and Pusher on /app/{key}, subscribed to one public
+// channel (as a page with one Echo channel); each has read the open reply's frame. Run it with
+// -benchtime=1x.
 func BenchmarkIdleConnHeapPusher(b *testing.B) {
 	const n = 500
+	// The open reply joins the native client to the channel and sends each client a frame, so
+	// both have read a message, as the wsbridge-bench clients do (their id frame).
 	php := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.Copy(io.Discard, r.Body)
-		w.WriteHeader(http.StatusNoContent)
+		body, _ := io.ReadAll(r.Body)
+		if !strings.Contains(string(body), `"type":"open"`) {
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"join":["news"],"send":["hello"]}`)
 	}))
 	defer php.Close()
 	for _, pusher := range []bool{false, true} {
@@ -54,6 +62,11 @@ func BenchmarkIdleConnHeapPusher(b *testing.B) {
 					conns[i] = c
 					if pusher {
 						c.Read(ctx) // connection_established
+					}
+					if _, m, err := c.Read(ctx); err != nil || string(m) != "hello" {
+						b.Fatalf("open reply's frame: %q %v", m, err)
+					}
+					if pusher {
 						c.Write(ctx, websocket.MessageText, []byte(`{"event":"pusher:subscribe","data":{"channel":"news"}}`))
 						if _, m, err := c.Read(ctx); err != nil || !strings.Contains(string(m), "subscription_succeeded") {
 							b.Fatalf("subscribe: %s %v", m, err)
