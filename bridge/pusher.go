@@ -107,7 +107,12 @@ func (p *pusherConn) kind() string { return transportPusher }
 // all its Pusher recipients (hub.publicationDelivery), or the frame as it is when it has none.
 func (p *pusherConn) Send(d Delivery) bool {
 	if d.pusher != nil {
-		return p.conn.Send(*d.pusher)
+		pd := *d.pusher
+		// The hub decides per publication whether its frames queue for the writers' bursts
+		// (publishLocal); the envelope was made before that decision and must follow it, or
+		// every Pusher recipient of a flood is one write per frame.
+		pd.queue = d.queue
+		return p.conn.Send(pd)
 	}
 	return p.conn.Send(d)
 }
