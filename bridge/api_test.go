@@ -22,7 +22,7 @@ var publicAPI = []string{
 	// variables. The sections are exported so that a composite literal can name them.
 	"BrokerConfig", "Config", "ConfigError", "ConfigError.Error", "ConfigUsage", "ConfigVar",
 	"ConfigVars", "ConnConfig", "EnvPrefix", "LimitConfig", "ListenConfig", "LoadConfig",
-	"ProcessConfig", "PushAPIConfig", "PushAPIConfig.InternalIsLocal", "SSEConfig", "TLSConfig",
+	"ProcessConfig", "PushAPIConfig", "PushAPIConfig.InternalIsLocal", "PusherConfig", "SSEConfig", "TLSConfig",
 	"WebhookConfig",
 
 	// The server and its listeners.

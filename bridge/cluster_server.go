@@ -574,7 +574,7 @@ func (s *Server) appPublish(payload []byte) {
 	}
 	for i := range pubs {
 		p := &pubs[i]
-		n := s.hub.publishLocal(p.To, p.Except, newDelivery(p.frame()))
+		n := s.hub.publishLocal(p.To, p.Except, s.hub.publicationDelivery(p))
 		s.metrics.publishes.Inc()
 		s.metrics.deliveries.Add(float64(n))
 	}

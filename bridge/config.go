@@ -44,6 +44,7 @@ type Config struct {
 	SSEConfig     `section:"Server-Sent Events" desc:"The SSE endpoint (docs/PROTOCOL.md, \"Server-Sent Events\"): a receive-only transport over one long HTTP response, with the same session, limits and webhooks as a WebSocket."`
 	BrokerConfig  `section:"Broker" desc:"How this node shares pushes and connection state with the other nodes, and its name among them."`
 	HistoryConfig `section:"History" desc:"Channel publications kept and numbered, so that a client that reconnects gets what it missed (docs/PROTOCOL.md, History and recovery)."`
+	PusherConfig  `section:"Pusher protocol" desc:"The Pusher protocol mode (pusher-js, Laravel Echo, Pusher server SDKs): the app's credentials, its webhooks and its payload limit. Off unless the app id, key and secret are all set."`
 	ProcessConfig `section:"Process and logs" desc:"Shutdown and logging."`
 }
 
@@ -148,6 +149,17 @@ type HistoryConfig struct {
 	HistorySize     int           `env:"HISTORY_SIZE" envDefault:"0" desc:"Publications kept per channel, for recovery after a reconnect and GET /v1/channels/{name}/history; the oldest goes when one more comes. Only a publication to exactly one channel (to.channels with one name, nothing else) is kept and numbered. At most SEND_QUEUE-1 are sent in one recovery. 0: history is off."`
 	HistoryTTL      time.Duration `env:"HISTORY_TTL" envDefault:"5m" desc:"How long a publication is kept. A channel's record (its epoch and last offset) is kept for an hour after its last use, or HISTORY_TTL if longer, so that a client of a quiet channel resumes without loss being reported."`
 	HistoryChannels []string      `env:"HISTORY_CHANNELS" envDefault:"*" desc:"Comma-separated patterns of the channels that keep history: * alone is every channel; any other pattern is path.Match's (there * matches any run of characters but /, e.g. room:*, chat/*)."`
+}
+
+// PusherConfig is the Pusher protocol section of Config. The mode is on when the app id, key and
+// secret are all set (pusherOn); docs/PROTOCOL.md ("Pusher protocol") says what it serves.
+type PusherConfig struct {
+	PusherAppID      string   `env:"PUSHER_APP_ID" desc:"The Pusher app id (PUSHER_APP_ID of a Laravel app): the {app_id} of the Pusher HTTP API on the internal listener, /apps/{app_id}/. Letters, digits, - and _; at most 64. Set with PUSHER_KEY and PUSHER_SECRET to turn the Pusher protocol mode on; set all three or none."`
+	PusherKey        string   `env:"PUSHER_KEY" desc:"The Pusher app key (PUSHER_APP_KEY): browsers connect to /app/{key} on the public listener, and it is the key: part of every channel authorisation and the auth_key of signed API requests. Letters, digits, - and _; at most 64."`
+	PusherSecret     string   `env:"PUSHER_SECRET,unset" desc:"The Pusher app secret (PUSHER_APP_SECRET): the HMAC-SHA256 key of channel authorisations and of signed API requests. Never sent to browsers; only whitespace is an error."`
+	PusherSecretFile string   `env:"PUSHER_SECRET_FILE,file" desc:"Path of a file holding PUSHER_SECRET (surrounding whitespace is trimmed). Set one of the two."`
+	PusherWebhookURL *url.URL `env:"PUSHER_WEBHOOK_URL" desc:"Optional URL (http or https) that receives Pusher-format webhooks (channel_occupied, channel_vacated, member_added, member_removed, client_event), signed with X-Pusher-Key and X-Pusher-Signature. wsbridge's own webhooks (WEBHOOK_URL) fire whether it is set or not. Only with the Pusher mode on."`
+	PusherMaxPayload int      `env:"PUSHER_MAX_PAYLOAD" envDefault:"10240" desc:"Largest event data, in bytes, that a Pusher client event (client-*) or a Pusher HTTP API event may carry, as Pusher's 10 KiB limit; a larger client event is dropped and answered with pusher:error code 4301 (the connection stays), a larger API event gets 413."`
 }
 
 // ProcessConfig is the Process and logs section of Config.
@@ -298,6 +310,7 @@ func (c *Config) validate() []problem {
 	c.SSEConfig.check(&ps, c.WSPaths)
 	c.BrokerConfig.check(&ps)
 	c.HistoryConfig.check(&ps)
+	c.PusherConfig.check(&ps)
 	c.ProcessConfig.check(&ps)
 	return ps
 }
@@ -527,6 +540,49 @@ func (s *HistoryConfig) check(ps *problems) {
 			ps.add("HISTORY_CHANNELS", "pattern %q is not a valid path.Match pattern", p)
 		}
 	}
+}
+
+// pusherNamePattern bounds the app id and key: both go into URL paths (/app/{key},
+// /apps/{app_id}/) and the key into "key:signature" authorisations, so neither may hold a / or :.
+var pusherNamePattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+func (s *PusherConfig) check(ps *problems) {
+	var err error
+	if s.PusherSecret, err = oneSecret(s.PusherSecret, s.PusherSecretFile); err != nil {
+		ps.add("PUSHER_SECRET", "%v", err)
+	}
+	set := map[string]bool{"PUSHER_APP_ID": s.PusherAppID != "", "PUSHER_KEY": s.PusherKey != "",
+		"PUSHER_SECRET": s.PusherSecret != "" || ps.reported("PUSHER_SECRET")}
+	var missing []string
+	for _, k := range []string{"PUSHER_APP_ID", "PUSHER_KEY", "PUSHER_SECRET"} {
+		if !set[k] {
+			missing = append(missing, EnvPrefix+k)
+		}
+	}
+	// Some but not all: the operator meant the mode on, and serving it without (say) the secret
+	// would authorise nothing, while leaving it off would silently drop their Echo clients.
+	if len(missing) > 0 && len(missing) < 3 {
+		ps.add(strings.TrimPrefix(missing[0], EnvPrefix), "the Pusher mode needs PUSHER_APP_ID, PUSHER_KEY and PUSHER_SECRET together; missing %s", strings.Join(missing, ", "))
+	}
+	if s.PusherAppID != "" && !pusherNamePattern.MatchString(s.PusherAppID) {
+		ps.add("PUSHER_APP_ID", "%q: use 1-64 letters, digits, - or _", s.PusherAppID)
+	}
+	if s.PusherKey != "" && !pusherNamePattern.MatchString(s.PusherKey) {
+		ps.add("PUSHER_KEY", "%q: use 1-64 letters, digits, - or _", s.PusherKey)
+	}
+	if s.PusherWebhookURL != nil {
+		if err := checkHTTPURL(s.PusherWebhookURL); err != nil {
+			ps.add("PUSHER_WEBHOOK_URL", "%v", err)
+		} else if len(missing) == 3 {
+			ps.add("PUSHER_WEBHOOK_URL", "is set but the Pusher mode is off (set PUSHER_APP_ID, PUSHER_KEY and PUSHER_SECRET)")
+		}
+	}
+	ps.positive("PUSHER_MAX_PAYLOAD", int64(s.PusherMaxPayload))
+}
+
+// pusherOn reports whether the Pusher protocol mode is on. validate must have succeeded.
+func (s *PusherConfig) pusherOn() bool {
+	return s.PusherAppID != "" && s.PusherKey != "" && s.PusherSecret != ""
 }
 
 func (s *ProcessConfig) check(ps *problems) {

@@ -15,6 +15,7 @@
 //	the WebSocket handshake, Accept options, upgrade  accept.go
 //	Server-Sent Events: the request, events, the end  sse.go
 //	channel history, positions, recovery, its API     history.go (history_memory.go: the store)
+//	the Pusher protocol (pusher-js, Laravel Echo)     pusher.go (handshake, refusals), pusherproto.go (messages, presence)
 //	connection limits, client address, proxies        limits.go
 //	one socket's life: rate limit, pings, close       conn.go, writer.go (internal/wsraw/scan.go: fragments)
 //	how frames reach the socket, permessage-deflate   writer.go, wsframe.go, internal/wsraw (conn_unix.go)

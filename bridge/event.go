@@ -142,6 +142,7 @@ func (f Frame) MarshalJSON() ([]byte, error) {
 type Publication struct {
 	To         Targets `json:"to"`
 	Except     string  `json:"except,omitempty"`
+	Event      string  `json:"event,omitempty"` // the Pusher event name Pusher-mode recipients see (pusher.go); native ones get the data alone
 	Data       *string `json:"data,omitempty"`
 	DataBase64 *string `json:"data_base64,omitempty"`
 }
@@ -177,6 +178,9 @@ func (p *Publication) validate(l limits) error {
 		return err
 	}
 	if err := validateNames("to.channels", p.To.Channels, l.MaxNameLen); err != nil {
+		return err
+	}
+	if err := p.validatePusher(); err != nil {
 		return err
 	}
 	if _, _, err := payload(p.Data, p.DataBase64); err != nil {

@@ -148,9 +148,12 @@ func (h *history) positioned(to Targets) string {
 // and a recovery sees each one either in the history it reads or after it, never both. An error
 // of the store is returned before anything was delivered.
 func (h *history) publish(ctx context.Context, hb *hub, p *Publication) (int, *Position, error) {
-	d := newDelivery(p.frame())
-	st := &stamped{}
-	d.hist = st
+	d := hb.publicationDelivery(p)
+	st := d.hist // the Pusher mode may have made it
+	if st == nil {
+		st = &stamped{}
+		d.hist = st
+	}
 	ch := h.positioned(p.To)
 	if ch == "" {
 		return hb.publishLocal(p.To, p.Except, d), nil, nil
@@ -170,9 +173,12 @@ func (h *history) publish(ctx context.Context, hb *hub, p *Publication) (int, *P
 // (Envelope.Position), under its channel's lock as publish does.
 func (h *history) deliver(hb *hub, e Envelope) {
 	p := e.Publication
-	d := newDelivery(p.frame())
-	st := &stamped{}
-	d.hist = st
+	d := hb.publicationDelivery(p)
+	st := d.hist // the Pusher mode may have made it
+	if st == nil {
+		st = &stamped{}
+		d.hist = st
+	}
 	if ch := h.positioned(p.To); ch != "" && e.Position != nil {
 		st.channel, st.pos = ch, *e.Position
 		mu := &h.locks[channelLock(ch)]
@@ -224,6 +230,9 @@ type stamped struct {
 	positions map[string]Position
 	// joined marks a join notice: the connection joined channel, at pos (history.joined).
 	joined bool
+	// pusher is the publication as Pusher-mode recipients get it, its Pusher envelope encoded
+	// (hub.publicationDelivery, pusherproto.go); nil outside the Pusher mode.
+	pusher *Delivery
 
 	once   sync.Once
 	framed []byte

@@ -76,6 +76,8 @@ type hub struct {
 	deflateMin int
 	// history numbers and keeps channel publications (history.go); nil: HISTORY_SIZE 0.
 	history *history
+	// pusher: the Pusher mode is on, and publications carry their Pusher envelope too.
+	pusher bool
 
 	// fanning counts big publications (fanoutChunk recipients or more) being sent right now,
 	// and writing the connections' writers running now (conn.drain): together, whether frames
@@ -272,7 +274,7 @@ func (h *hub) Publish(ctx context.Context, p *Publication) (int, error) {
 		}
 		return n, h.broker.Publish(ctx, Envelope{Origin: h.node, Op: OpPublish, Publication: p, Position: pos})
 	}
-	n := h.publishLocal(p.To, p.Except, newDelivery(p.frame()))
+	n := h.publishLocal(p.To, p.Except, h.publicationDelivery(p))
 	return n, h.broker.Publish(ctx, Envelope{Origin: h.node, Op: OpPublish, Publication: p})
 }
 
@@ -514,7 +516,7 @@ func (h *hub) Deliver(e Envelope) {
 		if e.Publication != nil && h.history != nil {
 			h.history.deliver(h, e)
 		} else if e.Publication != nil {
-			h.publishLocal(e.Publication.To, e.Publication.Except, newDelivery(e.Publication.frame()))
+			h.publishLocal(e.Publication.To, e.Publication.Except, h.publicationDelivery(e.Publication))
 		}
 	case OpClose:
 		if e.Close != nil {

@@ -24,6 +24,9 @@ func (s *Server) PublicHandler() http.Handler {
 	if s.cfg.SSEPath != "" {
 		mux.HandleFunc(s.cfg.SSEPath, s.serveSSE)
 	}
+	if s.pusher != nil {
+		mux.HandleFunc("/app/{key}", s.servePusher)
+	}
 	if s.cfg.Upstream != nil {
 		mux.Handle("/", s.refuseWebhookPaths(s.bodyIdleTimeout(s.reverseProxy())))
 	} else {

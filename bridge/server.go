@@ -58,6 +58,7 @@ type Server struct {
 	certs        *certReloader    // the public listener's certificate; nil without TLS_CERT_FILE
 	handshakes   *handshakeLimits // per-address pending handshakes and handshake rate
 	trusted      []netip.Prefix   // TRUSTED_PROXIES
+	pusher       *pusherApp       // the Pusher protocol mode (pusher.go); nil when off
 }
 
 // New builds a server from a validated configuration. broker nil means a single node
@@ -106,6 +107,8 @@ func New(cfg Config, log *slog.Logger, broker Broker) *Server {
 	s.hooks = newWebhooks(s.cfg, s.metrics)
 	s.hooks.log = s.log
 	s.joinCluster(broker)
+	s.pusher = newPusherApp(s.cfg)
+	s.hub.pusher = s.pusher != nil
 	if cfg.WebhookSecret == "" {
 		s.log.Warn("WSBRIDGE_WEBHOOK_SECRET is not set: webhooks are unsigned, and whoever reaches PHP's webhook URL can forge open, message and close events; set a secret and verify it in PHP (docs/PROTOCOL.md)")
 	}

@@ -117,6 +117,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.messages, "m", 100, "broadcast: messages per phase (keep it below WSBRIDGE_SEND_QUEUE, 256, or flat out drops slow clients)")
 	fs.IntVar(&o.payload, "payload", 0, "broadcast: pad each message to this many bytes of chat-like JSON (compressible, as an app's pushes are)")
 	transport := fs.String("transport", "ws", "ws or sse: clients are WebSockets or Server-Sent Events streams (idle, connect, broadcast, push); with -ws when attaching, give the SSE URL, e.g. http://127.0.0.1:8080/events")
+	fs.BoolVar(&pusherMode, "pusher", false, "clients speak the Pusher protocol on /app/{key} (pusher.go; with -bridge the bridge starts in Pusher mode; attach with -ws ws://…"+pusherPath+")")
 	fs.BoolVar(&offerDeflate, "compression", false, "clients offer permessage-deflate (start the bridge with -bridge-env WSBRIDGE_COMPRESSION=on for it to be used)")
 	fs.Float64Var(&o.rate, "rate", 20, "broadcast: the modest phase's messages per second")
 	fs.IntVar(&o.dialConc, "dial-concurrency", 64, "dials in flight while connecting")

@@ -246,6 +246,10 @@ func (s *stack) startBridge(ctx context.Context, bin string, concurrency int, en
 		return err
 	}
 	wsURL := fmt.Sprintf("ws://127.0.0.1:%d/ws", pub)
+	if pusherMode {
+		wsURL = fmt.Sprintf("ws://127.0.0.1:%d%s", pub, pusherPath)
+		env = append(env, pusherEnv()...)
+	}
 	sseURL := fmt.Sprintf("http://127.0.0.1:%d/events", pub)
 	apiURL := fmt.Sprintf("http://127.0.0.1:%d", internal)
 	first := s.WSURL == ""
