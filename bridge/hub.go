@@ -73,6 +73,10 @@ type hub struct {
 	// deflateMin: publications of at least this many bytes are also compressed, once, for the
 	// connections that negotiated permessage-deflate (0: COMPRESSION off).
 	deflateMin int
+	// onOccupancy, when set, learns that a channel got its first local member (true) or lost
+	// its last (false). It is called under the hub's lock, in the order the changes happen, so
+	// it must only queue (Server.pusherOccupancy).
+	onOccupancy func(channel string, occupied bool)
 
 	// fanning counts big publications (fanoutChunk recipients or more) being sent right now,
 	// and writing the connections' writers running now (conn.drain): together, whether frames
@@ -211,6 +215,9 @@ func (h *hub) joinLocked(m *member, ch string) {
 	}
 	m.channels[ch] = struct{}{}
 	addTo(h.channels, ch, m)
+	if h.onOccupancy != nil && len(h.channels[ch]) == 1 {
+		h.onOccupancy(ch, true)
+	}
 }
 
 func (h *hub) leaveLocked(m *member, ch string) {
@@ -219,6 +226,9 @@ func (h *hub) leaveLocked(m *member, ch string) {
 	}
 	delete(m.channels, ch)
 	removeFrom(h.channels, ch, m.info.ID)
+	if h.onOccupancy != nil && h.channels[ch] == nil {
+		h.onOccupancy(ch, false)
+	}
 }
 
 func addTo(index map[string]map[string]*member, key string, m *member) {
