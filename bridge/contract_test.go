@@ -103,6 +103,25 @@ func goldenWebhooks() map[string]*Event {
 		// A client that leaves while PHP accepted it: no state, no time, no messages.
 		"webhook_close_client_left": goldenClose("6CQW4GZ3YBNJ7T2VXK5RMDHLPE", state{Channels: []string{}}, 1006, "client left during the handshake", InitiatorClient, 0, 0, 0),
 	}
+	// The Pusher transport (pusher.go): a socket id for the connection id, the handshake as
+	// pusher-js sends it, a client event as the whole message the client sent, and its close.
+	pusherConnID := "2751932308.4653575469616835299"
+	pusherOpen := goldenEvent(EventOpen, "R5WQ2TZ7YBK3M6NVXJ4D2HFLGA", state{})
+	pusherOpen.ConnectionID, pusherOpen.Transport = pusherConnID, transportPusher
+	pusherOpen.Request = &HandshakeRequest{Method: "GET", Path: "/app/app-key", Query: "protocol=7&client=js&version=8.6.0&flash=false",
+		Headers:    map[string]string{"Cookie": "laravel_session=eyJpdiI6; XSRF-TOKEN=eyJpdiI7", "Origin": "https://app.example.com"},
+		RemoteAddr: "203.0.113.7:53124", Subprotocols: []string{}}
+	w["webhook_open_pusher"] = pusherOpen
+	pusherState := state{UserID: "42", Channels: []string{"presence-room.42", "private-App.Models.User.42"}}
+	pusherMessage := goldenEvent(EventMessage, "T3VQ6ZKX2BWN7M4RYJ5D2HFLCA", pusherState)
+	pusherMessage.ConnectionID, pusherMessage.Transport = pusherConnID, transportPusher
+	whisper := `{"event":"client-typing","data":{"name":"Ann"},"channel":"presence-room.42"}`
+	pusherMessage.Data, pusherMessage.Binary, pusherMessage.Seq = &whisper, ptr(false), 1
+	w["webhook_message_pusher"] = pusherMessage
+	pusherClose := goldenClose("V2XQ7ZKB3WNT6M4RYJ5D2HFLDA", pusherState, 1000, "", InitiatorClient, 60210, 3, 9)
+	pusherClose.ConnectionID, pusherClose.Transport = pusherConnID, transportPusher
+	w["webhook_close_pusher"] = pusherClose
+
 	for i, c := range []struct {
 		by     Initiator
 		code   int

@@ -30,6 +30,10 @@ type Delivery struct {
 	// ws is the WebSocket frame as sent, when already encoded (wsframe.go), followed by its
 	// compressed form when wsZ > 0.
 	ws []byte
+	// pusher is the publication as Pusher-mode recipients get it, its Pusher envelope encoded
+	// (hub.publicationDelivery, pusherproto.go); nil outside the Pusher mode. A pointer, so
+	// that the Pusher mode costs every delivery 8 bytes, not another 56.
+	pusher *Delivery
 }
 
 // newDelivery wraps a frame PHP sent, not yet encoded for any transport.

@@ -178,7 +178,7 @@ func (p *Publication) validate(l limits) error {
 	if err := validateNames("to.channels", p.To.Channels, l.MaxNameLen); err != nil {
 		return err
 	}
-	if err := validatePusherEvent(p.Event); err != nil {
+	if err := p.validatePusher(); err != nil {
 		return err
 	}
 	if _, _, err := payload(p.Data, p.DataBase64); err != nil {

@@ -77,6 +77,8 @@ type hub struct {
 	// its last (false). It is called under the hub's lock, in the order the changes happen, so
 	// it must only queue (Server.pusherOccupancy).
 	onOccupancy func(channel string, occupied bool)
+	// pusher: the Pusher mode is on, and publications carry their Pusher envelope too.
+	pusher bool
 
 	// fanning counts big publications (fanoutChunk recipients or more) being sent right now,
 	// and writing the connections' writers running now (conn.drain): together, whether frames
@@ -251,7 +253,7 @@ func removeFrom(index map[string]map[string]*member, key, id string) {
 // Publish delivers p to the local connections it targets and forwards it to the other nodes.
 // It returns the number of local connections the frame was queued for.
 func (h *hub) Publish(ctx context.Context, p *Publication) (int, error) {
-	n := h.publishLocal(p.To, p.Except, newDelivery(p.frame()))
+	n := h.publishLocal(p.To, p.Except, h.publicationDelivery(p))
 	return n, h.broker.Publish(ctx, Envelope{Origin: h.node, Op: OpPublish, Publication: p})
 }
 
@@ -473,7 +475,7 @@ func (h *hub) Deliver(e Envelope) {
 	switch e.Op {
 	case OpPublish:
 		if e.Publication != nil {
-			h.publishLocal(e.Publication.To, e.Publication.Except, newDelivery(e.Publication.frame()))
+			h.publishLocal(e.Publication.To, e.Publication.Except, h.publicationDelivery(e.Publication))
 		}
 	case OpClose:
 		if e.Close != nil {

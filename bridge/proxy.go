@@ -21,6 +21,9 @@ func (s *Server) PublicHandler() http.Handler {
 	for _, p := range s.cfg.WSPaths {
 		mux.HandleFunc(p, s.serveWS)
 	}
+	if s.pusher != nil {
+		mux.HandleFunc("/app/{key}", s.servePusher)
+	}
 	if s.cfg.Upstream != nil {
 		mux.Handle("/", s.refuseWebhookPaths(s.bodyIdleTimeout(s.reverseProxy())))
 	} else {

@@ -51,20 +51,20 @@ var (
 	pusherSocketID    = regexp.MustCompile(`^\d+\.\d+$`)
 )
 
-// pusherApp is what the Pusher HTTP API and the Pusher webhooks need of the configuration.
-type pusherApp struct {
+// pusherCreds is what the Pusher HTTP API and the Pusher webhooks need of the configuration.
+type pusherCreds struct {
 	id, key    string
 	secret     []byte
 	maxPayload int
 }
 
-// pusherApp returns the configured Pusher app, or false when the Pusher mode is off.
-func (s *Server) pusherApp() (pusherApp, bool) {
+// pusherCreds returns the configured Pusher app, or false when the Pusher mode is off.
+func (s *Server) pusherCreds() (pusherCreds, bool) {
 	c := &s.cfg.PusherConfig
 	if !c.pusherOn() {
-		return pusherApp{}, false
+		return pusherCreds{}, false
 	}
-	return pusherApp{id: c.PusherAppID, key: c.PusherKey, secret: []byte(c.PusherSecret), maxPayload: c.PusherMaxPayload}, true
+	return pusherCreds{id: c.PusherAppID, key: c.PusherKey, secret: []byte(c.PusherSecret), maxPayload: c.PusherMaxPayload}, true
 }
 
 // pusherError is a refused request: Pusher's status and plain-text explanation.
@@ -82,7 +82,7 @@ func pusherErrorf(status int, format string, args ...any) *pusherError {
 // pusherAPI serves /apps/ on the internal listener: Pusher's endpoints for the configured app
 // when the Pusher mode is on, else 404 saying how to turn it on.
 func (s *Server) pusherAPI() http.Handler {
-	app, ok := s.pusherApp()
+	app, ok := s.pusherCreds()
 	if !ok {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			pusherFail(w, pusherErrorf(http.StatusNotFound, "The Pusher HTTP API is off: set WSBRIDGE_PUSHER_APP_ID, WSBRIDGE_PUSHER_KEY and WSBRIDGE_PUSHER_SECRET"))
@@ -101,7 +101,7 @@ func (s *Server) pusherAPI() http.Handler {
 
 type pusherAPI struct {
 	s   *Server
-	app pusherApp
+	app pusherCreds
 	now func() time.Time // the clock auth_timestamp is checked against; tests move it
 }
 
@@ -221,7 +221,7 @@ func pusherQuery(params map[string]string) string {
 // pusherSign returns the query string of a request signed as the Pusher SDKs sign it: params
 // plus auth_key, auth_timestamp, auth_version, body_md5 (with a body) and auth_signature. The
 // tests sign with it; verify is its other half.
-func pusherSign(app pusherApp, method, path string, params url.Values, body []byte, now time.Time) string {
+func pusherSign(app pusherCreds, method, path string, params url.Values, body []byte, now time.Time) string {
 	p := map[string]string{}
 	for k, vs := range params {
 		p[strings.ToLower(k)] = vs[0]

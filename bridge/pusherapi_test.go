@@ -20,11 +20,11 @@ import (
 // these values and the signature come from there, so a signing mistake shared by pusherSign and
 // verify cannot pass.
 var pusherExample = struct {
-	app       pusherApp
+	app       pusherCreds
 	body, sig string
 	ts        int64
 }{
-	app:  pusherApp{id: "3", key: "278d425bdf160c739803", secret: []byte("7ad3773142a6692b25b8"), maxPayload: 10240},
+	app:  pusherCreds{id: "3", key: "278d425bdf160c739803", secret: []byte("7ad3773142a6692b25b8"), maxPayload: 10240},
 	body: `{"name":"foo","channels":["project-3"],"data":"{\"some\":\"data\"}"}`,
 	sig:  "da454824c97ba181a32ccc17a72625ba02771f50b50e1e7430e47a1f3f457e6c",
 	ts:   1353088179,
@@ -150,7 +150,7 @@ func cmpOr(s, def string) string {
 }
 
 // pusherTestApp is the app the bridges of these tests serve.
-var pusherTestApp = pusherApp{id: "42", key: "app-key", secret: []byte("app-secret"), maxPayload: 10240}
+var pusherTestApp = pusherCreds{id: "42", key: "app-key", secret: []byte("app-secret"), maxPayload: 10240}
 
 // newPusherBridge starts a bridge in Pusher mode (pusherTestApp) in front of php, with extra
 // WSBRIDGE_* variables, and a second node on the same MemoryBroker whose envelopes land in

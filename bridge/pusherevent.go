@@ -10,12 +10,16 @@ import (
 // pusherMaxEventName is Pusher's limit on an event name, in bytes.
 const pusherMaxEventName = 200
 
-// validatePusherEvent checks a publication's "event": empty (a native push, whose Pusher-mode
-// recipients get wsbridge's default event name) or a name a Pusher client can be handed. The
-// pusher: and pusher_internal: prefixes are the protocol's own: a push that could send them would
-// let PHP or an API caller forge a subscription_succeeded or member_added to every subscriber.
-func validatePusherEvent(name string) error {
+// validatePusher checks a publication's "event": empty (a native push, whose Pusher-mode
+// recipients get wsbridge's default event name, pusherproto.go) or a name a Pusher client can be
+// handed, with text data (a Pusher event's data is a string). The pusher: and pusher_internal:
+// prefixes are the protocol's own: a push that could send them would let PHP or an API caller
+// forge a subscription_succeeded or member_added to every subscriber.
+func (p *Publication) validatePusher() error {
+	name := p.Event
 	switch {
+	case name != "" && p.DataBase64 != nil:
+		return errors.New(`"event" goes with "data" (text): a Pusher event's data is a string, not "data_base64"`)
 	case name == "":
 		return nil
 	case len(name) > pusherMaxEventName:

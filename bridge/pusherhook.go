@@ -98,7 +98,7 @@ type pusherHooks struct {
 }
 
 // newPusherHooks returns the sender of app's webhooks to u, or nil when u is nil.
-func newPusherHooks(u *url.URL, app pusherApp, cfg *Config, log *slog.Logger, m *metrics, backoff func(int) time.Duration) *pusherHooks {
+func newPusherHooks(u *url.URL, app pusherCreds, cfg *Config, log *slog.Logger, m *metrics, backoff func(int) time.Duration) *pusherHooks {
 	if u == nil {
 		return nil
 	}

@@ -57,6 +57,7 @@ type Server struct {
 	handshakes   *handshakeLimits // per-address pending handshakes and handshake rate
 	trusted      []netip.Prefix   // TRUSTED_PROXIES
 	pusherHooks  *pusherHooks     // Pusher-format webhooks (pusherhook.go); nil without PUSHER_WEBHOOK_URL
+	pusher       *pusherApp       // the Pusher protocol mode (pusher.go); nil when off
 }
 
 // New builds a server from a validated configuration. broker nil means a single node
@@ -102,10 +103,12 @@ func New(cfg Config, log *slog.Logger, broker Broker) *Server {
 		s.hub.deflateMin = max(cfg.CompressionThreshold, 1)
 	}
 	s.hooks = newWebhooks(s.cfg, s.metrics)
-	if app, ok := s.pusherApp(); ok && cfg.PusherWebhookURL != nil {
+	if app, ok := s.pusherCreds(); ok && cfg.PusherWebhookURL != nil {
 		s.pusherHooks = newPusherHooks(cfg.PusherWebhookURL, app, s.cfg, s.log, s.metrics, s.hooks.backoff)
 		s.hub.onOccupancy = s.pusherOccupancy
 	}
+	s.pusher = newPusherApp(s.cfg)
+	s.hub.pusher = s.pusher != nil
 	if cfg.WebhookSecret == "" {
 		s.log.Warn("WSBRIDGE_WEBHOOK_SECRET is not set: webhooks are unsigned, and whoever reaches PHP's webhook URL can forge open, message and close events; set a secret and verify it in PHP (docs/PROTOCOL.md)")
 	}

@@ -31,6 +31,7 @@ import (
 // The transports, as every webhook body's "transport" names them (PROTOCOL.md).
 const (
 	transportWS = "ws"
+	// transportPusher, "pusher", is in pusher.go.
 )
 
 // transport is what a session needs from the connection of one transport. It is the hub's
@@ -165,8 +166,11 @@ func (s *Server) openSession(w http.ResponseWriter, r *http.Request, t transport
 		}
 	}()
 
-	id := s.newConnID()
 	ss := t.base()
+	id := ss.id // a transport may bring an id of its own shape (pusher.go: Pusher socket ids)
+	if id == "" {
+		id = s.newConnID()
+	}
 	ss.id, ss.srv, ss.log, ss.release = id, s, s.log.With("conn", id), release
 	ss.traceparent = validTraceparent(r.Header.Get("Traceparent"))
 	if s.cfg.MessageRate > 0 {
