@@ -1,10 +1,12 @@
 package bridge
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -466,5 +468,78 @@ func TestPusherTerminate(t *testing.T) {
 	b.api(t, "POST", "/v1/publish", map[string]any{"to": map[string]any{"users": []string{"bob"}}, "data": "still here"}, nil)
 	if got := read(t, bob); got != "still here" {
 		t.Errorf("bob got %q", got)
+	}
+}
+
+// TestPusherAPIWithPusherClients: the API against Pusher-protocol connections. socket_id leaves
+// out the sender (Laravel's toOthers), the event reaches the others as Pusher's envelope,
+// presence counts and users come from channel_data's user_id, terminate closes with 4009.
+func TestPusherAPIWithPusherClients(t *testing.T) {
+	php := newFakePHP(t, nil)
+	b, _ := newPusherBridge(t, php)
+	join := func(channel, user string) (*websocket.Conn, string) {
+		c, sid := dialPusher(t, b)
+		cd, auth := "", ""
+		if user != "" {
+			cd = `{"user_id":"` + user + `"}`
+			auth = pusherAuth(sid, channel, cd)
+		}
+		if m := subscribe(t, c, channel, auth, cd); m.Event != "pusher_internal:subscription_succeeded" {
+			t.Fatalf("subscribe %s: %s %s", channel, m.Event, m.Data)
+		}
+		return c, sid
+	}
+	sender, senderID := join("presence-room", "7")
+	other, _ := join("presence-room", "8")
+	if m := readPusher(t, sender); m.Event != "pusher_internal:member_added" {
+		t.Fatalf("sender got %s, want member_added of 8", m.Event)
+	}
+	tab, _ := join("presence-room", "8") // user 8's second tab
+
+	status, answer := b.pusherCall(t, "POST", "/apps/42/events", nil, `{"name":"App\\Events\\Said","channels":["presence-room"],"data":"{\"text\":\"hi\"}","socket_id":"`+senderID+`"}`, time.Time{})
+	if status != 200 {
+		t.Fatalf("trigger: %d %s", status, answer)
+	}
+	for _, c := range []*websocket.Conn{other, tab} {
+		m := readPusher(t, c)
+		if m.Event != `App\Events\Said` || m.Channel != "presence-room" || m.dataString(t) != `{"text":"hi"}` {
+			t.Errorf("subscriber got %s on %s data %s", m.Event, m.Channel, m.Data)
+		}
+	}
+	// The sender's first event is the next one, not the one its socket_id excluded.
+	if status, answer := b.pusherCall(t, "POST", "/apps/42/events", nil, `{"name":"second","channel":"presence-room","data":"2"}`, time.Time{}); status != 200 {
+		t.Fatalf("second trigger: %d %s", status, answer)
+	}
+	if m := readPusher(t, sender); m.Event != "second" {
+		t.Errorf("sender got %s first, want second: socket_id did not leave it out", m.Event)
+	}
+
+	status, answer = b.pusherCall(t, "GET", "/apps/42/channels/presence-room", url.Values{"info": {"user_count,subscription_count"}}, "", time.Time{})
+	if status != 200 || answer != `{"occupied":true,"subscription_count":3,"user_count":2}` {
+		t.Errorf("channel info: %d %s, want 2 users over 3 connections", status, answer)
+	}
+	status, answer = b.pusherCall(t, "GET", "/apps/42/channels/presence-room/users", nil, "", time.Time{})
+	if status != 200 || answer != `{"users":[{"id":"7"},{"id":"8"}]}` {
+		t.Errorf("users: %d %s", status, answer)
+	}
+	status, answer = b.pusherCall(t, "POST", "/apps/42/users/8/terminate_connections", nil, "{}", time.Time{})
+	if status != 200 {
+		t.Fatalf("terminate: %d %s", status, answer)
+	}
+	for _, c := range []*websocket.Conn{other, tab} {
+		var ce websocket.CloseError
+		ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+		for {
+			if _, _, err := c.Read(ctx); err != nil {
+				if !errors.As(err, &ce) {
+					t.Errorf("user 8's connection ended with %v, want a close", err)
+				}
+				break
+			}
+		}
+		cancel()
+		if ce.Code != pusherTerminateCode {
+			t.Errorf("user 8's connection closed with %d, want %d (pusher-js does not reconnect)", ce.Code, pusherTerminateCode)
+		}
 	}
 }
