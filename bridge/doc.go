@@ -11,6 +11,8 @@
 //	the HTTP connections to PHP, reading answers      hookconn.go, hookreply.go
 //	a connection's life, whatever its transport       session.go
 //	a new transport (SSE, Pusher): one file over      session.go (transport), delivery.go
+//	the Pusher HTTP API (/apps/), request signing     pusherapi.go
+//	Pusher-format webhooks (channel_occupied, ...)    pusherhook.go (hub.onOccupancy)
 //	the WebSocket handshake, Accept options, upgrade  accept.go
 //	connection limits, client address, proxies        limits.go
 //	one socket's life: rate limit, pings, close       conn.go, writer.go (internal/wsraw/scan.go: fragments)

@@ -351,13 +351,14 @@ func TestPusherEventsRefused(t *testing.T) {
 // TestPusherAPIRouting: the app id must be this app's; unknown endpoints and methods are refused.
 func TestPusherAPIRouting(t *testing.T) {
 	php := newFakePHP(t, pusherOpen)
-	b, _ := newPusherBridge(t, php)
+	b, _ := newPusherBridge(t, php, "WSBRIDGE_MAX_PUSH_BODY=1024")
 	cases := []struct {
 		name, method, path, body string
 		status                   int
 		want                     string
 	}{
 		{"other app", "POST", "/apps/43/events", `{"name":"e","channel":"a","data":"x"}`, 404, `Unknown app_id "43"`},
+		{"body over MAX_PUSH_BODY", "POST", "/apps/42/batch_events", `{"batch":[{"name":"e","channel":"a","data":"` + strings.Repeat("x", 2000) + `"}]}`, 413, "Request body larger than 1024 bytes"},
 		{"unknown endpoint", "GET", "/apps/42/nothing", "", 404, "404 page not found"},
 		{"wrong method", "GET", "/apps/42/events", "", 405, ""},
 		{"users of a public channel", "GET", "/apps/42/channels/room/users", "", 400, "only be listed for presence channels"},
@@ -379,8 +380,17 @@ func TestPusherAPIRouting(t *testing.T) {
 	if status != 400 || !strings.Contains(answer, `Unknown query parameter "limit"`) {
 		t.Errorf("unknown query parameter: %d %q", status, answer)
 	}
+	// A POST body that does not say it is JSON is refused as on /v1/ (the SDKs say so).
+	body := `{"name":"e","channel":"a","data":"x"}`
+	req, _ := http.NewRequest("POST", b.internal.URL+"/apps/42/events?"+pusherSign(pusherTestApp, "POST", "/apps/42/events", nil, []byte(body), time.Now()), strings.NewReader(body))
+	req.Header.Set("Content-Type", "text/plain")
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 415 {
+		t.Errorf("text/plain body: %v %v, want 415", resp, err)
+	} else {
+		resp.Body.Close()
+	}
 	// A web page is refused before its signature is even looked at, as on /v1/.
-	req, _ := http.NewRequest("GET", b.internal.URL+"/apps/42/channels", nil)
+	req, _ = http.NewRequest("GET", b.internal.URL+"/apps/42/channels", nil)
 	req.Header.Set("Origin", "https://evil.example")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
