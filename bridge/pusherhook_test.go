@@ -222,3 +222,25 @@ func TestPusherWebhookNeverBlocks(t *testing.T) {
 	c := b.dial(t, "user=u&join=busy")
 	c.CloseNow()
 }
+
+// BenchmarkHubJoinLeave measures a reply's join and leave of one channel by a connection, with
+// the occupancy hook off (no Pusher webhook URL: one nil check per change) and on (it queues
+// channel_occupied / channel_vacated, here into a discarding hook).
+func BenchmarkHubJoinLeave(b *testing.B) {
+	for _, hook := range []bool{false, true} {
+		b.Run(map[bool]string{false: "hook=off", true: "hook=on"}[hook], func(b *testing.B) {
+			h := newHub("bench", NewMemoryBroker())
+			if hook {
+				n := 0
+				h.onOccupancy = func(string, bool) { n++ }
+			}
+			h.Add(&benchClient{id: "bench.0"}, connInfo{ID: "bench.0"}, &counters{}, "", nil, nil)
+			join, leave := []string{"room"}, []string{"room"}
+			b.ReportAllocs()
+			for b.Loop() {
+				h.Update("bench.0", nil, nil, join, nil)
+				h.Update("bench.0", nil, nil, nil, leave)
+			}
+		})
+	}
+}

@@ -84,7 +84,7 @@ func runPHPUnit(t *testing.T, phpunit string, env []string, file string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, phpunit, "--fail-on-skipped", "--fail-on-risky", "--fail-on-warning",
+	cmd := exec.CommandContext(ctx, phpunit, "--fail-on-skipped", "--fail-on-risky", "--fail-on-warning", "--do-not-cache-result",
 		"--bootstrap", filepath.Join(repoRoot, "examples/php/lib/autoload.php"),
 		filepath.Join(repoRoot, "examples/php/e2e/pusher", file))
 	cmd.Env = env
