@@ -334,6 +334,9 @@ func TestPusherEventsRefused(t *testing.T) {
 			}
 		})
 	}
+	if v := metricValue(t, b.srv, "wsbridge_limit_hits_total", "limit", "pusher_payload"); v != 2 {
+		t.Errorf("wsbridge_limit_hits_total{limit=pusher_payload} = %v, want 2 (the two oversized events)", v)
+	}
 	// A good request after all of them: the only publication the other node ever sees.
 	if status, answer := b.pusherCall(t, "POST", "/apps/42/events", nil, `{"name":"last","channel":"a","data":"x"}`, time.Time{}); status != 200 {
 		t.Fatalf("good request: %d %s", status, answer)

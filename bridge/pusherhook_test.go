@@ -218,6 +218,9 @@ func TestPusherWebhookNeverBlocks(t *testing.T) {
 	if n := b.srv.pusherHooks.dropped.Load(); n < 100 {
 		t.Errorf("%d events dropped, want at least the 100 beyond queue and batch", n)
 	}
+	if v := metricValue(t, b.srv, "wsbridge_limit_hits_total", "limit", "pusher_webhook_queue"); v < 100 {
+		t.Errorf("wsbridge_limit_hits_total{limit=pusher_webhook_queue} = %v, want at least 100", v)
+	}
 	// A connection still opens and joins while the webhook is stuck.
 	c := b.dial(t, "user=u&join=busy")
 	c.CloseNow()
