@@ -104,6 +104,9 @@ func newPusherHooks(u *url.URL, app pusherCreds, cfg *Config, log *slog.Logger, 
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = 1 // one sender, one request at a time
+	// As wsbridge's own webhooks: straight to the URL given, never through an HTTP_PROXY of the
+	// environment, and never on to where a redirect points (the signed body would follow it).
+	tr.Proxy = nil
 	return &pusherHooks{
 		url:     u,
 		key:     app.key,
@@ -112,9 +115,10 @@ func newPusherHooks(u *url.URL, app pusherCreds, cfg *Config, log *slog.Logger, 
 		metrics: m,
 		retries: cfg.WebhookRetries,
 		backoff: backoff,
-		client:  &http.Client{Transport: tr, Timeout: cfg.WebhookTimeout},
-		now:     time.Now,
-		queue:   make(chan pusherHookEvent, pusherHookQueue),
+		client: &http.Client{Transport: tr, Timeout: cfg.WebhookTimeout,
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
+		now:   time.Now,
+		queue: make(chan pusherHookEvent, pusherHookQueue),
 	}
 }
 

@@ -189,6 +189,37 @@ func TestPusherWebhookRetries(t *testing.T) {
 	}
 }
 
+// TestPusherWebhookNoRedirect: a redirect is an answer (3xx, not retried), not followed: the
+// signed events go nowhere but the configured URL.
+func TestPusherWebhookNoRedirect(t *testing.T) {
+	php := newFakePHP(t, pusherOpen)
+	elsewhere := newPusherReceiver(t, nil)
+	redirects := make(chan struct{}, 10)
+	rc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		redirects <- struct{}{}
+		http.Redirect(w, r, elsewhere.URL, http.StatusTemporaryRedirect)
+	}))
+	defer rc.Close()
+	b, _ := newPusherBridge(t, php, "WSBRIDGE_PUSHER_WEBHOOK_URL="+rc.URL)
+	b.srv.pusherEvent(pusherHookEvent{Name: pusherMemberAdded, Channel: "presence-a", UserID: "1"})
+	select {
+	case <-redirects:
+	case <-time.After(waitLimit):
+		t.Fatal("no pusher webhook sent")
+	}
+	// Once the sender is done with that request (it takes the next event only then), nothing
+	// reached the redirect's target.
+	b.srv.pusherEvent(pusherHookEvent{Name: pusherMemberAdded, Channel: "presence-b", UserID: "2"})
+	select {
+	case <-redirects:
+	case <-time.After(waitLimit):
+		t.Fatal("the second pusher webhook was not sent")
+	}
+	if n := elsewhere.requests.Load(); n != 0 {
+		t.Errorf("the redirect was followed: %d requests reached its target", n)
+	}
+}
+
 // TestPusherWebhookNeverBlocks: with PHP hanging, queueing events never waits; what the queue
 // cannot hold is dropped and counted.
 func TestPusherWebhookNeverBlocks(t *testing.T) {
