@@ -93,7 +93,8 @@ type pusherConn struct {
 	conn
 	app *pusherApp
 	// subs are the channels the client subscribed through the protocol, each with the user id
-	// it subscribed a presence channel as ("" for the others). Only the reader touches it.
+	// it subscribed a presence channel as ("" for the others). Only the reader touches it; nil
+	// until the first subscription, so a connection that subscribes nothing holds no map.
 	subs map[string]string
 	seq  uint64 // client events delivered to PHP, the message webhooks' seq
 }
@@ -124,11 +125,22 @@ func (s *Server) servePusher(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if code, msg := s.pusherCheckURL(r); code != 0 {
+		// No session, but not free either: the refusal holds a socket for its close handshake,
+		// so it counts against the per-address handshake limits as an upgrade does.
+		done, limit := s.handshakes.begin(s.clientOf(r).ip)
+		if limit != "" {
+			s.metrics.rejected.WithLabelValues(rejectHandshakeRate).Inc()
+			w.Header().Set("Retry-After", s.handshakes.retryAfter(limit))
+			http.Error(w, "too many handshakes from your address", http.StatusTooManyRequests)
+			return
+		}
+		defer done()
+		s.metrics.rejected.WithLabelValues(rejectBadHandshake).Inc()
 		s.log.Debug("pusher connection refused", "code", code, "err", msg)
 		s.refusePusher(w, r, code, msg)
 		return
 	}
-	p := &pusherConn{conn: conn{writerDone: make(chan struct{})}, app: s.pusher, subs: map[string]string{}}
+	p := &pusherConn{conn: conn{writerDone: make(chan struct{})}, app: s.pusher}
 	p.id = s.newSocketID()
 	// connection_established is queued before the connection is in the hub, so that it is the
 	// first message whatever else is sent to it (the open reply's frames, a publication to a

@@ -106,7 +106,7 @@ func pusherAuth(socketID, channel, channelData string) string {
 	return testPusherKey + ":" + hex.EncodeToString(m.Sum(nil))
 }
 
-func sendJSON(t *testing.T, c *websocket.Conn, v any) {
+func pusherSend(t *testing.T, c *websocket.Conn, v any) {
 	t.Helper()
 	b, err := json.Marshal(v)
 	if err != nil {
@@ -115,8 +115,8 @@ func sendJSON(t *testing.T, c *websocket.Conn, v any) {
 	write(t, c, string(b))
 }
 
-// subscribe sends pusher:subscribe and returns the answer.
-func subscribe(t *testing.T, c *websocket.Conn, channel, auth, channelData string) pusherMsg {
+// pusherSubscribe sends pusher:subscribe and returns the answer.
+func pusherSubscribe(t *testing.T, c *websocket.Conn, channel, auth, channelData string) pusherMsg {
 	t.Helper()
 	d := map[string]any{"channel": channel}
 	if auth != "" {
@@ -125,7 +125,7 @@ func subscribe(t *testing.T, c *websocket.Conn, channel, auth, channelData strin
 	if channelData != "" {
 		d["channel_data"] = channelData
 	}
-	sendJSON(t, c, map[string]any{"event": "pusher:subscribe", "data": d})
+	pusherSend(t, c, map[string]any{"event": "pusher:subscribe", "data": d})
 	return readPusher(t, c)
 }
 
@@ -250,7 +250,7 @@ func TestPusherSubscribe(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			m := subscribe(t, c, tc.channel, tc.auth, tc.channelData)
+			m := pusherSubscribe(t, c, tc.channel, tc.auth, tc.channelData)
 			if m.Event != tc.event || m.Channel != tc.channel {
 				t.Fatalf("got %s on %q (%s), want %s on %q", m.Event, m.Channel, m.Data, tc.event, tc.channel)
 			}
@@ -272,7 +272,7 @@ func TestPusherPresence(t *testing.T) {
 	join := func(user string) (*websocket.Conn, pusherMsg) {
 		c, sid := dialPusher(t, b)
 		cd := `{"user_id":"` + user + `","user_info":{"name":"` + user + `"}}`
-		return c, subscribe(t, c, "presence-room", pusherAuth(sid, "presence-room", cd), cd)
+		return c, pusherSubscribe(t, c, "presence-room", pusherAuth(sid, "presence-room", cd), cd)
 	}
 	roster := func(m pusherMsg) string {
 		var d struct {
@@ -302,7 +302,7 @@ func TestPusherPresence(t *testing.T) {
 		t.Fatalf("bob's second roster %q", got)
 	}
 	// A client event from bob's second tab reaches ann and bob's first tab, with user_id.
-	sendJSON(t, bob2, map[string]any{"event": "client-typing", "channel": "presence-room", "data": map[string]any{"x": 1}})
+	pusherSend(t, bob2, map[string]any{"event": "client-typing", "channel": "presence-room", "data": map[string]any{"x": 1}})
 	for _, c := range []*websocket.Conn{a, bob1} {
 		m := readPusher(t, c)
 		if m.Event != "client-typing" || m.UserID != "bob" || string(m.Data) != `{"x":1}` {
@@ -329,8 +329,8 @@ func TestPusherPublication(t *testing.T) {
 	b := pusherBridge(t, php, nil)
 	a, _ := dialPusher(t, b)
 	c, sidC := dialPusher(t, b)
-	subscribe(t, a, "orders", "", "")
-	subscribe(t, c, "orders", "", "")
+	pusherSubscribe(t, a, "orders", "", "")
+	pusherSubscribe(t, c, "orders", "", "")
 	php.next(t, EventOpen)
 	php.next(t, EventOpen)
 	native, nid := b.openConn(t, "")
@@ -357,5 +357,24 @@ func TestPusherPublication(t *testing.T) {
 	b.api(t, "POST", "/v1/publish", map[string]any{"to": map[string]any{"channels": []string{"orders"}}, "data": "hi"}, nil)
 	if m := readPusher(t, a); m.Event != pusherDefaultEvent || m.dataString(t) != "hi" {
 		t.Fatalf("got %+v, want %s", m, pusherDefaultEvent)
+	}
+}
+
+// TestPusherRefusalsAreLimited: refusals upgrade a socket to say why, so a client cannot have
+// them for free: they count against HANDSHAKE_RATE_PER_IP as upgrades do.
+func TestPusherRefusalsAreLimited(t *testing.T) {
+	t.Parallel()
+	php := newFakePHP(t, nil)
+	b := pusherBridge(t, php, func(c *Config) { c.HandshakeRatePerIP, c.HandshakeBurstPerIP = 0.001, 1 })
+	c, _, err := dialPusherURL(t, b, "/app/other?protocol=7", nil)
+	if err != nil {
+		t.Fatalf("first refusal: %v", err)
+	}
+	if m := readPusher(t, c); m.Event != "pusher:error" {
+		t.Fatalf("first refusal: got %s", m.Event)
+	}
+	_, resp, err := dialPusherURL(t, b, "/app/other?protocol=7", nil)
+	if err == nil || resp == nil || resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("second refusal: err %v, response %v; want 429 before any upgrade", err, resp)
 	}
 }

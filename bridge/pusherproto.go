@@ -82,7 +82,7 @@ func (p *pusherConn) handle(ctx context.Context, raw []byte) {
 	case msg.Event == "pusher:signin":
 		p.sendError(pusherMalformed, "pusher:signin is not supported by this server")
 	default:
-		p.sendError(pusherMalformed, fmt.Sprintf("unknown event %q", truncate(msg.Event, 64)))
+		p.sendError(pusherMalformed, fmt.Sprintf("unknown event %q", pusherClip(msg.Event, 64)))
 	}
 }
 
@@ -144,7 +144,7 @@ func (p *pusherConn) subscribe(raw json.RawMessage) {
 			p.subscriptionError(d.Channel, "LimitReached", err.Error(), 409)
 			return
 		}
-		p.subs[d.Channel] = ""
+		p.setSub(d.Channel, "")
 	}
 	p.sendSelf(pusherEnvelope("pusher_internal:subscription_succeeded", d.Channel, "{}"))
 }
@@ -169,7 +169,7 @@ func (p *pusherConn) joinPresence(ch, user string, info json.RawMessage) {
 		p.subscriptionError(ch, "AuthError", err.Error(), 409)
 		return
 	}
-	p.subs[ch] = user
+	p.setSub(ch, user)
 	users := a.presence[ch]
 	if users == nil {
 		users = map[string]*presenceUser{}
@@ -188,6 +188,13 @@ func (p *pusherConn) joinPresence(ch, user string, info json.RawMessage) {
 		added := pusherEnvelope("pusher_internal:member_added", ch, presenceJSON(user, info))
 		p.srv.pusherFanout(ch, p.id, added)
 	}
+}
+
+func (p *pusherConn) setSub(ch, user string) {
+	if p.subs == nil {
+		p.subs = make(map[string]string, 1)
+	}
+	p.subs[ch] = user
 }
 
 // unsubscribe leaves a channel; for a presence channel, the user's last connection there leaving
@@ -249,7 +256,7 @@ func (p *pusherConn) clientEvent(ctx context.Context, msg *pusherMessage, raw []
 	kind := pusherChannelKind(msg.Channel)
 	switch {
 	case !in:
-		p.sendError(pusherClientEventDrop, "client event refused: not subscribed to "+truncate(msg.Channel, 200))
+		p.sendError(pusherClientEventDrop, "client event refused: not subscribed to "+pusherClip(msg.Channel, 200))
 		return
 	case kind != pusherPrivate && kind != pusherPresence:
 		p.sendError(pusherClientEventDrop, "client event refused: client events are allowed on private- and presence- channels only")
@@ -383,7 +390,7 @@ func (s *Server) pusherChannelName(ch string) error {
 		switch c := ch[i]; {
 		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', strings.IndexByte("-_=@,.;", c) >= 0:
 		default:
-			return fmt.Errorf("channel name %q: only letters, digits and -_=@,.; are allowed", truncate(ch, 64))
+			return fmt.Errorf("channel name %q: only letters, digits and -_=@,.; are allowed", pusherClip(ch, 64))
 		}
 	}
 	return nil
@@ -540,7 +547,7 @@ func (p *Publication) pusherEnvelope() []byte {
 	return pusherEnvelope(event, ch, data)
 }
 
-func truncate(s string, n int) string {
+func pusherClip(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -30,6 +31,8 @@ func stamp(prefix string, at time.Time) string {
 
 // sentAt reads the trailing timestamp of a frame; ok is false for frames without one.
 func sentAt(b []byte) (time.Time, bool) {
+	// A Pusher event carries the frame as its data, a JSON string: {"event",…,"data":"b 1 <ns>"}.
+	b = bytes.TrimSuffix(b, []byte(`"}`))
 	i := strings.LastIndexByte(string(b), ' ')
 	if i < 0 {
 		return time.Time{}, false
@@ -136,9 +139,19 @@ func (f *fleet) dial(ctx context.Context, i int) (*client, error) {
 	if offerDeflate {
 		opts.CompressionMode = websocket.CompressionNoContextTakeover
 	}
-	ws, _, err := websocket.Dial(ctx, f.wsURL+"?u="+user, opts)
+	sep := "?"
+	if strings.Contains(f.wsURL, "?") {
+		sep = "&" // -pusher: the URL has Pusher's query already
+	}
+	ws, _, err := websocket.Dial(ctx, f.wsURL+sep+"u="+user, opts)
 	if err != nil {
 		return nil, err
+	}
+	if pusherMode {
+		if err := pusherEstablished(ctx, ws); err != nil {
+			ws.CloseNow()
+			return nil, err
+		}
 	}
 	_, b, err := ws.Read(ctx)
 	if err != nil {
@@ -149,6 +162,12 @@ func (f *fleet) dial(ctx context.Context, i int) (*client, error) {
 	if !ok {
 		ws.CloseNow()
 		return nil, fmt.Errorf("first frame %q is not an id frame", b)
+	}
+	if pusherMode {
+		if err := pusherSubscribe(ctx, ws); err != nil {
+			ws.CloseNow()
+			return nil, err
+		}
 	}
 	return &client{ws: ws, id: id, user: user}, nil
 }

@@ -109,6 +109,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&counts, "counts", "1000,10000,19800", "idle: increasing connection counts at which memory is read")
 	fs.IntVar(&o.messages, "m", 100, "broadcast: messages per phase (keep it below WSBRIDGE_SEND_QUEUE, 256, or flat out drops slow clients)")
 	fs.IntVar(&o.payload, "payload", 0, "broadcast: pad each message to this many bytes of chat-like JSON (compressible, as an app's pushes are)")
+	fs.BoolVar(&pusherMode, "pusher", false, "clients speak the Pusher protocol on /app/{key} (pusher.go; with -bridge the bridge starts in Pusher mode; attach with -ws ws://…"+pusherPath+")")
 	fs.BoolVar(&offerDeflate, "compression", false, "clients offer permessage-deflate (start the bridge with -bridge-env WSBRIDGE_COMPRESSION=on for it to be used)")
 	fs.Float64Var(&o.rate, "rate", 20, "broadcast: the modest phase's messages per second")
 	fs.IntVar(&o.dialConc, "dial-concurrency", 64, "dials in flight while connecting")

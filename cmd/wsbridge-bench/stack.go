@@ -225,6 +225,10 @@ func (s *stack) startBridge(ctx context.Context, bin string, concurrency int, en
 		return err
 	}
 	s.WSURL = fmt.Sprintf("ws://127.0.0.1:%d/ws", pub)
+	if pusherMode {
+		s.WSURL = fmt.Sprintf("ws://127.0.0.1:%d%s", pub, pusherPath)
+		env = append(env, pusherEnv()...)
+	}
 	s.APIURL = fmt.Sprintf("http://127.0.0.1:%d", internal)
 	e := append(os.Environ(),
 		"GODEBUG=gctrace=1",

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,7 +25,7 @@ func TestEchoBrowser(t *testing.T) {
 			testkit.Missing(t, m+" is not installed: run `npm ci` in examples/php/e2e")
 		}
 	}
-	hooks := newHookRecorder(t)
+	hooks := newPusherHooks(t)
 	b := startEchoApp(t, hooks)
 	artifacts := os.Getenv("WSBRIDGE_ARTIFACTS")
 	if artifacts == "" {
@@ -47,13 +48,8 @@ func TestEchoBrowser(t *testing.T) {
 		ev := hooks.next(t, "open")
 		req, _ := ev["request"].(map[string]any)
 		headers, _ := req["headers"].(map[string]any)
-		if ev["transport"] != "pusher" || !strings.Contains(headersString(headers["Cookie"]), "demo_user=") {
+		if ev["transport"] != "pusher" || !strings.Contains(fmt.Sprint(headers["Cookie"]), "demo_user=") {
 			t.Errorf("open webhook for %s: transport %v, Cookie %v; want pusher and the session cookie", user, ev["transport"], headers["Cookie"])
 		}
 	}
-}
-
-func headersString(v any) string {
-	s, _ := v.(string)
-	return s
 }

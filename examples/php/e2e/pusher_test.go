@@ -29,15 +29,15 @@ const (
 	echoSecret = "app-secret"
 )
 
-// hookRecorder records wsbridge's webhooks; refuse makes it answer the next open with 403.
-type hookRecorder struct {
+// pusherHooks records wsbridge's webhooks; refuse makes it answer the next open with 403.
+type pusherHooks struct {
 	*httptest.Server
 	calls  chan map[string]any
 	refuse atomic.Bool
 }
 
-func newHookRecorder(t *testing.T) *hookRecorder {
-	h := &hookRecorder{calls: make(chan map[string]any, 1000)}
+func newPusherHooks(t *testing.T) *pusherHooks {
+	h := &pusherHooks{calls: make(chan map[string]any, 1000)}
 	h.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var ev map[string]any
 		body, _ := io.ReadAll(r.Body)
@@ -57,7 +57,7 @@ func newHookRecorder(t *testing.T) *hookRecorder {
 }
 
 // next returns the next webhook of type typ, skipping others.
-func (h *hookRecorder) next(t *testing.T, typ string) map[string]any {
+func (h *pusherHooks) next(t *testing.T, typ string) map[string]any {
 	t.Helper()
 	deadline := time.After(startLimit)
 	for {
@@ -83,12 +83,9 @@ type pusherDriver struct {
 
 func startPusherDriver(t *testing.T) *pusherDriver {
 	t.Helper()
-	node, err := exec.LookPath("node")
-	if err != nil {
-		t.Fatal("node is not installed (CI installs it with npm)")
-	}
+	node := testkit.RequireTool(t, "nodejs", "node")
 	if _, err := os.Stat("node_modules/pusher-js/dist/node/pusher.js"); err != nil {
-		t.Fatal("pusher-js is not installed: npm ci --prefix examples/php/e2e")
+		testkit.Missing(t, "pusher-js is not installed: run `npm ci` in examples/php/e2e")
 	}
 	cmd := exec.Command(node, "pusher_node.mjs")
 	in, _ := cmd.StdinPipe()
@@ -176,7 +173,7 @@ func (d *pusherDriver) expect(t *testing.T, id, what string, match func(map[stri
 	}
 }
 
-func isType(typ string, kv ...string) func(map[string]any) bool {
+func pusherIs(typ string, kv ...string) func(map[string]any) bool {
 	return func(ev map[string]any) bool {
 		if ev["type"] != typ {
 			return false
@@ -191,12 +188,9 @@ func isType(typ string, kv ...string) func(map[string]any) bool {
 }
 
 // startEchoApp runs examples/php/echo with php -S, and wsbridge in front of it in Pusher mode.
-func startEchoApp(t *testing.T, hooks *hookRecorder) *bridge {
+func startEchoApp(t *testing.T, hooks *pusherHooks) *bridge {
 	t.Helper()
-	php, err := exec.LookPath("php")
-	if err != nil {
-		t.Fatal("php is not installed")
-	}
+	php := testkit.RequireTool(t, "php-cli", "php")
 	appAddr := testkit.FreeAddr(t)
 	abs, _ := filepath.Abs("node_modules")
 	app := start(t, "php-echo", []string{"PUSHER_APP_KEY=" + echoKey, "PUSHER_APP_SECRET=" + echoSecret, "ECHO_ASSETS=" + abs},
@@ -210,8 +204,8 @@ func startEchoApp(t *testing.T, hooks *hookRecorder) *bridge {
 	})
 }
 
-// publish pushes through the native API (the Pusher HTTP API is another branch's).
-func publish(t *testing.T, b *bridge, body map[string]any) {
+// pusherPublish pushes through the native API (the Pusher HTTP API is another branch's).
+func pusherPublish(t *testing.T, b *bridge, body map[string]any) {
 	t.Helper()
 	raw, _ := json.Marshal(body)
 	resp, err := http.Post("http://"+b.internal+"/v1/publish", "application/json", strings.NewReader(string(raw)))
@@ -226,7 +220,7 @@ func publish(t *testing.T, b *bridge, body map[string]any) {
 
 // TestPusherJS walks pusher-js through every part of the protocol wsbridge serves.
 func TestPusherJS(t *testing.T) {
-	hooks := newHookRecorder(t)
+	hooks := newPusherHooks(t)
 	b := startEchoApp(t, hooks)
 	d := startPusherDriver(t)
 	host, port, _ := strings.Cut(b.public, ":")
@@ -239,7 +233,7 @@ func TestPusherJS(t *testing.T) {
 			cmd[k] = v
 		}
 		d.do(t, cmd)
-		ev := d.expect(t, id, "connected", isType("state", "current", "connected"))
+		ev := d.expect(t, id, "connected", pusherIs("state", "current", "connected"))
 		sid := fmt.Sprint(ev["socket_id"])
 		if !regexp.MustCompile(`^\d+\.\d+$`).MatchString(sid) {
 			t.Fatalf("%s: socket_id %q is not \\d+.\\d+", id, sid)
@@ -253,8 +247,8 @@ func TestPusherJS(t *testing.T) {
 
 	t.Run("wrong key: 4001, no reconnect", func(t *testing.T) {
 		d.do(t, map[string]any{"op": "connect", "id": "wrong", "key": "nope", "host": host, "port": portN, "auth": auth})
-		d.expect(t, "wrong", "error 4001", isType("error", "code", "4001"))
-		d.expect(t, "wrong", "disconnected", isType("state", "current", "disconnected"))
+		d.expect(t, "wrong", "error 4001", pusherIs("error", "code", "4001"))
+		d.expect(t, "wrong", "disconnected", pusherIs("state", "current", "disconnected"))
 	})
 	t.Run("PHP refuses the open: 4009", func(t *testing.T) {
 		hooks.refuse.Store(true)
@@ -262,8 +256,8 @@ func TestPusherJS(t *testing.T) {
 		if ev := hooks.next(t, "open"); ev["refused"] != true || ev["transport"] != "pusher" {
 			t.Fatalf("open webhook %v", ev)
 		}
-		d.expect(t, "refused", "error 4009", isType("error", "code", "4009"))
-		d.expect(t, "refused", "disconnected", isType("state", "current", "disconnected"))
+		d.expect(t, "refused", "error 4009", pusherIs("error", "code", "4009"))
+		d.expect(t, "refused", "disconnected", pusherIs("state", "current", "disconnected"))
 	})
 
 	sidAnn := connect("ann", "demo_user=ann", nil)
@@ -272,33 +266,33 @@ func TestPusherJS(t *testing.T) {
 
 	t.Run("public channel and a native publication", func(t *testing.T) {
 		d.do(t, map[string]any{"op": "subscribe", "id": "ann", "channel": "news"})
-		d.expect(t, "ann", "subscribed news", isType("subscribed", "channel", "news"))
-		publish(t, b, map[string]any{"to": map[string]any{"channels": []string{"news"}}, "event": "App\\Events\\Headline", "data": `{"title":"hi"}`})
-		ev := d.expect(t, "ann", "the headline", isType("event", "event", "App\\Events\\Headline"))
+		d.expect(t, "ann", "subscribed news", pusherIs("subscribed", "channel", "news"))
+		pusherPublish(t, b, map[string]any{"to": map[string]any{"channels": []string{"news"}}, "event": "App\\Events\\Headline", "data": `{"title":"hi"}`})
+		ev := d.expect(t, "ann", "the headline", pusherIs("event", "event", "App\\Events\\Headline"))
 		if fmt.Sprint(ev["data"]) != "map[title:hi]" {
 			t.Fatalf("data %v", ev["data"])
 		}
 	})
 	t.Run("private channel: authorised through the proxy with the cookie, refused, forged", func(t *testing.T) {
 		d.do(t, map[string]any{"op": "subscribe", "id": "ann", "channel": "private-user.ann"})
-		d.expect(t, "ann", "subscribed", isType("subscribed", "channel", "private-user.ann"))
+		d.expect(t, "ann", "subscribed", pusherIs("subscribed", "channel", "private-user.ann"))
 		d.do(t, map[string]any{"op": "subscribe", "id": "bob", "channel": "private-user.ann"})
-		ev := d.expect(t, "bob", "the app's refusal", isType("subscription_error", "channel", "private-user.ann"))
+		ev := d.expect(t, "bob", "the app's refusal", pusherIs("subscription_error", "channel", "private-user.ann"))
 		if !strings.Contains(fmt.Sprint(ev["error"]), "403") {
 			t.Fatalf("refusal %v: want the app's 403", ev)
 		}
 	})
 	t.Run("server refuses a forged signature", func(t *testing.T) {
 		d.do(t, map[string]any{"op": "connect", "id": "forger", "key": echoKey, "host": host, "port": portN, "auth": auth, "forge": "private-"})
-		d.expect(t, "forger", "connected", isType("state", "current", "connected"))
+		d.expect(t, "forger", "connected", pusherIs("state", "current", "connected"))
 		hooks.next(t, "open")
 		d.do(t, map[string]any{"op": "subscribe", "id": "forger", "channel": "private-chat"})
-		ev := d.expect(t, "forger", "the server's refusal", isType("subscription_error", "channel", "private-chat"))
+		ev := d.expect(t, "forger", "the server's refusal", pusherIs("subscription_error", "channel", "private-chat"))
 		if fmt.Sprint(ev["status"]) != "401" || fmt.Sprint(ev["kind"]) != "AuthError" {
 			t.Fatalf("refusal %v: want AuthError 401", ev)
 		}
 		d.do(t, map[string]any{"op": "disconnect", "id": "forger"})
-		d.expect(t, "forger", "disconnected", isType("state", "current", "disconnected"))
+		d.expect(t, "forger", "disconnected", pusherIs("state", "current", "disconnected"))
 		hooks.next(t, "close")
 	})
 	t.Run("presence: roster, joining per user, whisper with user_id, toOthers, leaving", func(t *testing.T) {
@@ -310,23 +304,23 @@ func TestPusherJS(t *testing.T) {
 			return strings.Join(ids, ",")
 		}
 		d.do(t, map[string]any{"op": "subscribe", "id": "ann", "channel": "presence-room", "whispers": []string{"client-typing"}})
-		if ev := d.expect(t, "ann", "here", isType("subscribed", "channel", "presence-room")); members(ev) != "ann" || ev["me"] != "ann" {
+		if ev := d.expect(t, "ann", "here", pusherIs("subscribed", "channel", "presence-room")); members(ev) != "ann" || ev["me"] != "ann" {
 			t.Fatalf("ann here: %v", ev)
 		}
 		d.do(t, map[string]any{"op": "subscribe", "id": "bob", "channel": "presence-room", "whispers": []string{"client-typing"}})
-		if ev := d.expect(t, "bob", "here", isType("subscribed", "channel", "presence-room")); members(ev) != "ann,bob" {
+		if ev := d.expect(t, "bob", "here", pusherIs("subscribed", "channel", "presence-room")); members(ev) != "ann,bob" {
 			t.Fatalf("bob here: %v", ev)
 		}
-		if ev := d.expect(t, "ann", "bob joining", isType("member_added", "user_id", "bob")); fmt.Sprint(ev["info"]) != "map[name:Bob]" {
+		if ev := d.expect(t, "ann", "bob joining", pusherIs("member_added", "user_id", "bob")); fmt.Sprint(ev["info"]) != "map[name:Bob]" {
 			t.Fatalf("joining %v", ev)
 		}
 		d.do(t, map[string]any{"op": "subscribe", "id": "bob2", "channel": "presence-room"})
-		d.expect(t, "bob2", "here", isType("subscribed", "channel", "presence-room"))
+		d.expect(t, "bob2", "here", pusherIs("subscribed", "channel", "presence-room"))
 		// bob's second tab added nobody: ann's next event is the whisper, not a member_added.
 		d.do(t, map[string]any{"op": "trigger", "id": "bob2", "channel": "presence-room", "event": "client-typing", "data": map[string]any{"typing": true}})
-		d.expect(t, "bob2", "triggered", isType("triggered", "ok", "true"))
+		d.expect(t, "bob2", "triggered", pusherIs("triggered", "ok", "true"))
 		for _, id := range []string{"ann", "bob"} {
-			d.expect(t, id, "the whisper from bob", isType("event", "event", "client-typing", "user_id", "bob"))
+			d.expect(t, id, "the whisper from bob", pusherIs("event", "event", "client-typing", "user_id", "bob"))
 		}
 		msg := hooks.next(t, "message")
 		if msg["transport"] != "pusher" || msg["user_id"] != "bob" || !strings.Contains(fmt.Sprint(msg["data"]), "client-typing") {
@@ -334,34 +328,34 @@ func TestPusherJS(t *testing.T) {
 		}
 		// toOthers: a publication except ann's socket reaches the others; ann's next event is
 		// the one after it.
-		publish(t, b, map[string]any{"to": map[string]any{"channels": []string{"presence-room"}}, "event": "App\\Events\\Said", "data": `{"n":1}`, "except": sidAnn})
-		publish(t, b, map[string]any{"to": map[string]any{"channels": []string{"presence-room"}}, "event": "App\\Events\\Said", "data": `{"n":2}`})
+		pusherPublish(t, b, map[string]any{"to": map[string]any{"channels": []string{"presence-room"}}, "event": "App\\Events\\Said", "data": `{"n":1}`, "except": sidAnn})
+		pusherPublish(t, b, map[string]any{"to": map[string]any{"channels": []string{"presence-room"}}, "event": "App\\Events\\Said", "data": `{"n":2}`})
 		for _, id := range []string{"bob", "bob2"} {
 			// bob2, the whisper's sender, did not get it back: its next event is said 1.
-			d.expect(t, id, "said 1", isType("event", "event", "App\\Events\\Said", "data", "map[n:1]"))
-			d.expect(t, id, "said 2", isType("event", "data", "map[n:2]"))
+			d.expect(t, id, "said 1", pusherIs("event", "event", "App\\Events\\Said", "data", "map[n:1]"))
+			d.expect(t, id, "said 2", pusherIs("event", "data", "map[n:2]"))
 		}
-		d.expect(t, "ann", "said 2 only", isType("event", "data", "map[n:2]"))
+		d.expect(t, "ann", "said 2 only", pusherIs("event", "data", "map[n:2]"))
 		// bob's first tab leaves: bob is still here; the second leaves: ann hears it.
 		d.do(t, map[string]any{"op": "disconnect", "id": "bob"})
-		d.expect(t, "bob", "disconnected", isType("state", "current", "disconnected"))
+		d.expect(t, "bob", "disconnected", pusherIs("state", "current", "disconnected"))
 		if ev := hooks.next(t, "close"); ev["transport"] != "pusher" || ev["initiator"] != "client" {
 			t.Fatalf("close webhook %v", ev)
 		}
 		d.do(t, map[string]any{"op": "disconnect", "id": "bob2"})
-		d.expect(t, "ann", "bob leaving, once", isType("member_removed", "user_id", "bob"))
+		d.expect(t, "ann", "bob leaving, once", pusherIs("member_removed", "user_id", "bob"))
 		hooks.next(t, "close")
 	})
 	t.Run("a publication to a socket id: a global event", func(t *testing.T) {
-		publish(t, b, map[string]any{"to": map[string]any{"connections": []string{sidAnn}}, "event": "direct", "data": "x"})
-		d.expect(t, "ann", "the direct event", isType("global", "event", "direct", "data", "x"))
+		pusherPublish(t, b, map[string]any{"to": map[string]any{"connections": []string{sidAnn}}, "event": "direct", "data": "x"})
+		d.expect(t, "ann", "the direct event", pusherIs("global", "event", "direct", "data", "x"))
 	})
 	t.Run("ping and pong", func(t *testing.T) {
 		// A client activity timeout of 300 ms makes pusher-js ping after 300 ms of silence; the
 		// connection stays (no state change comes between the pongs).
 		connect("pinger", "", map[string]any{"activityTimeout": 300})
 		for range 2 {
-			d.expect(t, "pinger", "pong", isType("pong"))
+			d.expect(t, "pinger", "pong", pusherIs("pong"))
 		}
 		d.do(t, map[string]any{"op": "disconnect", "id": "pinger"})
 	})
