@@ -497,7 +497,7 @@ func TestPusherAPIWithPusherClients(t *testing.T) {
 			cd = `{"user_id":"` + user + `"}`
 			auth = pusherAuth(sid, channel, cd)
 		}
-		if m := subscribe(t, c, channel, auth, cd); m.Event != "pusher_internal:subscription_succeeded" {
+		if m := pusherSubscribe(t, c, channel, auth, cd); m.Event != "pusher_internal:subscription_succeeded" {
 			t.Fatalf("subscribe %s: %s %s", channel, m.Event, m.Data)
 		}
 		return c, sid
