@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"net/http"
 	"os"
 	"os/exec"
@@ -35,12 +36,14 @@ func TestPusherAPIPHPUnit(t *testing.T) {
 		"WSBRIDGE_PUSHER_SECRET": secret,
 	})
 	alice := dial(t, b, "alice", "orders")
+	bob, bobSocket := pusherSubscriber(t, b, key, "orders")
 
 	env := append(os.Environ(),
 		"WSBRIDGE_TEST_PUSHER_API=http://"+b.internal,
 		"WSBRIDGE_TEST_PUSHER_APP_ID="+appID,
 		"WSBRIDGE_TEST_PUSHER_KEY="+key,
 		"WSBRIDGE_TEST_PUSHER_SECRET="+secret,
+		"WSBRIDGE_TEST_PUSHER_SOCKET="+bobSocket,
 	)
 	rctx, rcancel := context.WithTimeout(context.Background(), startLimit)
 	defer rcancel()
@@ -61,6 +64,20 @@ func TestPusherAPIPHPUnit(t *testing.T) {
 	// second trigger, the one signed 590 s ago. The refused requests delivered nothing.
 	runPHPUnit(t, phpunit, env, "PusherApiTest.php")
 	expect(`{"id":7}`, "plain text", "x")
+	// bob, a Pusher-protocol subscriber, gets the same events as Pusher envelopes.
+	expectPusher := func(want string) {
+		t.Helper()
+		_, got, err := bob.Read(rctx)
+		if err != nil {
+			t.Fatalf("bob's socket: %v", err)
+		}
+		if string(got) != want {
+			t.Errorf("bob got %s, want %s", got, want)
+		}
+	}
+	expectPusher(`{"event":"order.shipped","channel":"orders","data":"{\"id\":7}"}`)
+	expectPusher(`{"event":"order.counted","channel":"orders","data":"plain text"}`)
+	expectPusher(`{"event":"e","channel":"orders","data":"x"}`)
 
 	// Laravel 8's PusherBroadcaster over the kit's stand-in for the Pusher SDK.
 	if _, err := os.Stat("/usr/share/php/Illuminate/Broadcasting/autoload.php"); err != nil {
@@ -68,6 +85,7 @@ func TestPusherAPIPHPUnit(t *testing.T) {
 	}
 	runPHPUnit(t, phpunit, env, "LaravelBroadcasterTest.php")
 	expect(`{"order":{"id":8}}`)
+	// toOthers() named bob's socket: bob's next event is the marker below, not the broadcast.
 
 	resp, err := http.Post("http://"+b.internal+"/v1/publish", "application/json", strings.NewReader(`{"to":{"all":true},"data":"marker"}`))
 	if err != nil {
@@ -77,6 +95,39 @@ func TestPusherAPIPHPUnit(t *testing.T) {
 	if _, got, err := alice.Read(rctx); err != nil || string(got) != "marker" {
 		t.Errorf("after PHP's events alice got %q (%v), want the marker: a refused request delivered something", got, err)
 	}
+	expectPusher(`{"event":"wsbridge:message","data":"marker"}`)
+}
+
+// pusherSubscriber connects as pusher-js does to /app/{key}, subscribes a public channel and returns
+// the connection and its socket id.
+func pusherSubscriber(t *testing.T, b *bridge, key, channel string) (*websocket.Conn, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), startLimit)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, "ws://"+b.public+"/app/"+key+"?protocol=7&client=js&version=8.6.0&user=bob", nil)
+	if err != nil {
+		t.Fatalf("dial /app/%s: %v", key, err)
+	}
+	t.Cleanup(func() { c.CloseNow() })
+	var msg struct{ Event, Data string }
+	_, raw, err := c.Read(ctx)
+	if err != nil || json.Unmarshal(raw, &msg) != nil || msg.Event != "pusher:connection_established" {
+		t.Fatalf("first message %s (%v), want pusher:connection_established", raw, err)
+	}
+	var est struct {
+		SocketID string `json:"socket_id"`
+	}
+	if err := json.Unmarshal([]byte(msg.Data), &est); err != nil || est.SocketID == "" {
+		t.Fatalf("connection_established data %q", msg.Data)
+	}
+	sub, _ := json.Marshal(map[string]any{"event": "pusher:subscribe", "data": map[string]string{"channel": channel}})
+	if err := c.Write(ctx, websocket.MessageText, sub); err != nil {
+		t.Fatal(err)
+	}
+	if _, raw, err = c.Read(ctx); err != nil || json.Unmarshal(raw, &msg) != nil || msg.Event != "pusher_internal:subscription_succeeded" {
+		t.Fatalf("subscribe %s: %s (%v)", channel, raw, err)
+	}
+	return c, est.SocketID
 }
 
 // runPHPUnit runs one test file of examples/php/e2e/pusher with the kit's autoloader.

@@ -38,8 +38,9 @@ final class LaravelBroadcasterTest extends TestCase
 
     public function testBroadcastReachesTheChannel(): void
     {
-        // 'socket' is what toOthers() puts in the payload: Laravel sends it as socket_id.
-        self::broadcaster()->broadcast([new Channel('orders')], 'App\\Events\\OrderShipped', ['order' => ['id' => 8], 'socket' => '1234.5678']);
+        // 'socket' is what toOthers() puts in the payload (the browser's X-Socket-ID): Laravel
+        // sends it as socket_id, and that Pusher connection, subscribed to orders, is left out.
+        self::broadcaster()->broadcast([new Channel('orders')], 'App\\Events\\OrderShipped', ['order' => ['id' => 8], 'socket' => self::env('WSBRIDGE_TEST_PUSHER_SOCKET')]);
         $this->addToAssertionCount(1); // no exception: wsbridge answered 200
     }
 

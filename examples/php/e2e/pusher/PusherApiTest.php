@@ -12,7 +12,8 @@ use WsBridge\PusherSignature;
 /**
  * The kit's PusherClient against a real wsbridge in Pusher mode, started by
  * examples/php/e2e/pusherapi_test.go (TestPusherAPIPHPUnit), which has a connection of user
- * alice in channel "orders" and checks that the event triggered here reaches it.
+ * alice (a WebSocket) and a Pusher-protocol one in channel "orders", and checks that the events
+ * triggered here reach them.
  */
 final class PusherApiTest extends TestCase
 {
@@ -45,9 +46,9 @@ final class PusherApiTest extends TestCase
     {
         $pusher = self::client();
         self::assertSame([], $pusher->trigger(['orders'], 'order.shipped', ['id' => 7]));
-        self::assertSame(['occupied' => true, 'subscription_count' => 1], $pusher->getChannelInfo('orders', ['subscription_count']));
+        self::assertSame(['occupied' => true, 'subscription_count' => 2], $pusher->getChannelInfo('orders', ['subscription_count'])); // alice (WebSocket), bob (Pusher)
         self::assertArrayHasKey('orders', $pusher->getChannels());
-        self::assertSame(['channels' => ['orders' => ['subscription_count' => 1]]],
+        self::assertSame(['channels' => ['orders' => ['subscription_count' => 2]]],
             $pusher->trigger('orders', 'order.counted', 'plain text', '1234.5678', ['subscription_count']));
     }
 
