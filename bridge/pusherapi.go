@@ -121,6 +121,9 @@ func (a *pusherAPI) authenticate(next http.Handler) http.Handler {
 			return
 		}
 		if perr := a.verify(r.Method, r.URL, body, a.now()); perr != nil {
+			// An app whose clock drifted, or that has the wrong secret, fails every publish:
+			// the operator must see it. The message holds no secret (the string to sign at most).
+			a.s.log.Warn("pusher api: request refused", "status", perr.status, "path", r.URL.Path, "err", perr.msg)
 			pusherFail(w, perr)
 			return
 		}
@@ -142,10 +145,11 @@ func (a *pusherAPI) authenticate(next http.Handler) http.Handler {
 //	METHOD "\n" PATH "\n" QUERY
 //
 // where PATH is the path decoded (an SDK signs the path it builds, whatever its HTTP library
-// then escapes), and QUERY is every query parameter but auth_signature, keys lower-cased and sorted, joined
-// as key=value with "&", values not URL-escaped: exactly what the Pusher SDKs sign. The secret
-// and the signature are compared in constant time. A key given twice (in any case) is refused:
-// the SDKs never send one, and which of its values was signed would be a guess.
+// then escapes), and QUERY is every query parameter but auth_signature, keys lower-cased and
+// sorted, joined as key=value with "&", values not URL-escaped: exactly what the Pusher SDKs
+// sign. The key, the body's MD5 and the signature are compared in constant time. A parameter
+// given twice (in any case) is refused: the SDKs never send one, and which of its values was
+// signed would be a guess.
 func (a *pusherAPI) verify(method string, u *url.URL, body []byte, now time.Time) *pusherError {
 	q, err := url.ParseQuery(u.RawQuery)
 	if err != nil {
