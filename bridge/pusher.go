@@ -104,12 +104,24 @@ var _ transport = (*pusherConn)(nil)
 func (p *pusherConn) kind() string { return transportPusher }
 
 // Send hands the client a delivery of the hub: a publication's Pusher envelope, made once for
-// all its Pusher recipients (pusherDelivery), or the frame as it is when it has none.
+// all its Pusher recipients (hub.publicationDelivery), or the frame as it is when it has none.
 func (p *pusherConn) Send(d Delivery) bool {
 	if d.pusher != nil {
 		return p.conn.Send(*d.pusher)
 	}
 	return p.conn.Send(d)
+}
+
+// Close closes the connection as conn.Close does; a close in Pusher's ranges (4000-4299: PHP's
+// reply, the push API, the Pusher API's terminate_connections) is preceded by pusher:error with
+// that code and the reason, as a Pusher server says why, so that the app's error callback hears
+// it. Queued directly: a full queue is no reason to call the client slow, and the frame is only
+// a courtesy beside the close frame, which carries the same code.
+func (p *pusherConn) Close(code int, reason string, by Initiator) bool {
+	if code >= 4000 && code < 4300 && !p.isClosing() {
+		p.queue.push(Delivery{Data: pusherErrorFrame(code, reason)}, p.srv.cfg.SendQueue, p.srv.cfg.SendQueueBytes)
+	}
+	return p.conn.Close(code, reason, by)
 }
 
 // servePusher is the Pusher transport's handshake: /app/{key}?protocol=7. A wrong key or
@@ -179,7 +191,7 @@ func (s *Server) servePusher(w http.ResponseWriter, r *http.Request) {
 func (s *Server) pusherCheckURL(r *http.Request) (int, string) {
 	key := r.PathValue("key")
 	if key != s.pusher.key { // not a secret: every page that connects carries it
-		return pusherAppNotFound, fmt.Sprintf("App key %q does not exist", key)
+		return pusherAppNotFound, fmt.Sprintf("App key %q does not exist", pusherClip(key, 64))
 	}
 	v := r.URL.Query().Get("protocol")
 	switch {

@@ -378,3 +378,30 @@ func TestPusherRefusalsAreLimited(t *testing.T) {
 		t.Fatalf("second refusal: err %v, response %v; want 429 before any upgrade", err, resp)
 	}
 }
+
+// TestPusherCloseSaysWhy: a close in Pusher's ranges (here the push API's, as the Pusher API's
+// terminate_connections sends 4009) comes with pusher:error of the same code first.
+func TestPusherCloseSaysWhy(t *testing.T) {
+	t.Parallel()
+	php := newFakePHP(t, nil)
+	b := pusherBridge(t, php, nil)
+	c, sid := dialPusher(t, b)
+	if code := b.api(t, "POST", "/v1/connections/"+sid+"/close", map[string]any{"code": 4009, "reason": "terminated"}, nil); code != http.StatusOK {
+		t.Fatalf("close: %d", code)
+	}
+	m := readPusher(t, c)
+	var d struct {
+		Code    int
+		Message string
+	}
+	json.Unmarshal(m.Data, &d)
+	if m.Event != "pusher:error" || d.Code != 4009 || d.Message != "terminated" {
+		t.Fatalf("got %s %s, want pusher:error 4009 terminated", m.Event, m.Data)
+	}
+	if ce := readClose(t, c); ce.Code != 4009 {
+		t.Fatalf("close %d, want 4009", ce.Code)
+	}
+	if ev := php.next(t, EventClose).Event; ev.Initiator != InitiatorAPI || *ev.Code != 4009 {
+		t.Fatalf("close webhook %s %d", ev.Initiator, *ev.Code)
+	}
+}
