@@ -58,4 +58,20 @@ final class LaravelBroadcasterTest extends TestCase
         $key = self::env('WSBRIDGE_TEST_PUSHER_KEY');
         self::assertSame(['auth' => $key . ':' . hash_hmac('sha256', '1234.5678:private-orders', self::env('WSBRIDGE_TEST_PUSHER_SECRET'))], $auth);
     }
+
+    public function testPresenceChannelAuthorisation(): void
+    {
+        $request = Request::create('/broadcasting/auth', 'POST', ['channel_name' => 'presence-room', 'socket_id' => '1234.5678']);
+        $request->setUserResolver(fn () => new class {
+            public function getAuthIdentifier(): int
+            {
+                return 7;
+            }
+        });
+        // $result is what the app's channel callback returned: the member's user_info.
+        $auth = self::broadcaster()->validAuthenticationResponse($request, ['name' => 'Ann']);
+        $channelData = '{"user_id":7,"user_info":{"name":"Ann"}}'; // Laravel's integer id, as the SDK sends it
+        $key = self::env('WSBRIDGE_TEST_PUSHER_KEY');
+        self::assertSame(['auth' => $key . ':' . hash_hmac('sha256', '1234.5678:presence-room:' . $channelData, self::env('WSBRIDGE_TEST_PUSHER_SECRET')), 'channel_data' => $channelData], $auth);
+    }
 }

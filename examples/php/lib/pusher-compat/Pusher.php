@@ -5,6 +5,7 @@ declare(strict_types=1);
 namespace Pusher;
 
 use WsBridge\PusherApiException;
+use WsBridge\PusherChannelAuth;
 use WsBridge\PusherClient;
 use WsBridge\TransportException;
 
@@ -94,26 +95,36 @@ class Pusher
         });
     }
 
-    /** The private channel authorisation pusher-js expects: {"auth": "key:HMAC(socket_id:channel)"}. */
+    /**
+     * The private channel authorisation pusher-js expects, {"auth": "key:signature"}, signed by the
+     * kit's PusherChannelAuth. The SDK's $customData is only ever a presence channel_data: use
+     * authorizePresenceChannel for those.
+     */
     public function authorizeChannel(string $channel, string $socketId, ?string $customData = null): string
     {
-        self::checkSocketId($socketId);
-        $toSign = $customData === null ? "$socketId:$channel" : "$socketId:$channel:$customData";
-        $out = ['auth' => $this->authKey . ':' . hash_hmac('sha256', $toSign, $this->secret)];
         if ($customData !== null) {
-            $out['channel_data'] = $customData;
+            throw new PusherException('custom channel data is for presence channels: use authorizePresenceChannel');
         }
-        return json_encode($out, JSON_THROW_ON_ERROR | JSON_UNESCAPED_SLASHES);
+        return $this->auth(fn (PusherChannelAuth $a) => $a->authorizePrivate($socketId, $channel));
     }
 
-    /** The presence channel authorisation, channel_data {"user_id", "user_info"} signed with it. */
+    /** The presence channel authorisation, with channel_data {"user_id", "user_info"}. */
     public function authorizePresenceChannel(string $channel, string $socketId, string $userId, $userInfo = null): string
     {
-        $data = ['user_id' => $userId];
-        if ($userInfo !== null) {
-            $data['user_info'] = $userInfo;
+        if ($userInfo !== null && !is_array($userInfo)) {
+            throw new PusherException('user_info must be an array');
         }
-        return $this->authorizeChannel($channel, $socketId, json_encode($data, JSON_THROW_ON_ERROR | JSON_UNESCAPED_SLASHES));
+        return $this->auth(fn (PusherChannelAuth $a) => $a->authorizePresence($socketId, $channel, $userId, $userInfo));
+    }
+
+    /** @param callable(PusherChannelAuth): array<string, string> $sign */
+    private function auth(callable $sign): string
+    {
+        try {
+            return json_encode($sign(new PusherChannelAuth($this->authKey, $this->secret)), JSON_THROW_ON_ERROR | JSON_UNESCAPED_SLASHES);
+        } catch (\InvalidArgumentException $e) {
+            throw new PusherException($e->getMessage(), 0, $e); // as the SDK, for a bad socket id
+        }
     }
 
     /** The SDK's older names, which Laravel 8 calls. */
@@ -122,16 +133,13 @@ class Pusher
         return $this->authorizeChannel($channel, $socketId, $customData);
     }
 
-    public function presence_auth(string $channel, string $socketId, $userId, $userInfo = null): string
+    /** As the SDK's presence_auth, an integer user id stays a JSON number in channel_data. */
+    public function presence_auth(string $channel, string $socketId, string|int $userId, $userInfo = null): string
     {
-        return $this->authorizePresenceChannel($channel, $socketId, (string) $userId, $userInfo);
-    }
-
-    private static function checkSocketId(string $socketId): void
-    {
-        if (preg_match('/\A\d+\.\d+\z/', $socketId) !== 1) {
-            throw new PusherException('Invalid socket ID ' . $socketId);
+        if ($userInfo !== null && !is_array($userInfo)) {
+            throw new PusherException('user_info must be an array');
         }
+        return $this->auth(fn (PusherChannelAuth $a) => $a->authorizePresence($socketId, $channel, $userId, $userInfo));
     }
 
     /** Runs a call and turns the kit's exceptions into the SDK's, and its arrays into objects. */
