@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -146,5 +147,70 @@ func runPHPUnit(t *testing.T, phpunit string, env []string, file string) {
 	}
 	if !bytes.Contains(out, []byte("OK (")) {
 		t.Fatalf("phpunit %s did not report OK", file)
+	}
+}
+
+// TestPusherWebhooksToPHP: the binary's Pusher-format webhooks reach a PHP endpoint (php -S) that
+// verifies them with the kit (PusherSignature::verifyWebhook): a channel's first member makes
+// channel_occupied, its last one leaving channel_vacated, in that order, none refused.
+func TestPusherWebhooksToPHP(t *testing.T) {
+	php := testkit.RequireTool(t, "php-cli", "php")
+	stub := openStub(t)
+	const appID, key, secret = "hooks-app", "hooks-key", "hooks-secret"
+	events := filepath.Join(t.TempDir(), "events.jsonl")
+	addr := testkit.FreeAddr(t)
+	app := start(t, "php-pusher-webhook", []string{"WSBRIDGE_TEST_PUSHER_EVENTS=" + events,
+		"WSBRIDGE_TEST_PUSHER_KEY=" + key, "WSBRIDGE_TEST_PUSHER_SECRET=" + secret},
+		php, "-S", addr, filepath.Join(repoRoot, "examples/php/e2e/pusher/webhook.php"))
+	app.waitHTTP(t, "http://"+addr+"/")
+	os.Remove(events) // the readiness probe's unsigned request was refused and noted
+	b := startBridge(t, "wsbridge-pusher-hooks", map[string]string{
+		"WSBRIDGE_WEBHOOK_URL":        stub.URL,
+		"WSBRIDGE_PUSHER_APP_ID":      appID,
+		"WSBRIDGE_PUSHER_KEY":         key,
+		"WSBRIDGE_PUSHER_SECRET":      secret,
+		"WSBRIDGE_PUSHER_WEBHOOK_URL": "http://" + addr + "/",
+	})
+
+	// waitEvents waits until PHP has recorded n lines and returns them.
+	waitEvents := func(n int) []map[string]any {
+		t.Helper()
+		var got []map[string]any
+		app.waitUntil(t, fmt.Sprintf("%d pusher webhook events", n), func() error {
+			raw, _ := os.ReadFile(events)
+			got = nil
+			for _, line := range strings.Split(strings.TrimSpace(string(raw)), "\n") {
+				var ev map[string]any
+				if line != "" && json.Unmarshal([]byte(line), &ev) == nil {
+					got = append(got, ev)
+				}
+			}
+			if len(got) < n {
+				return fmt.Errorf("%d recorded", len(got))
+			}
+			return nil
+		})
+		return got
+	}
+	c := dial(t, b, "alice", "room")
+	got := waitEvents(1)
+	if got[0]["name"] != "channel_occupied" || got[0]["channel"] != "room" {
+		t.Fatalf("first event %v, want channel_occupied room", got[0])
+	}
+	c.Close(websocket.StatusNormalClosure, "")
+	got = waitEvents(2)
+	if got[1]["name"] != "channel_vacated" || got[1]["channel"] != "room" {
+		t.Errorf("second event %v, want channel_vacated room", got[1])
+	}
+	for _, ev := range got {
+		if _, refused := ev["refused"]; refused {
+			t.Errorf("PHP refused a pusher webhook: %v", ev)
+		}
+		if ms, _ := ev["time_ms"].(float64); ms < float64(time.Now().Add(-time.Hour).UnixMilli()) {
+			t.Errorf("time_ms %v is not the time of sending", ev["time_ms"])
+		}
+	}
+	if len(got) != 2 {
+		t.Errorf("PHP recorded %v, want exactly the two events", got)
 	}
 }
