@@ -556,3 +556,13 @@ func TestPusherAPIWithPusherClients(t *testing.T) {
 		}
 	}
 }
+
+// TestPusherAPIOff: without the Pusher mode, /apps/ says how to turn it on, signed or not.
+func TestPusherAPIOff(t *testing.T) {
+	php := newFakePHP(t, pusherOpen)
+	b := newBridge(t, php, nil)
+	status, answer := b.pusherCall(t, "POST", "/apps/42/events", nil, `{"name":"e","channel":"a","data":"x"}`, time.Time{})
+	if status != 404 || !strings.Contains(answer, "The Pusher HTTP API is off: set WSBRIDGE_PUSHER_APP_ID") {
+		t.Errorf("got %d %q, want 404 saying how to turn the mode on", status, answer)
+	}
+}
