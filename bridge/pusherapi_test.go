@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -8,12 +9,15 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+	"unicode"
 
 	"github.com/coder/websocket"
 )
@@ -565,4 +569,46 @@ func TestPusherAPIOff(t *testing.T) {
 	if status != 404 || !strings.Contains(answer, "The Pusher HTTP API is off: set WSBRIDGE_PUSHER_APP_ID") {
 		t.Errorf("got %d %q, want 404 saying how to turn the mode on", status, answer)
 	}
+}
+
+// FuzzPusherAPI: whatever a correctly signed request carries, the API answers 200 or a 4xx
+// with a text, never a 5xx or a panic, and a refused request publishes nothing.
+func FuzzPusherAPI(f *testing.F) {
+	f.Add("events", []byte(`{"name":"e","channels":["a","b"],"data":"x","socket_id":"1.2","info":"subscription_count"}`))
+	f.Add("batch_events", []byte(`{"batch":[{"name":"e","channel":"presence-a","data":"x","info":"user_count"}]}`))
+	f.Add("events", []byte(`{"name":"pusher:x","channel":"a","data":"x"}`))
+	f.Add("users/7/terminate_connections", []byte(`{}`))
+	cfg, err := LoadConfig([]string{"WSBRIDGE_WEBHOOK_URL=http://127.0.0.1:9/", "WSBRIDGE_PUSHER_APP_ID=42",
+		"WSBRIDGE_PUSHER_KEY=" + pusherTestApp.key, "WSBRIDGE_PUSHER_SECRET=" + string(pusherTestApp.secret)})
+	if err != nil {
+		f.Fatal(err)
+	}
+	broker := NewMemoryBroker()
+	var published atomic.Int64
+	f.Cleanup(broker.Join("other-node", func(e Envelope) {
+		if e.Op == OpPublish {
+			published.Add(1)
+		}
+	}))
+	srv := New(cfg, slog.New(slog.DiscardHandler), broker)
+	h := srv.InternalHandler()
+	f.Fuzz(func(t *testing.T, endpoint string, body []byte) {
+		path := "/apps/42/" + endpoint
+		if _, err := url.ParseRequestURI(path); err != nil || strings.ContainsAny(path, "?#%") || strings.ContainsFunc(path, func(r rune) bool { return unicode.IsControl(r) || unicode.IsSpace(r) }) {
+			return // not a path a client could send
+		}
+		before := published.Load()
+		req := httptest.NewRequest(http.MethodPost, "http://127.0.0.1:8081"+path+"?"+pusherSign(pusherTestApp, "POST", path, nil, body, time.Now()), bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		switch {
+		case rec.Code >= 500:
+			t.Fatalf("POST %s %q: status %d: %s", path, body, rec.Code, rec.Body)
+		case rec.Code != 200 && published.Load() != before:
+			t.Fatalf("POST %s %q: refused with %d but published", path, body, rec.Code)
+		case rec.Code >= 400 && rec.Code != http.StatusMethodNotAllowed && strings.TrimSpace(rec.Body.String()) == "":
+			t.Fatalf("POST %s %q: %d without an explanation", path, body, rec.Code)
+		}
+	})
 }
