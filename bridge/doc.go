@@ -12,6 +12,8 @@
 //	direct FastCGI to PHP-FPM (fcgi:// URLs)          fcgi.go (URLs, params), fcgiconn.go (records)
 //	a connection's life, whatever its transport       session.go
 //	a new transport (SSE, Pusher): one file over      session.go (transport), delivery.go
+//	the Pusher HTTP API (/apps/), request signing     pusherapi.go
+//	Pusher-format webhooks (channel_occupied, ...)    pusherhook.go (hub.onOccupancy)
 //	the WebSocket handshake, Accept options, upgrade  accept.go
 //	Server-Sent Events: the request, events, the end  sse.go
 //	channel history, positions, recovery, its API     history.go (history_memory.go: the store)

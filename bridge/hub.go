@@ -76,6 +76,10 @@ type hub struct {
 	deflateMin int
 	// history numbers and keeps channel publications (history.go); nil: HISTORY_SIZE 0.
 	history *history
+	// onOccupancy, when set, learns that a channel got its first local member (true) or lost
+	// its last (false). It is called under the hub's lock, in the order the changes happen, so
+	// it must only queue (Server.pusherOccupancy).
+	onOccupancy func(channel string, occupied bool)
 	// pusher: the Pusher mode is on, and publications carry their Pusher envelope too.
 	pusher bool
 
@@ -237,6 +241,9 @@ func (h *hub) joinLocked(m *member, ch string) {
 	}
 	m.channels[ch] = struct{}{}
 	addTo(h.channels, ch, m)
+	if h.onOccupancy != nil && len(h.channels[ch]) == 1 {
+		h.onOccupancy(ch, true)
+	}
 }
 
 func (h *hub) leaveLocked(m *member, ch string) {
@@ -245,6 +252,9 @@ func (h *hub) leaveLocked(m *member, ch string) {
 	}
 	delete(m.channels, ch)
 	removeFrom(h.channels, ch, m.info.ID)
+	if h.onOccupancy != nil && h.channels[ch] == nil {
+		h.onOccupancy(ch, false)
+	}
 }
 
 func addTo(index map[string]map[string]*member, key string, m *member) {

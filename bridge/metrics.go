@@ -133,7 +133,7 @@ func newMetrics() *metrics {
 	for _, r := range []string{rejectOrigin, rejectDraining, rejectLimit, rejectPHP, rejectUnavailable, rejectMalformed, rejectUpgradeFailed, rejectBadHandshake, rejectHandshakeRate} {
 		m.rejected.WithLabelValues(r)
 	}
-	for _, l := range []string{"connections", "connections_per_ip", "message_size", "message_rate", "meta_size", "channels", "push_body", "batch"} {
+	for _, l := range []string{"connections", "connections_per_ip", "message_size", "message_rate", "meta_size", "channels", "push_body", "batch", "pusher_payload", "pusher_webhook_queue"} {
 		m.limitHits.WithLabelValues(l)
 	}
 	return m

@@ -37,6 +37,8 @@ func (s *Server) InternalHandler() http.Handler {
 
 	mux := http.NewServeMux()
 	mux.Handle("/v1/", s.requireToken(api))
+	// Pusher request signing is the authentication there, not API_TOKEN (pusherapi.go).
+	mux.Handle("/apps/", s.pusherAPI())
 	mux.HandleFunc("GET /healthz", s.handleHealth)
 	mux.HandleFunc("GET /readyz", s.handleReady)
 	mux.Handle("GET /metrics", s.metrics.handler())

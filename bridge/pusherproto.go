@@ -187,6 +187,7 @@ func (p *pusherConn) joinPresence(ch, user string, info json.RawMessage) {
 		// Per user, not per tab: a second connection of the same user adds nobody.
 		added := pusherEnvelope("pusher_internal:member_added", ch, presenceJSON(user, info))
 		p.srv.pusherFanout(ch, p.id, added)
+		p.srv.pusherEvent(pusherHookEvent{Name: pusherMemberAdded, Channel: ch, UserID: user})
 	}
 }
 
@@ -239,6 +240,9 @@ func (p *pusherConn) leave(ch string) {
 		delete(a.presence, ch)
 	}
 	p.srv.pusherFanout(ch, p.id, pusherEnvelope("pusher_internal:member_removed", ch, presenceJSON(user, nil)))
+	// Before the hub's leave (unsubscribe) or Remove (endSession), so that Pusher's order holds:
+	// member_removed before the channel_vacated that the hub's change queues.
+	p.srv.pusherEvent(pusherHookEvent{Name: pusherMemberRemoved, Channel: ch, UserID: user})
 }
 
 // unsubscribeAll gives up every subscription of a connection that has ended.
@@ -277,6 +281,8 @@ func (p *pusherConn) clientEvent(ctx context.Context, msg *pusherMessage, raw []
 	}
 	b, _ := json.Marshal(out) // a RawMessage that json.Unmarshal accepted, and strings
 	p.srv.pusherFanout(msg.Channel, p.id, b)
+	p.srv.pusherEvent(pusherHookEvent{Name: pusherClientEvent, Channel: msg.Channel, Event: msg.Event,
+		Data: pusherEventText(out.Data), SocketID: p.id, UserID: out.UserID})
 	p.seq++
 	p.busy.Store(true)
 	p.srv.deliverMessage(ctx, p, p.seq, false, raw)
@@ -552,4 +558,14 @@ func pusherClip(s string, n int) string {
 		return s
 	}
 	return strings.ToValidUTF8(s[:n], "") + "…"
+}
+
+// pusherEventText is a client event's data as Pusher's client_event webhook carries it: the
+// string itself when the client sent a JSON string, else the JSON text of what it sent.
+func pusherEventText(data json.RawMessage) string {
+	var str string
+	if json.Unmarshal(data, &str) == nil {
+		return str
+	}
+	return string(data)
 }

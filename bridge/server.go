@@ -58,6 +58,7 @@ type Server struct {
 	certs        *certReloader    // the public listener's certificate; nil without TLS_CERT_FILE
 	handshakes   *handshakeLimits // per-address pending handshakes and handshake rate
 	trusted      []netip.Prefix   // TRUSTED_PROXIES
+	pusherHooks  *pusherHooks     // Pusher-format webhooks (pusherhook.go); nil without PUSHER_WEBHOOK_URL
 	pusher       *pusherApp       // the Pusher protocol mode (pusher.go); nil when off
 }
 
@@ -107,6 +108,10 @@ func New(cfg Config, log *slog.Logger, broker Broker) *Server {
 	s.hooks = newWebhooks(s.cfg, s.metrics)
 	s.hooks.log = s.log
 	s.joinCluster(broker)
+	if app, ok := s.pusherCreds(); ok && cfg.PusherWebhookURL != nil {
+		s.pusherHooks = newPusherHooks(cfg.PusherWebhookURL, app, s.cfg, s.log, s.metrics, s.hooks.backoff)
+		s.hub.onOccupancy = s.pusherOccupancy
+	}
 	s.pusher = newPusherApp(s.cfg)
 	s.hub.pusher = s.pusher != nil
 	if cfg.WebhookSecret == "" {
