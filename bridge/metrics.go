@@ -38,6 +38,8 @@ type metrics struct {
 	deliveries        prometheus.Counter
 	closeWebhooksLost prometheus.Counter
 	envelopesRefused  prometheus.Counter
+	// enginePublishesRefused: enginepublish.go.
+	enginePublishesRefused prometheus.Counter
 }
 
 // Reasons an upgrade is refused, as the rejected metric labels them.
@@ -109,6 +111,7 @@ func newMetrics() *metrics {
 		closeWebhooksLost: counter("wsbridge_close_webhooks_failed_total", "Close webhooks given up after every retry (each is also logged with its event)."),
 		envelopesRefused:  counter("wsbridge_broker_envelopes_refused_total", "Envelopes from other nodes refused unapplied: a newer version than this node knows (a rolling upgrade under way), or malformed. Each is also logged."),
 	}
+	m.enginePublishesRefused = counter("wsbridge_engine_publishes_refused_total", "Publications PHP sent through the broker's engine (not the API) refused unapplied: not what POST /v1/publish accepts. Each is also logged.")
 	f(m.webhookDuration)
 	f(collectors.NewGoCollector())
 	f(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

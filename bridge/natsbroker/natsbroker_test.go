@@ -1,0 +1,219 @@
+package natsbroker_test
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"go.uber.org/goleak"
+
+	"github.com/wsbridge/wsbridge/bridge"
+	"github.com/wsbridge/wsbridge/bridge/brokertest"
+	"github.com/wsbridge/wsbridge/bridge/natsbroker"
+	"github.com/wsbridge/wsbridge/bridge/testkit"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// waitLimit bounds every wait here; it is a guard against hangs, not a timing claim.
+const waitLimit = 10 * time.Second
+
+// newBroker is one node's broker on srv, closed when the test ends (after the suite's Run,
+// whose cleanup was registered later and so runs first).
+func newBroker(t *testing.T, url string, nodeTimeout time.Duration) *natsbroker.Broker {
+	t.Helper()
+	// The client logs from its own goroutines, possibly after the test: into a buffer, shown
+	// when the test failed.
+	log := &testkit.SyncBuffer{}
+	b, err := natsbroker.New(natsbroker.Options{URL: url, Prefix: "wsb.test", NodeTimeout: nodeTimeout,
+		Log: slog.New(slog.NewTextHandler(log, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		b.Close()
+		if t.Failed() {
+			t.Logf("broker log:\n%s", log.String())
+		}
+	})
+	return b
+}
+
+// TestConformance runs the broker suite against a real nats-server per subtest, which
+// EngineGoesAwayAndComesBack kills (SIGKILL) and starts again at the same address.
+func TestConformance(t *testing.T) {
+	brokertest.Run(t, func(t *testing.T) brokertest.Cluster {
+		srv := testkit.StartNATS(t)
+		return brokertest.Cluster{
+			// A short node timeout, so that NodeRegistry sees a node expire within its bound.
+			Node:  func(t *testing.T) bridge.Broker { return newBroker(t, srv.URL(), 3*time.Second) },
+			Stop:  func(t *testing.T) { srv.Stop(t) },
+			Start: func(t *testing.T) { srv.Start(t) },
+		}
+	})
+}
+
+func TestNewRefusesBadOptions(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		o    natsbroker.Options
+		want string
+	}{
+		{"no URL", natsbroker.Options{}, "no server URL"},
+		{"wildcard in prefix", natsbroker.Options{URL: "nats://127.0.0.1:1", Prefix: "ws.*"}, "prefix"},
+		{"space in prefix", natsbroker.Options{URL: "nats://127.0.0.1:1", Prefix: "ws bridge"}, "prefix"},
+		{"empty token in prefix", natsbroker.Options{URL: "nats://127.0.0.1:1", Prefix: "ws..b"}, "prefix"},
+		{"trailing dot", natsbroker.Options{URL: "nats://127.0.0.1:1", Prefix: "ws."}, "prefix"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, err := natsbroker.New(tc.o)
+			if err == nil {
+				b.Close()
+				t.Fatalf("New(%+v) = nil error, want one about %q", tc.o, tc.want)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("New: %v, want it to mention %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestPublishFailsWhileDisconnected: with the server gone, Publish says so at once (no
+// buffer sends it late), and Healthy reports it.
+func TestPublishFailsWhileDisconnected(t *testing.T) {
+	srv := testkit.StartNATS(t)
+	b := newBroker(t, srv.URL(), 3*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	if err := b.Healthy(ctx); err != nil {
+		t.Fatalf("Healthy with the server up: %v", err)
+	}
+	srv.Stop(t)
+	e := bridge.Envelope{Version: bridge.EnvelopeVersion, Origin: "a", Op: bridge.OpJoin, Channel: "c", Targets: bridge.Targets{All: true}}
+	retry(t, "Publish fails with the server gone", func() bool { return b.Publish(ctx, e) != nil })
+	if err := b.Healthy(ctx); err == nil {
+		t.Error("Healthy = nil with the server gone")
+	}
+}
+
+// TestServePublishes: what PHP publishes on <prefix>.publish reaches apply byte for byte, on
+// every node.
+func TestServePublishes(t *testing.T) {
+	srv := testkit.StartNATS(t)
+	var mu sync.Mutex
+	got := map[int][]string{}
+	arrived := make(chan struct{}, 16)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	for i := range 2 {
+		b := newBroker(t, srv.URL(), 3*time.Second)
+		wg.Go(func() {
+			_ = b.ServePublishes(ctx, func(body []byte) error {
+				mu.Lock()
+				got[i] = append(got[i], string(body))
+				mu.Unlock()
+				arrived <- struct{}{}
+				return errors.New("refused, for the test")
+			})
+		})
+	}
+	nc, err := nats.Connect(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	body := `[{"to":{"all":true},"data":"héllo"}]`
+	// The subscriptions are in place once the server has them; publish until both have one.
+	deadline := time.After(waitLimit)
+	for n := 0; n < 2; {
+		if err := nc.Publish("wsb.test.publish", []byte(body)); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-arrived:
+			n++
+		case <-time.After(50 * time.Millisecond):
+		case <-deadline:
+			t.Fatalf("both nodes did not receive a publication within %s", waitLimit)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for i := range 2 {
+		for _, b := range got[i] {
+			if b != body {
+				t.Errorf("node %d got %q, want %q exactly", i, b, body)
+			}
+		}
+	}
+}
+
+// TestNodeExpiresWithoutLeaving: a node that stops heartbeating without deleting its key (a
+// kill -9, a partition) is gone from Nodes once the node timeout has passed.
+func TestNodeExpiresWithoutLeaving(t *testing.T) {
+	srv := testkit.StartNATS(t)
+	a := newBroker(t, srv.URL(), 2*time.Second)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx, "a", func(bridge.Envelope) {}) }()
+	t.Cleanup(func() { cancel(); <-done })
+	observer := newBroker(t, srv.URL(), 2*time.Second)
+	nodes := func() []string {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		ns, err := observer.Nodes(ctx)
+		if err != nil {
+			t.Logf("Nodes: %v", err)
+		}
+		return ns
+	}
+	retry(t, "node a listed", func() bool { return slices.Contains(nodes(), "a") })
+	// Cut a off the server without Run ending, so its key is never deleted.
+	a.Close()
+	retry(t, "node a expired", func() bool { return !slices.Contains(nodes(), "a") })
+}
+
+// TestRegistersAgainAfterEngineRestart: a restarted server has lost the registry (it lives in
+// memory); each node is listed again once it has reconnected, without restarting anything.
+func TestRegistersAgainAfterEngineRestart(t *testing.T) {
+	srv := testkit.StartNATS(t)
+	// A timeout far longer than the test: the node must come back by its reconnect, not by
+	// its next regular beat.
+	a := newBroker(t, srv.URL(), time.Hour)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx, "a", func(bridge.Envelope) {}) }()
+	t.Cleanup(func() { cancel(); <-done })
+	observer := newBroker(t, srv.URL(), time.Hour)
+	listed := func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		ns, _ := observer.Nodes(ctx)
+		return slices.Contains(ns, "a")
+	}
+	retry(t, "node a listed", listed)
+	srv.Stop(t)
+	srv.Start(t)
+	retry(t, "node a listed again after the restart", listed)
+}
+
+func retry(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.After(waitLimit)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-tick.C:
+		case <-deadline:
+			t.Fatalf("%s: not within %s", what, waitLimit)
+		}
+	}
+}
