@@ -35,7 +35,7 @@ var publicAPI = []string{
 
 	// Brokers: the interface, its optional interfaces, what crosses between nodes, and the
 	// in-process broker.
-	"Broker", "BrokerHealth", "CloseRequest", "Envelope", "EnvelopeVersion",
+	"Broker", "BrokerHealth", "CloseRequest", "EnginePublisher", "Envelope", "EnvelopeVersion",
 	"ErrEnvelopeVersion", "MemoryBroker", "MemoryBroker.Join", "MemoryBroker.Nodes",
 	"MemoryBroker.Publish", "MemoryBroker.Run", "NewMemoryBroker", "NodeRegistry", "Op",
 	"OpClose", "OpJoin", "OpLeave", "OpPublish", "Publication", "Targets",

@@ -127,7 +127,10 @@ type ConnConfig struct {
 // BrokerConfig is the Broker section of Config.
 type BrokerConfig struct {
 	NodeID        string        `env:"NODE_ID" desc:"This node's name, the prefix of its connection ids (letters, digits, - and _; at most 32). Empty: a random one at each start."`
-	Broker        string        `env:"BROKER" envDefault:"memory" desc:"How nodes share pushes: memory (one node; nothing leaves the process). redis and nats come with the cluster brokers (docs/brokers.md)."`
+	Broker        string        `env:"BROKER" envDefault:"memory" desc:"How nodes share pushes: memory (one node; nothing leaves the process) or nats (the nodes meet on the NATS server at NATS_URL; docs/cluster-nats.md)."`
+	NATSURL       string        `env:"NATS_URL" desc:"With BROKER=nats: the NATS server, e.g. nats://127.0.0.1:4222, or a comma-separated list of a cluster's servers. JetStream must be on (nats-server -js): it holds the node registry."`
+	ClusterPrefix string        `env:"CLUSTER_PREFIX" envDefault:"wsbridge" desc:"First part of every Redis key and channel and NATS subject the cluster uses (dot-separated tokens of letters, digits, - and _): two clusters on one engine need two prefixes."`
+	NodeTimeout   time.Duration `env:"NODE_TIMEOUT" envDefault:"10s" desc:"A node whose heartbeat is older than this is dead (heartbeats go every third of it). At least 1s; the same on every node."`
 	BrokerTimeout time.Duration `env:"BROKER_TIMEOUT" envDefault:"2s" desc:"Longest wait for the broker on one call: forwarding a push, a reply's publications or a join/leave/close to the other nodes (the caller then gets a broker_error, applied on this node only), and the /readyz check of a broker that has one. It bounds how long a slow broker can hold a connection's reader."`
 }
 
@@ -440,14 +443,30 @@ func (s *ConnConfig) check(ps *problems) {
 	ps.duration("PING_TIMEOUT", s.PingTimeout)
 }
 
+// clusterPrefixPattern keeps CLUSTER_PREFIX usable as a NATS subject's first tokens (no
+// wildcard, no space) and, dots made underscores, in a JetStream bucket name.
+var clusterPrefixPattern = regexp.MustCompile(`^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$`)
+
 func (s *BrokerConfig) check(ps *problems) {
 	if s.NodeID != "" && !nodeIDPattern.MatchString(s.NodeID) {
 		ps.add("NODE_ID", "%q: use 1-32 letters, digits, - or _", s.NodeID)
 	}
-	if s.Broker != "memory" {
-		ps.add("BROKER", "%q: this build has only the memory broker (redis and nats are not built in yet)", s.Broker)
+	switch s.Broker {
+	case "memory":
+	case "nats":
+		if strings.TrimSpace(s.NATSURL) == "" {
+			ps.add("NATS_URL", "required with BROKER=nats, e.g. nats://127.0.0.1:4222")
+		}
+	default:
+		ps.add("BROKER", "%q: use memory or nats", s.Broker)
 	}
 	ps.duration("BROKER_TIMEOUT", s.BrokerTimeout)
+	if !clusterPrefixPattern.MatchString(s.ClusterPrefix) || len(s.ClusterPrefix) > 64 {
+		ps.add("CLUSTER_PREFIX", "%q: use dot-separated tokens of letters, digits, - and _ (at most 64 characters)", s.ClusterPrefix)
+	}
+	if s.NodeTimeout < time.Second {
+		ps.add("NODE_TIMEOUT", "%s: at least 1s", s.NodeTimeout)
+	}
 }
 
 func (s *ProcessConfig) check(ps *problems) {

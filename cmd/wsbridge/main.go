@@ -16,6 +16,7 @@ import (
 	"syscall"
 
 	"github.com/wsbridge/wsbridge/bridge"
+	"github.com/wsbridge/wsbridge/bridge/natsbroker"
 )
 
 func main() {
@@ -73,12 +74,16 @@ func run(args, environ []string, stderr io.Writer) int {
 		<-ctx.Done()
 		stop() // a second signal ends the process at once
 	}()
-	broker, err := newBroker(cfg)
+	broker, err := newBroker(cfg, log)
 	if err != nil {
 		public.Close()
 		internal.Close()
 		log.Error("cannot start the broker", "broker", cfg.Broker, "err", err)
 		return 1
+	}
+	// Serve has stopped the broker's Run by the time it returns; then its connection goes.
+	if c, ok := broker.(interface{ Close() }); ok {
+		defer c.Close()
 	}
 	if err := bridge.New(cfg, log, broker).Serve(ctx, public, internal); err != nil {
 		log.Error("stopped with error", "err", err)
@@ -98,10 +103,13 @@ func logLevel(s string) slog.Level {
 
 // newBroker builds the broker WSBRIDGE_BROKER names. Each cluster broker is a package of its
 // own (bridge/redisbroker, bridge/natsbroker) picked here, so bridge never imports them.
-func newBroker(cfg bridge.Config) (bridge.Broker, error) {
+func newBroker(cfg bridge.Config, log *slog.Logger) (bridge.Broker, error) {
 	switch cfg.Broker {
 	case "memory":
 		return bridge.NewMemoryBroker(), nil
+	case "nats":
+		return natsbroker.New(natsbroker.Options{URL: cfg.NATSURL, Prefix: cfg.ClusterPrefix,
+			NodeTimeout: cfg.NodeTimeout, Log: log})
 	}
 	return nil, fmt.Errorf("unknown broker %q", cfg.Broker)
 }
