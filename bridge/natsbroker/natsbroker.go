@@ -25,6 +25,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -71,6 +72,10 @@ type Broker struct {
 	bucket      string
 	nodeTimeout time.Duration
 	metrics     *metrics
+
+	// running counts Runs whose subscription is made: Healthy is false without one, so that
+	// /readyz does not send browsers to a node that cannot receive yet.
+	running atomic.Int32
 
 	// reconnected wakes the heartbeat after a reconnect, so a node that was away (or whose
 	// engine restarted, losing the registry) is listed again at once, not a beat later.
@@ -211,6 +216,8 @@ func (b *Broker) Run(ctx context.Context, node string, deliver func(bridge.Envel
 	if err != nil {
 		return err
 	}
+	b.running.Add(1)
+	defer b.running.Add(-1)
 	defer b.unsubscribe(sub)
 	b.heartbeat(ctx, node)
 	// Gone from the registry now rather than NodeTimeout later. The context has ended, so
@@ -268,8 +275,12 @@ func (b *Broker) unsubscribe(sub *nats.Subscription) {
 	}
 }
 
-// Healthy reports whether the server answers a round trip now.
+// Healthy reports whether Run has subscribed and the server answers a round trip now (which
+// also means the server has that subscription).
 func (b *Broker) Healthy(ctx context.Context) error {
+	if b.running.Load() == 0 {
+		return errors.New("nats: not joined to the cluster yet (Run has not subscribed)")
+	}
 	if !b.nc.IsConnected() {
 		return fmt.Errorf("nats: not connected to the server (%s)", statusText(b.nc.Status()))
 	}

@@ -91,9 +91,14 @@ func TestPublishFailsWhileDisconnected(t *testing.T) {
 	b := newBroker(t, srv.URL(), 3*time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 	defer cancel()
-	if err := b.Healthy(ctx); err != nil {
-		t.Fatalf("Healthy with the server up: %v", err)
+	if err := b.Healthy(ctx); err == nil || !strings.Contains(err.Error(), "not joined") {
+		t.Errorf("Healthy before Run = %v, want not joined: the node cannot receive yet", err)
 	}
+	runCtx, stopRun := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- b.Run(runCtx, "a", func(bridge.Envelope) {}) }()
+	t.Cleanup(func() { stopRun(); <-done })
+	retry(t, "Healthy once Run has subscribed", func() bool { return b.Healthy(ctx) == nil })
 	srv.Stop(t)
 	e := bridge.Envelope{Version: bridge.EnvelopeVersion, Origin: "a", Op: bridge.OpJoin, Channel: "c", Targets: bridge.Targets{All: true}}
 	retry(t, "Healthy reports the server gone", func() bool { return b.Healthy(ctx) != nil })
