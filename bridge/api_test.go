@@ -35,17 +35,21 @@ var publicAPI = []string{
 
 	// Brokers: the interface, its optional interfaces, what crosses between nodes, and the
 	// in-process broker.
-	"Broker", "BrokerHealth", "CloseRequest", "EnginePublisher", "Envelope", "EnvelopeVersion",
+	"Broker", "BrokerHealth", "CloseRequest", "Envelope", "EnvelopeVersion",
 	"ErrEnvelopeVersion", "MemoryBroker", "MemoryBroker.Join", "MemoryBroker.Nodes",
 	"MemoryBroker.Publish", "MemoryBroker.Run", "NewMemoryBroker", "NodeRegistry", "Op",
 	"OpClose", "OpJoin", "OpLeave", "OpPublish", "Publication", "Targets",
+
+	// Cluster brokers' optional interfaces (cluster.go) and what they carry.
+	"AppPublisher", "ChannelPage", "ClusterState", "ClusterTotals", "ConnPage", "ConnQuery",
+	"ConnRecord", "Heartbeat", "NodeLiveness",
 
 	// The contract with PHP (docs/PROTOCOL.md): webhook bodies and headers, replies, signatures.
 	"Event", "EventClose", "EventMessage", "EventOpen", "EventType", "Frame", "Frame.MarshalJSON",
 	"Frame.UnmarshalJSON", "HandshakeRequest", "HeaderAttempt", "HeaderConnection",
 	"HeaderEvent", "HeaderEventID", "HeaderSignature", "Initiator", "InitiatorAPI",
 	"InitiatorClient", "InitiatorPHP", "InitiatorServer", "InitiatorShutdown",
-	"InitiatorSlowConsumer", "Reply", "Sign", "Verify",
+	"InitiatorNodeLost", "InitiatorSlowConsumer", "Reply", "Sign", "Verify",
 
 	// Delivery stays exported only while the raw-frame fast path (wsframe.go) moves into
 	// bridge/internal/wsraw; it is what the hub hands to its recipients, not an embedding API.

@@ -41,7 +41,7 @@ type Config struct {
 	WebhookConfig `section:"Webhooks" desc:"How events reach PHP: URLs and signing, concurrency, timeouts and retries, the breaker, and the pacing of close webhooks."`
 	LimitConfig   `section:"Limits" desc:"What one node, one client address and one connection may take: connections, handshakes, message rate and sizes, channels."`
 	ConnConfig    `section:"Connections" desc:"How each open connection is served: its send queue, compression, write timeout and keepalive pings."`
-	BrokerConfig  `section:"Broker" desc:"How this node shares pushes with the other nodes, and its name among them."`
+	BrokerConfig  `section:"Broker" desc:"How this node shares pushes and connection state with the other nodes, and its name among them."`
 	ProcessConfig `section:"Process and logs" desc:"Shutdown and logging."`
 }
 
@@ -127,11 +127,12 @@ type ConnConfig struct {
 // BrokerConfig is the Broker section of Config.
 type BrokerConfig struct {
 	NodeID        string        `env:"NODE_ID" desc:"This node's name, the prefix of its connection ids (letters, digits, - and _; at most 32). Empty: a random one at each start."`
-	Broker        string        `env:"BROKER" envDefault:"memory" desc:"How nodes share pushes: memory (one node; nothing leaves the process) or nats (the nodes meet on the NATS server at NATS_URL; docs/cluster-nats.md)."`
-	NATSURL       string        `env:"NATS_URL" desc:"With BROKER=nats: the NATS server, e.g. nats://127.0.0.1:4222, or a comma-separated list of a cluster's servers. JetStream must be on (nats-server -js): it holds the node registry."`
-	ClusterPrefix string        `env:"CLUSTER_PREFIX" envDefault:"wsbridge" desc:"First part of every Redis key and channel and NATS subject the cluster uses (dot-separated tokens of letters, digits, - and _): two clusters on one engine need two prefixes."`
-	NodeTimeout   time.Duration `env:"NODE_TIMEOUT" envDefault:"10s" desc:"A node whose heartbeat is older than this is dead (heartbeats go every third of it). At least 1s; the same on every node."`
-	BrokerTimeout time.Duration `env:"BROKER_TIMEOUT" envDefault:"2s" desc:"Longest wait for the broker on one call: forwarding a push, a reply's publications or a join/leave/close to the other nodes (the caller then gets a broker_error, applied on this node only), and the /readyz check of a broker that has one. It bounds how long a slow broker can hold a connection's reader."`
+	Broker        string        `env:"BROKER" envDefault:"memory" desc:"How nodes share pushes and state: memory (one node; nothing leaves the process), redis (REDIS_URL) or nats (NATS_URL): several nodes as one (docs/cluster.md)."`
+	BrokerTimeout time.Duration `env:"BROKER_TIMEOUT" envDefault:"2s" desc:"Longest wait for the broker on one call: forwarding a push, a reply's publications or a join/leave/close to the other nodes (the caller then gets a broker_error, applied on this node only), a cluster-wide query, and the /readyz check of a broker that has one. It bounds how long a slow broker can hold a connection's reader."`
+	RedisURL      string        `env:"REDIS_URL" desc:"With BROKER=redis: the Redis server, as go-redis reads it: redis://[user:password@]host:port/db, rediss://… (TLS), unix:///run/redis.sock, or redis://host:port?master_name=NAME&addr=host2:port for Sentinel."`
+	NatsURL       string        `env:"NATS_URL" desc:"With BROKER=nats: the NATS servers, e.g. nats://127.0.0.1:4222 (comma-separated list allowed)."`
+	ClusterPrefix string        `env:"CLUSTER_PREFIX" envDefault:"wsbridge" desc:"Prefix of every Redis key and channel and NATS subject of the cluster (letters, digits, - and _; at most 64). Clusters that share an engine need different prefixes; PHP publishes to <prefix>:publish (Redis) or <prefix>.publish (NATS)."`
+	NodeTimeout   time.Duration `env:"NODE_TIMEOUT" envDefault:"10s" desc:"With BROKER=redis or nats: a node silent this long is dead, and a surviving node sends the close webhooks (initiator node_lost) of its connections. Nodes beat every third of it. At least 3 times BROKER_TIMEOUT is wise, so that a slow engine does not look like a dead node."`
 }
 
 // ProcessConfig is the Process and logs section of Config.
@@ -443,30 +444,45 @@ func (s *ConnConfig) check(ps *problems) {
 	ps.duration("PING_TIMEOUT", s.PingTimeout)
 }
 
-// clusterPrefixPattern keeps CLUSTER_PREFIX usable as a NATS subject's first tokens (no
-// wildcard, no space) and, dots made underscores, in a JetStream bucket name.
-var clusterPrefixPattern = regexp.MustCompile(`^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$`)
-
 func (s *BrokerConfig) check(ps *problems) {
 	if s.NodeID != "" && !nodeIDPattern.MatchString(s.NodeID) {
 		ps.add("NODE_ID", "%q: use 1-32 letters, digits, - or _", s.NodeID)
 	}
+	ps.duration("BROKER_TIMEOUT", s.BrokerTimeout)
+	s.checkCluster(ps)
+}
+
+var clusterPrefixPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// checkCluster checks what only the cluster brokers read.
+func (s *BrokerConfig) checkCluster(ps *problems) {
 	switch s.Broker {
 	case "memory":
+	case "redis":
+		if s.RedisURL == "" {
+			ps.add("REDIS_URL", "must be set with BROKER=redis, e.g. redis://127.0.0.1:6379/0")
+		} else if u, err := url.Parse(s.RedisURL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "unix") {
+			ps.add("REDIS_URL", "%q: use redis://host:port/db, rediss://… or unix:///path", redactURL(s.RedisURL))
+		}
 	case "nats":
-		if strings.TrimSpace(s.NATSURL) == "" {
-			ps.add("NATS_URL", "required with BROKER=nats, e.g. nats://127.0.0.1:4222")
+		if s.NatsURL == "" {
+			ps.add("NATS_URL", "must be set with BROKER=nats, e.g. nats://127.0.0.1:4222")
 		}
 	default:
-		ps.add("BROKER", "%q: use memory or nats", s.Broker)
+		ps.add("BROKER", "%q: use memory, redis or nats", s.Broker)
 	}
-	ps.duration("BROKER_TIMEOUT", s.BrokerTimeout)
-	if !clusterPrefixPattern.MatchString(s.ClusterPrefix) || len(s.ClusterPrefix) > 64 {
-		ps.add("CLUSTER_PREFIX", "%q: use dot-separated tokens of letters, digits, - and _ (at most 64 characters)", s.ClusterPrefix)
+	if !clusterPrefixPattern.MatchString(s.ClusterPrefix) {
+		ps.add("CLUSTER_PREFIX", "%q: use 1-64 letters, digits, - or _", s.ClusterPrefix)
 	}
-	if s.NodeTimeout < time.Second {
-		ps.add("NODE_TIMEOUT", "%s: at least 1s", s.NodeTimeout)
+	ps.duration("NODE_TIMEOUT", s.NodeTimeout)
+}
+
+// redactURL hides a URL's password: a problem is printed, and the URL may carry one.
+func redactURL(raw string) string {
+	if u, err := url.Parse(raw); err == nil {
+		return u.Redacted()
 	}
+	return "(unparseable URL)"
 }
 
 func (s *ProcessConfig) check(ps *problems) {

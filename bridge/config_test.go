@@ -158,16 +158,6 @@ func TestLoadConfig(t *testing.T) {
 			},
 		},
 		{
-			name: "nats broker",
-			environ: withWebhook("WSBRIDGE_BROKER=nats", "WSBRIDGE_NATS_URL=nats://10.0.0.1:4222,nats://10.0.0.2:4222",
-				"WSBRIDGE_CLUSTER_PREFIX=app.ws-1", "WSBRIDGE_NODE_TIMEOUT=4s"),
-			check: func(t *testing.T, c Config) {
-				if c.Broker != "nats" || c.NATSURL != "nats://10.0.0.1:4222,nats://10.0.0.2:4222" || c.ClusterPrefix != "app.ws-1" || c.NodeTimeout != 4*time.Second {
-					t.Errorf("broker section = %+v", c.BrokerConfig)
-				}
-			},
-		},
-		{
 			name: "overrides",
 			environ: withWebhook(
 				"WSBRIDGE_LISTEN=0.0.0.0:9000",
@@ -278,17 +268,17 @@ func TestLoadConfig(t *testing.T) {
 		{name: "node id too long", environ: withWebhook("WSBRIDGE_NODE_ID=" + strings.Repeat("n", 33)),
 			want: map[string]string{"WSBRIDGE_NODE_ID": "use 1-32 letters"}},
 		{name: "unknown broker", environ: withWebhook("WSBRIDGE_BROKER=kafka"),
-			want: map[string]string{"WSBRIDGE_BROKER": `"kafka": use memory or nats`}},
-		{name: "nats without url", environ: withWebhook("WSBRIDGE_BROKER=nats"),
-			want: map[string]string{"WSBRIDGE_NATS_URL": "required with BROKER=nats"}},
-		{name: "cluster prefix with wildcard", environ: withWebhook("WSBRIDGE_CLUSTER_PREFIX=ws.>"),
-			want: map[string]string{"WSBRIDGE_CLUSTER_PREFIX": `"ws.>": use dot-separated tokens`}},
-		{name: "cluster prefix with empty token", environ: withWebhook("WSBRIDGE_CLUSTER_PREFIX=ws..a"),
-			want: map[string]string{"WSBRIDGE_CLUSTER_PREFIX": "use dot-separated tokens"}},
-		{name: "cluster prefix too long", environ: withWebhook("WSBRIDGE_CLUSTER_PREFIX=" + strings.Repeat("p", 65)),
-			want: map[string]string{"WSBRIDGE_CLUSTER_PREFIX": "at most 64"}},
-		{name: "node timeout too short", environ: withWebhook("WSBRIDGE_NODE_TIMEOUT=500ms"),
-			want: map[string]string{"WSBRIDGE_NODE_TIMEOUT": "500ms: at least 1s"}},
+			want: map[string]string{"WSBRIDGE_BROKER": `"kafka": use memory, redis or nats`}},
+		{name: "redis broker without URL", environ: withWebhook("WSBRIDGE_BROKER=redis"),
+			want: map[string]string{"WSBRIDGE_REDIS_URL": "must be set with BROKER=redis"}},
+		{name: "redis URL of another scheme, password hidden", environ: withWebhook("WSBRIDGE_BROKER=redis", "WSBRIDGE_REDIS_URL=http://u:s3cret@h:6379"),
+			want: map[string]string{"WSBRIDGE_REDIS_URL": `"http://u:xxxxx@h:6379": use redis://`}},
+		{name: "nats broker without URL", environ: withWebhook("WSBRIDGE_BROKER=nats"),
+			want: map[string]string{"WSBRIDGE_NATS_URL": "must be set with BROKER=nats"}},
+		{name: "cluster prefix with a colon", environ: withWebhook("WSBRIDGE_CLUSTER_PREFIX=a:b"),
+			want: map[string]string{"WSBRIDGE_CLUSTER_PREFIX": `"a:b": use 1-64 letters`}},
+		{name: "node timeout zero", environ: withWebhook("WSBRIDGE_NODE_TIMEOUT=0s"),
+			want: map[string]string{"WSBRIDGE_NODE_TIMEOUT": "must be a positive duration"}},
 		{name: "log level", environ: withWebhook("WSBRIDGE_LOG_LEVEL=verbose"),
 			want: map[string]string{"WSBRIDGE_LOG_LEVEL": `"verbose": use debug, info, warn or error`}},
 		{name: "open share zero", environ: withWebhook("WSBRIDGE_WEBHOOK_OPEN_SHARE=0"),

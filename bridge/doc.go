@@ -42,8 +42,8 @@
 // value; ConfigUsage and ConfigVars are its manual); Listen opens the two listeners; New builds
 // a Server over a Broker, whose Serve runs until its context ends and then shuts down in order
 // (or mount PublicHandler and InternalHandler yourself and call Shutdown); NewLogThrottle sums
-// up repeated log lines. A broker package implements Broker (optionally BrokerHealth,
-// NodeRegistry, and EnginePublisher for PHP's publishes through the engine) and carries Envelopes, with their Publication, Targets and CloseRequest;
+// up repeated log lines. A broker package implements Broker (optionally BrokerHealth and
+// NodeRegistry) and carries Envelopes, with their Publication, Targets and CloseRequest;
 // MemoryBroker is the in-process one. The contract with PHP is there for Go programs on the
 // other side of it: Event, Reply and Frame (the JSON bodies), the Header* names, Sign and
 // Verify. Everything else, the hub above all, is reached only through the push API.

@@ -33,6 +33,7 @@ const (
 	InitiatorServer       Initiator = "server"        // ping timeout, read limit, write error
 	InitiatorShutdown     Initiator = "shutdown"      // the bridge is stopping
 	InitiatorSlowConsumer Initiator = "slow_consumer" // the client did not read its send queue fast enough
+	InitiatorNodeLost     Initiator = "node_lost"     // its node died; a surviving node sends the close (cluster.go)
 )
 
 // Event is the JSON body of every webhook. Fields that do not apply to an event type are omitted.

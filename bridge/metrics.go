@@ -38,8 +38,6 @@ type metrics struct {
 	deliveries        prometheus.Counter
 	closeWebhooksLost prometheus.Counter
 	envelopesRefused  prometheus.Counter
-	// enginePublishesRefused: enginepublish.go.
-	enginePublishesRefused prometheus.Counter
 }
 
 // Reasons an upgrade is refused, as the rejected metric labels them.
@@ -111,7 +109,6 @@ func newMetrics() *metrics {
 		closeWebhooksLost: counter("wsbridge_close_webhooks_failed_total", "Close webhooks given up after every retry (each is also logged with its event)."),
 		envelopesRefused:  counter("wsbridge_broker_envelopes_refused_total", "Envelopes from other nodes refused unapplied: a newer version than this node knows (a rolling upgrade under way), or malformed. Each is also logged."),
 	}
-	m.enginePublishesRefused = counter("wsbridge_engine_publishes_refused_total", "Publications PHP sent through the broker's engine (not the API) refused unapplied: not what POST /v1/publish accepts. Each is also logged.")
 	f(m.webhookDuration)
 	f(collectors.NewGoCollector())
 	f(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -131,6 +128,14 @@ func newMetrics() *metrics {
 		m.limitHits.WithLabelValues(l)
 	}
 	return m
+}
+
+// registerBroker adds a broker's own series (a NATS client's reconnects and drops, say) to
+// /metrics when the broker is a prometheus.Collector.
+func (m *metrics) registerBroker(b Broker) {
+	if c, ok := b.(prometheus.Collector); ok {
+		m.reg.MustRegister(c)
+	}
 }
 
 func (m *metrics) handler() http.Handler {

@@ -124,12 +124,38 @@ func (s *Server) handlePublish(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	pubs, status, code, err := s.decodePublications(body)
-	if err != nil {
-		apiError(w, status, code, err.Error())
-		return
-	}
+	var pubs []Publication
 	batch := body[0] == '['
+	if batch {
+		if err := decodeStrict(body, &pubs); err != nil {
+			apiError(w, http.StatusBadRequest, "bad_request", err.Error())
+			return
+		}
+		if len(pubs) == 0 {
+			apiError(w, http.StatusBadRequest, "bad_request", "empty batch")
+			return
+		}
+		if len(pubs) > s.cfg.MaxBatch {
+			s.metrics.limit("batch")
+			apiError(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("batch of %d items, more than MAX_BATCH=%d", len(pubs), s.cfg.MaxBatch))
+			return
+		}
+	} else {
+		pubs = make([]Publication, 1)
+		if err := decodeStrict(body, &pubs[0]); err != nil {
+			apiError(w, http.StatusBadRequest, "bad_request", err.Error())
+			return
+		}
+	}
+	for i := range pubs {
+		if err := pubs[i].validate(s.limits); err != nil {
+			if batch {
+				err = fmt.Errorf("item %d: %w", i, err)
+			}
+			apiError(w, http.StatusBadRequest, "bad_request", err.Error())
+			return
+		}
+	}
 
 	results := make([]publishResult, len(pubs))
 	total := 0
@@ -149,42 +175,6 @@ func (s *Server) handlePublish(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, results[0])
-}
-
-// decodePublications reads one publication or a batch (a JSON array) as POST /v1/publish takes
-// it, strictly and whole: any bad item refuses the body, with the status and code the API
-// answers. Engine publishes (enginepublish.go) go through it too.
-func (s *Server) decodePublications(body []byte) (pubs []Publication, status int, code string, err error) {
-	if len(body) == 0 {
-		return nil, http.StatusBadRequest, "bad_request", errors.New("empty body")
-	}
-	batch := body[0] == '['
-	if batch {
-		if err := decodeStrict(body, &pubs); err != nil {
-			return nil, http.StatusBadRequest, "bad_request", err
-		}
-		if len(pubs) == 0 {
-			return nil, http.StatusBadRequest, "bad_request", errors.New("empty batch")
-		}
-		if len(pubs) > s.cfg.MaxBatch {
-			s.metrics.limit("batch")
-			return nil, http.StatusRequestEntityTooLarge, "too_large", fmt.Errorf("batch of %d items, more than MAX_BATCH=%d", len(pubs), s.cfg.MaxBatch)
-		}
-	} else {
-		pubs = make([]Publication, 1)
-		if err := decodeStrict(body, &pubs[0]); err != nil {
-			return nil, http.StatusBadRequest, "bad_request", err
-		}
-	}
-	for i := range pubs {
-		if err := pubs[i].validate(s.limits); err != nil {
-			if batch {
-				err = fmt.Errorf("item %d: %w", i, err)
-			}
-			return nil, http.StatusBadRequest, "bad_request", err
-		}
-	}
-	return pubs, 0, "", nil
 }
 
 type publishResult struct {

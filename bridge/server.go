@@ -91,7 +91,7 @@ func New(cfg Config, log *slog.Logger, broker Broker) *Server {
 		admission:    admission{max: cfg.MaxConnections, maxPerIP: cfg.MaxConnectionsPerIP, perIP: map[string]int{}},
 	}
 	s.hub.maxChannels = cfg.MaxChannels
-	s.metrics.registerBrokerMetrics(broker)
+	s.metrics.registerBroker(broker)
 	s.brokerTimeout = bounded.timeout
 	s.handshakes = newHandshakeLimits(cfg.MaxPendingHandshakesPerIP, cfg.HandshakeRatePerIP, cfg.HandshakeBurstPerIP)
 	s.trusted, _ = parseTrusted(cfg.TrustedProxies) // validated by LoadConfig
@@ -289,7 +289,6 @@ func (s *Server) Serve(ctx context.Context, public, internal net.Listener) error
 	defer stopBroker()
 	brokerDone := make(chan error, 1)
 	go func() { brokerDone <- s.broker.Run(brokerCtx, s.node, s.deliver) }()
-	enginePublishesDone := s.serveEnginePublishes(brokerCtx)
 
 	errc := make(chan error, 2)
 	go func() { errc <- fmt.Errorf("public listener: %w", servePublic(pub, public)) }()
@@ -323,7 +322,6 @@ func (s *Server) Serve(ctx context.Context, public, internal net.Listener) error
 	pubErr := <-pubDone
 	inErr := in.Shutdown(sctx)
 	stopBroker()
-	<-enginePublishesDone
 	var brokerErr error
 	if !brokerEnded {
 		select {

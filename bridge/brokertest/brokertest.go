@@ -58,6 +58,10 @@ type Cluster struct {
 	// at the same address. Both nil: the broker has no engine (the memory broker), and the
 	// subtest that needs them is skipped.
 	Stop, Start func(t *testing.T)
+	// AppPublish publishes payload to the engine as the application does (for Redis,
+	// PUBLISH <prefix>:publish), for brokers that implement bridge.AppPublisher; nil skips
+	// that subtest.
+	AppPublish func(t *testing.T, payload []byte)
 }
 
 // Run runs every conformance check as a subtest, each against a cluster from newCluster.
@@ -75,6 +79,9 @@ func Run(t *testing.T, newCluster func(t *testing.T) Cluster) {
 		{"NodeRegistry", nodeRegistry},
 		{"EngineGoesAwayAndComesBack", engineGoesAwayAndComesBack},
 	} {
+		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newCluster(t)) })
+	}
+	for _, tc := range clusterChecks {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newCluster(t)) })
 	}
 }
@@ -95,9 +102,18 @@ type node struct {
 // start runs a node named name on a broker of c until the test ends.
 func start(t *testing.T, c Cluster, name string) *node {
 	t.Helper()
+	return startWith(t, c, name, nil)
+}
+
+// startWith is start with before called on the broker before its Run (nil: nothing).
+func startWith(t *testing.T, c Cluster, name string, before func(bridge.Broker)) *node {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &node{name: name, broker: c.Node(t), cancel: cancel, done: make(chan error, 1),
 		probes: map[string]struct{}{}, notify: make(chan struct{}, 1)}
+	if before != nil {
+		before(n.broker)
+	}
 	go func() { n.done <- n.broker.Run(ctx, name, n.deliver) }()
 	t.Cleanup(func() {
 		cancel()

@@ -76,6 +76,7 @@ type Broker struct {
 	// running counts Runs whose subscription is made: Healthy is false without one, so that
 	// /readyz does not send browsers to a node that cannot receive yet.
 	running atomic.Int32
+	appFn   atomic.Pointer[func([]byte)]
 
 	// reconnected wakes the heartbeat after a reconnect, so a node that was away (or whose
 	// engine restarted, losing the registry) is listed again at once, not a beat later.
@@ -89,11 +90,11 @@ type Broker struct {
 }
 
 var (
-	_ bridge.Broker          = (*Broker)(nil)
-	_ bridge.BrokerHealth    = (*Broker)(nil)
-	_ bridge.NodeRegistry    = (*Broker)(nil)
-	_ bridge.EnginePublisher = (*Broker)(nil)
-	_ prometheus.Collector   = (*Broker)(nil)
+	_ bridge.Broker        = (*Broker)(nil)
+	_ bridge.BrokerHealth  = (*Broker)(nil)
+	_ bridge.NodeRegistry  = (*Broker)(nil)
+	_ bridge.AppPublisher  = (*Broker)(nil)
+	_ prometheus.Collector = (*Broker)(nil)
 )
 
 // New checks o and starts connecting. It does not wait for the server: an unreachable one is
@@ -174,8 +175,11 @@ func New(o Options) (*Broker, error) {
 	return b, nil
 }
 
-// Close ends the connection. Call it after Run and ServePublishes have returned.
-func (b *Broker) Close() { b.nc.Close() }
+// Close ends the connection. Call it after Run has returned.
+func (b *Broker) Close() error {
+	b.nc.Close()
+	return nil
+}
 
 // Publish sends e to the other nodes. It fails at once while the server is unreachable.
 func (b *Broker) Publish(ctx context.Context, e bridge.Envelope) error {
@@ -216,9 +220,18 @@ func (b *Broker) Run(ctx context.Context, node string, deliver func(bridge.Envel
 	if err != nil {
 		return err
 	}
+	defer b.unsubscribe(sub)
+	app, err := b.subscribe(b.publishes, func(m *nats.Msg) {
+		if fn := b.appFn.Load(); fn != nil {
+			(*fn)(m.Data)
+		}
+	})
+	if err != nil {
+		return err
+	}
+	defer b.unsubscribe(app)
 	b.running.Add(1)
 	defer b.running.Add(-1)
-	defer b.unsubscribe(sub)
 	b.heartbeat(ctx, node)
 	// Gone from the registry now rather than NodeTimeout later. The context has ended, so
 	// the delete gets a short one of its own.
@@ -232,18 +245,10 @@ func (b *Broker) Run(ctx context.Context, node string, deliver func(bridge.Envel
 	return nil
 }
 
-// ServePublishes calls apply with the body of each message PHP published on <prefix>.publish,
-// until ctx ends. Every node applies each one to its own connections; apply refuses (and the
-// server logs and counts) what does not decode as POST /v1/publish would.
-func (b *Broker) ServePublishes(ctx context.Context, apply func(body []byte) error) error {
-	sub, err := b.subscribe(b.publishes, func(m *nats.Msg) { _ = apply(m.Data) })
-	if err != nil {
-		return err
-	}
-	defer b.unsubscribe(sub)
-	<-ctx.Done()
-	return nil
-}
+// OnAppPublish sets what Run calls with the payload of each message PHP published on
+// <prefix>.publish. Every node receives each one and the server applies it to its own
+// connections; it decodes the payload as strictly as POST /v1/publish and refuses a bad one.
+func (b *Broker) OnAppPublish(fn func(payload []byte)) { b.appFn.Store(&fn) }
 
 func (b *Broker) subscribe(subject string, cb nats.MsgHandler) (*nats.Subscription, error) {
 	// With RetryOnFailedConnect the subscription is recorded while the server is away and

@@ -2,11 +2,9 @@ package natsbroker_test
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -37,7 +35,7 @@ func newBroker(t *testing.T, url string, nodeTimeout time.Duration) *natsbroker.
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		b.Close()
+		_ = b.Close()
 		if t.Failed() {
 			t.Logf("broker log:\n%s", log.String())
 		}
@@ -55,6 +53,19 @@ func TestConformance(t *testing.T) {
 			Node:  func(t *testing.T) bridge.Broker { return newBroker(t, srv.URL(), 3*time.Second) },
 			Stop:  func(t *testing.T) { srv.Stop(t) },
 			Start: func(t *testing.T) { srv.Start(t) },
+			AppPublish: func(t *testing.T, payload []byte) {
+				nc, err := nats.Connect(srv.URL())
+				if err != nil {
+					t.Fatalf("app publish: %v", err)
+				}
+				defer nc.Close()
+				if err := nc.Publish("wsb.test.publish", payload); err != nil {
+					t.Fatalf("app publish: %v", err)
+				}
+				if err := nc.Flush(); err != nil {
+					t.Fatalf("app publish: %v", err)
+				}
+			},
 		}
 	})
 }
@@ -74,7 +85,7 @@ func TestNewRefusesBadOptions(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			b, err := natsbroker.New(tc.o)
 			if err == nil {
-				b.Close()
+				_ = b.Close()
 				t.Fatalf("New(%+v) = nil error, want one about %q", tc.o, tc.want)
 			}
 			if !strings.Contains(err.Error(), tc.want) {
@@ -111,59 +122,6 @@ func TestPublishFailsWhileDisconnected(t *testing.T) {
 	}
 }
 
-// TestServePublishes: what PHP publishes on <prefix>.publish reaches apply byte for byte, on
-// every node.
-func TestServePublishes(t *testing.T) {
-	srv := testkit.StartNATS(t)
-	var mu sync.Mutex
-	got := map[int][]string{}
-	arrived := make(chan struct{}, 16)
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	t.Cleanup(func() { cancel(); wg.Wait() })
-	for i := range 2 {
-		b := newBroker(t, srv.URL(), 3*time.Second)
-		wg.Go(func() {
-			_ = b.ServePublishes(ctx, func(body []byte) error {
-				mu.Lock()
-				got[i] = append(got[i], string(body))
-				mu.Unlock()
-				arrived <- struct{}{}
-				return errors.New("refused, for the test")
-			})
-		})
-	}
-	nc, err := nats.Connect(srv.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	body := `[{"to":{"all":true},"data":"héllo"}]`
-	// The subscriptions are in place once the server has them; publish until both have one.
-	deadline := time.After(waitLimit)
-	for n := 0; n < 2; {
-		if err := nc.Publish("wsb.test.publish", []byte(body)); err != nil {
-			t.Fatal(err)
-		}
-		select {
-		case <-arrived:
-			n++
-		case <-time.After(50 * time.Millisecond):
-		case <-deadline:
-			t.Fatalf("both nodes did not receive a publication within %s", waitLimit)
-		}
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	for i := range 2 {
-		for _, b := range got[i] {
-			if b != body {
-				t.Errorf("node %d got %q, want %q exactly", i, b, body)
-			}
-		}
-	}
-}
-
 // TestNodeExpiresWithoutLeaving: a node that stops heartbeating without deleting its key (a
 // kill -9, a partition) is gone from Nodes once the node timeout has passed.
 func TestNodeExpiresWithoutLeaving(t *testing.T) {
@@ -185,7 +143,7 @@ func TestNodeExpiresWithoutLeaving(t *testing.T) {
 	}
 	retry(t, "node a listed", func() bool { return slices.Contains(nodes(), "a") })
 	// Cut a off the server without Run ending, so its key is never deleted.
-	a.Close()
+	_ = a.Close()
 	retry(t, "node a expired", func() bool { return !slices.Contains(nodes(), "a") })
 }
 

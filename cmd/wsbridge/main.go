@@ -17,6 +17,7 @@ import (
 
 	"github.com/wsbridge/wsbridge/bridge"
 	"github.com/wsbridge/wsbridge/bridge/natsbroker"
+	"github.com/wsbridge/wsbridge/bridge/redisbroker"
 )
 
 func main() {
@@ -81,9 +82,8 @@ func run(args, environ []string, stderr io.Writer) int {
 		log.Error("cannot start the broker", "broker", cfg.Broker, "err", err)
 		return 1
 	}
-	// Serve has stopped the broker's Run by the time it returns; then its connection goes.
-	if c, ok := broker.(interface{ Close() }); ok {
-		defer c.Close()
+	if c, ok := broker.(io.Closer); ok {
+		defer c.Close() // after Serve, which has stopped the broker's Run
 	}
 	if err := bridge.New(cfg, log, broker).Serve(ctx, public, internal); err != nil {
 		log.Error("stopped with error", "err", err)
@@ -107,8 +107,10 @@ func newBroker(cfg bridge.Config, log *slog.Logger) (bridge.Broker, error) {
 	switch cfg.Broker {
 	case "memory":
 		return bridge.NewMemoryBroker(), nil
+	case "redis":
+		return redisbroker.New(redisbroker.Options{URL: cfg.RedisURL, Prefix: cfg.ClusterPrefix, Log: log})
 	case "nats":
-		return natsbroker.New(natsbroker.Options{URL: cfg.NATSURL, Prefix: cfg.ClusterPrefix,
+		return natsbroker.New(natsbroker.Options{URL: cfg.NatsURL, Prefix: cfg.ClusterPrefix,
 			NodeTimeout: cfg.NodeTimeout, Log: log})
 	}
 	return nil, fmt.Errorf("unknown broker %q", cfg.Broker)

@@ -143,8 +143,8 @@ func TestRunBadEnvironment(t *testing.T) {
 			bad:     []string{"WSBRIDGE_TLS_KEY_FILE"},
 		},
 		{
-			name:    "a broker this build does not have",
-			environ: []string{"WSBRIDGE_WEBHOOK_URL=http://127.0.0.1:9/hook", "WSBRIDGE_BROKER=redis", "WSBRIDGE_BROKER_TIMEOUT=0s"},
+			name:    "a broker that does not exist",
+			environ: []string{"WSBRIDGE_WEBHOOK_URL=http://127.0.0.1:9/hook", "WSBRIDGE_BROKER=kafka", "WSBRIDGE_BROKER_TIMEOUT=0s"},
 			bad:     []string{"WSBRIDGE_BROKER", "WSBRIDGE_BROKER_TIMEOUT"},
 		},
 	}

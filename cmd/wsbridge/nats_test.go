@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-	"github.com/nats-io/nats.go"
 
 	"github.com/wsbridge/wsbridge/bridge/testkit"
 )
@@ -25,9 +24,8 @@ type natsNode struct {
 }
 
 // TestProcessNATSCluster runs two real wsbridge processes on a real nats-server: a push to
-// any target made on one node reaches the clients of both exactly once, PHP's publication on
-// <prefix>.publish reaches both, /v1/stats lists both nodes, and /readyz follows the engine
-// away and back (the clients staying connected).
+// any target made on one node reaches the clients of both exactly once, /v1/stats lists both
+// nodes, and /readyz follows the engine away and back (the clients staying connected).
 func TestProcessNATSCluster(t *testing.T) {
 	t.Parallel()
 	srv := testkit.StartNATS(t)
@@ -136,27 +134,6 @@ func TestProcessNATSCluster(t *testing.T) {
 		}
 		expect(tc.name, tc.msg, via(tc.on), tc.want...)
 	}
-
-	// PHP publishes without HTTP: every node applies it to its own clients, once.
-	nc, err := nats.Connect(srv.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	viaEngine := func(body string) {
-		t.Helper()
-		if err := nc.Publish("wsbtest.publish", []byte(body)); err != nil {
-			t.Fatal(err)
-		}
-		if err := nc.Flush(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	viaEngine(`{"to":{"users":["u1"]},"data":"from-php"}`)
-	expect("engine publish", "from-php", viaEngine, a, b)
-	// A bad batch is refused by both, nothing of it applied.
-	viaEngine(`[{"to":{"all":true},"data":"half"},{"to":{},"data":"bad"}]`)
-	expect("bad engine publish", "", viaEngine)
 
 	var stats struct {
 		Nodes []string `json:"nodes"`
