@@ -69,7 +69,6 @@ type Broker struct {
 	log         *slog.Logger
 	envelopes   string // subject of the nodes' envelopes
 	publishes   string // subject of PHP's publications
-	bucket      string
 	nodeTimeout time.Duration
 	metrics     *metrics
 
@@ -82,8 +81,11 @@ type Broker struct {
 	// engine restarted, losing the registry) is listed again at once, not a beat later.
 	reconnected chan struct{}
 
+	// presence holds a key per running node (NodeRegistry); conns, live and claims the
+	// cluster state (state.go).
+	presence, conns, live, claims *bucket
+
 	mu   sync.Mutex
-	kv   jetstream.KeyValue   // nil until the bucket is reached
 	subs []*nats.Subscription // for the dropped-messages count
 	// droppedClosed is what subscriptions closed since had dropped.
 	droppedClosed int
@@ -119,7 +121,6 @@ func New(o Options) (*Broker, error) {
 		log:         o.Log.With("broker", "nats"),
 		envelopes:   o.Prefix + ".envelopes",
 		publishes:   o.Prefix + ".publish",
-		bucket:      strings.ReplaceAll(o.Prefix, ".", "_") + "_nodes",
 		nodeTimeout: o.NodeTimeout,
 		metrics:     newMetrics(),
 		reconnected: make(chan struct{}, 1),
@@ -172,6 +173,17 @@ func New(o Options) (*Broker, error) {
 		nc.Close()
 		return nil, fmt.Errorf("nats broker: jetstream: %w", err)
 	}
+	name := strings.ReplaceAll(o.Prefix, ".", "_")
+	b.presence = &bucket{js: b.js, cfg: jetstream.KeyValueConfig{Bucket: name + "_nodes", TTL: o.NodeTimeout, History: 1,
+		Description: "wsbridge: one key per running node, put every third of WSBRIDGE_NODE_TIMEOUT",
+		// Presence is worth nothing after a restart: memory, not disk.
+		Storage: jetstream.MemoryStorage}}
+	b.conns = &bucket{js: b.js, cfg: jetstream.KeyValueConfig{Bucket: name + "_conns", History: 1,
+		Description: "wsbridge: one record per connection of the cluster"}}
+	b.live = &bucket{js: b.js, cfg: jetstream.KeyValueConfig{Bucket: name + "_live", History: 1,
+		Description: "wsbridge: the liveness registry, one key per node, its last beat on the server's clock"}}
+	b.claims = &bucket{js: b.js, cfg: jetstream.KeyValueConfig{Bucket: name + "_claims", History: 1,
+		Description: "wsbridge: orphans owed a node_lost close webhook, and reaped connections"}}
 	return b, nil
 }
 
@@ -237,10 +249,8 @@ func (b *Broker) Run(ctx context.Context, node string, deliver func(bridge.Envel
 	// the delete gets a short one of its own.
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 	defer cancel()
-	if kv := b.bucketIfOpen(); kv != nil {
-		if err := kv.Delete(dctx, node); err != nil {
-			b.log.Warn("nats: could not leave the node registry; it expires by itself", "node", node, "err", err)
-		}
+	if err := b.presence.do(dctx, func(kv jetstream.KeyValue) error { return kv.Delete(dctx, node) }); err != nil {
+		b.log.Warn("nats: could not leave the node registry; it expires by itself", "node", node, "err", err)
 	}
 	return nil
 }

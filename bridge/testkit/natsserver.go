@@ -1,6 +1,7 @@
 package testkit
 
 import (
+	"fmt"
 	"net"
 	"os/exec"
 	"strings"
@@ -17,6 +18,8 @@ type NATSServer struct {
 	log  *SyncBuffer
 	cmd  *exec.Cmd
 	done chan struct{}
+	// started: the server has run once, so its clients know Addr and a restart keeps it.
+	started bool
 }
 
 // StartNATS starts a nats-server for t (fails under CI when it is not installed, skips
@@ -37,36 +40,56 @@ func StartNATS(t testing.TB) *NATSServer {
 func (s *NATSServer) URL() string { return "nats://" + s.Addr }
 
 // Start starts the server at its address (again, after Stop), keeping its store, and waits
-// until it accepts connections.
+// until it accepts connections. FreeAddr's port can be taken by another program before the
+// server binds it: the first start then moves to another port, a restart tries the same one
+// again, a few times.
 func (s *NATSServer) Start(t testing.TB) {
 	t.Helper()
 	if s.cmd != nil {
 		t.Fatal("nats-server: Start while running")
 	}
-	host, port, _ := net.SplitHostPort(s.Addr)
-	// A log of this run alone: each run says "Server is ready" once.
-	s.log = &SyncBuffer{}
-	s.cmd = exec.Command(s.bin, "-a", host, "-p", port, "-js", "-sd", s.dir)
-	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
-	if err := s.cmd.Start(); err != nil {
-		t.Fatalf("start nats-server: %v", err)
-	}
-	s.done = make(chan struct{})
-	go func(cmd *exec.Cmd, done chan struct{}) { _ = cmd.Wait(); close(done) }(s.cmd, s.done)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		// Ready once it logs so: the port may accept before JetStream is up.
-		if strings.Contains(s.log.String(), "Server is ready") {
+	for try := 1; ; try++ {
+		err := s.start(t)
+		if err == nil {
 			return
 		}
-		select {
-		case <-s.done:
-			t.Fatalf("nats-server exited at start:\n%s", s.log.String())
-		case <-time.After(10 * time.Millisecond):
+		if !strings.Contains(err.Error(), "address already in use") || try == 5 {
+			t.Fatalf("nats-server: %v", err)
 		}
-		if time.Now().After(deadline) {
-			s.Stop(t)
-			t.Fatalf("nats-server not ready within 10s:\n%s", s.log.String())
+		if !s.started {
+			s.Addr = FreeAddr(t)
+		}
+	}
+}
+
+func (s *NATSServer) start(t testing.TB) error {
+	host, port, _ := net.SplitHostPort(s.Addr)
+	// A log of this run alone: each run says "Server is ready" once.
+	log := &SyncBuffer{}
+	cmd := exec.Command(s.bin, "-a", host, "-p", port, "-js", "-sd", s.dir)
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start: %w", err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	deadline := time.After(10 * time.Second)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		// Ready once it logs so: the port may accept before JetStream is up.
+		if strings.Contains(log.String(), "Server is ready") {
+			s.cmd, s.done, s.log, s.started = cmd, done, log, true
+			return nil
+		}
+		select {
+		case <-done:
+			return fmt.Errorf("exited at start:\n%s", log.String())
+		case <-deadline:
+			_ = cmd.Process.Kill()
+			<-done
+			return fmt.Errorf("not ready within 10s:\n%s", log.String())
+		case <-tick.C:
 		}
 	}
 }
