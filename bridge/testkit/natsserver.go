@@ -32,7 +32,12 @@ func StartNATS(t testing.TB) *NATSServer {
 		dir:  t.TempDir(),
 	}
 	s.Start(t)
-	t.Cleanup(func() { s.Stop(t) })
+	t.Cleanup(func() {
+		if t.Failed() && s.log != nil {
+			t.Logf("nats-server log:\n%s", s.log.String())
+		}
+		s.Stop(t)
+	})
 	return s
 }
 
