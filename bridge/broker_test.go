@@ -325,7 +325,8 @@ func TestBrokerConfig(t *testing.T) {
 	}{
 		{"defaults", nil, ""},
 		{"memory", []string{"WSBRIDGE_BROKER=memory", "WSBRIDGE_BROKER_TIMEOUT=250ms"}, ""},
-		{"redis not built in", []string{"WSBRIDGE_BROKER=redis"}, `BROKER: "redis": this build has only the memory broker`},
+		{"redis without its URL", []string{"WSBRIDGE_BROKER=redis"}, "REDIS_URL: must be set with BROKER=redis"},
+		{"unknown broker", []string{"WSBRIDGE_BROKER=kafka"}, `BROKER: "kafka": use memory, redis or nats`},
 		{"zero timeout", []string{"WSBRIDGE_BROKER_TIMEOUT=0s"}, "BROKER_TIMEOUT: must be a positive duration"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

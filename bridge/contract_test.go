@@ -114,6 +114,7 @@ func goldenWebhooks() map[string]*Event {
 		{InitiatorServer, 1011, "message not delivered"},
 		{InitiatorShutdown, 1001, "server shutdown"},
 		{InitiatorSlowConsumer, 1008, "slow consumer"},
+		{InitiatorNodeLost, 1006, "node lost"},
 	} {
 		id := "2GQ3B6VTR7WGN4QX2U2EZ3GTR" + string(rune('A'+i)) // 26 base32 characters, as rand.Text
 

@@ -80,6 +80,10 @@ type hub struct {
 	fanning atomic.Int32
 	writing atomic.Int64
 
+	// onChange, when set (a cluster broker, cluster_server.go), is told of every connection
+	// whose state changed or that is gone, under mu; it only queues the id.
+	onChange func(id string)
+
 	mu       sync.RWMutex
 	conns    map[string]*member
 	users    map[string]map[string]*member
@@ -107,6 +111,14 @@ func (h *hub) Add(c recipient, info connInfo, counters *counters, user string, m
 	for _, ch := range channels {
 		h.joinLocked(m, ch)
 	}
+	h.changed(info.ID)
+}
+
+// changed tells onChange that id's state changed. Called with mu held.
+func (h *hub) changed(id string) {
+	if h.onChange != nil {
+		h.onChange(id)
+	}
 }
 
 // Remove forgets a connection and returns its last state (for the close webhook).
@@ -123,6 +135,7 @@ func (h *hub) Remove(id string) state {
 	}
 	h.setUserLocked(m, "")
 	delete(h.conns, id)
+	h.changed(id)
 	return st
 }
 
@@ -180,6 +193,7 @@ func (h *hub) Update(id string, user *string, meta json.RawMessage, join, leave 
 	for _, ch := range join {
 		h.joinLocked(m, ch)
 	}
+	h.changed(id)
 	return nil
 }
 
@@ -428,9 +442,11 @@ func (h *hub) subscribeLocal(channel string, to Targets, leave bool) (int, error
 		switch {
 		case leave && in:
 			h.leaveLocked(m, channel)
+			h.changed(m.info.ID)
 			n++
 		case !leave && !in:
 			h.joinLocked(m, channel)
+			h.changed(m.info.ID)
 			n++
 		}
 	}

@@ -38,6 +38,9 @@ type metrics struct {
 	deliveries        prometheus.Counter
 	closeWebhooksLost prometheus.Counter
 	envelopesRefused  prometheus.Counter
+	// The cluster's (cluster_server.go).
+	nodesClaimed      prometheus.Counter
+	appPublishRefused prometheus.Counter
 }
 
 // Reasons an upgrade is refused, as the rejected metric labels them.
@@ -108,6 +111,8 @@ func newMetrics() *metrics {
 		deliveries:        counter("wsbridge_deliveries_total", "Messages queued to clients by publications on this node."),
 		closeWebhooksLost: counter("wsbridge_close_webhooks_failed_total", "Close webhooks given up after every retry (each is also logged with its event)."),
 		envelopesRefused:  counter("wsbridge_broker_envelopes_refused_total", "Envelopes from other nodes refused unapplied: a newer version than this node knows (a rolling upgrade under way), or malformed. Each is also logged."),
+		nodesClaimed:      counter("wsbridge_cluster_nodes_claimed_total", "Silent nodes whose connections this node claimed, to send their close webhooks (initiator node_lost)."),
+		appPublishRefused: counter("wsbridge_app_publishes_refused_total", "Publications PHP sent through the engine (<prefix>:publish) refused unapplied, as the push API would refuse them. Each is also logged."),
 	}
 	f(m.webhookDuration)
 	f(collectors.NewGoCollector())

@@ -124,37 +124,10 @@ func (s *Server) handlePublish(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	var pubs []Publication
-	batch := body[0] == '['
-	if batch {
-		if err := decodeStrict(body, &pubs); err != nil {
-			apiError(w, http.StatusBadRequest, "bad_request", err.Error())
-			return
-		}
-		if len(pubs) == 0 {
-			apiError(w, http.StatusBadRequest, "bad_request", "empty batch")
-			return
-		}
-		if len(pubs) > s.cfg.MaxBatch {
-			s.metrics.limit("batch")
-			apiError(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("batch of %d items, more than MAX_BATCH=%d", len(pubs), s.cfg.MaxBatch))
-			return
-		}
-	} else {
-		pubs = make([]Publication, 1)
-		if err := decodeStrict(body, &pubs[0]); err != nil {
-			apiError(w, http.StatusBadRequest, "bad_request", err.Error())
-			return
-		}
-	}
-	for i := range pubs {
-		if err := pubs[i].validate(s.limits); err != nil {
-			if batch {
-				err = fmt.Errorf("item %d: %w", i, err)
-			}
-			apiError(w, http.StatusBadRequest, "bad_request", err.Error())
-			return
-		}
+	pubs, batch, perr := s.decodePublications(body)
+	if perr != nil {
+		apiError(w, perr.status, perr.code, perr.err.Error())
+		return
 	}
 
 	results := make([]publishResult, len(pubs))
@@ -175,6 +148,46 @@ func (s *Server) handlePublish(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, results[0])
+}
+
+// decodeError is why a publish body was refused, as the push API answers it.
+type decodeError struct {
+	status int
+	code   string
+	err    error
+}
+
+// decodePublications decodes and checks one publication or a batch (a JSON array) whole:
+// the push API's body, and what PHP publishes through the engine (cluster.go's AppPublisher).
+// A batch with one bad item is refused whole.
+func (s *Server) decodePublications(body []byte) (pubs []Publication, batch bool, _ *decodeError) {
+	batch = len(body) > 0 && body[0] == '['
+	if batch {
+		if err := decodeStrict(body, &pubs); err != nil {
+			return nil, batch, &decodeError{http.StatusBadRequest, "bad_request", err}
+		}
+		if len(pubs) == 0 {
+			return nil, batch, &decodeError{http.StatusBadRequest, "bad_request", errors.New("empty batch")}
+		}
+		if len(pubs) > s.cfg.MaxBatch {
+			s.metrics.limit("batch")
+			return nil, batch, &decodeError{http.StatusRequestEntityTooLarge, "too_large", fmt.Errorf("batch of %d items, more than MAX_BATCH=%d", len(pubs), s.cfg.MaxBatch)}
+		}
+	} else {
+		pubs = make([]Publication, 1)
+		if err := decodeStrict(body, &pubs[0]); err != nil {
+			return nil, batch, &decodeError{http.StatusBadRequest, "bad_request", err}
+		}
+	}
+	for i := range pubs {
+		if err := pubs[i].validate(s.limits); err != nil {
+			if batch {
+				err = fmt.Errorf("item %d: %w", i, err)
+			}
+			return nil, batch, &decodeError{http.StatusBadRequest, "bad_request", err}
+		}
+	}
+	return pubs, batch, nil
 }
 
 type publishResult struct {
@@ -277,11 +290,19 @@ func (s *Server) handleListConnections(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if s.cluster != nil {
+		s.cluster.listConnections(w, r, q.Get("user"), q.Get("channel"))
+		return
+	}
 	conns, total := s.hub.List(q.Get("user"), q.Get("channel"), s.cfg.MaxListResult)
 	writeJSON(w, http.StatusOK, map[string]any{"connections": conns, "count": total})
 }
 
 func (s *Server) handleConnection(w http.ResponseWriter, r *http.Request) {
+	if s.cluster != nil {
+		s.cluster.connection(w, r, r.PathValue("id"))
+		return
+	}
 	info, ok := s.hub.Info(r.PathValue("id"))
 	if !ok {
 		apiError(w, http.StatusNotFound, "not_found", "no such connection on this node")
@@ -292,6 +313,10 @@ func (s *Server) handleConnection(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) handleChannel(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
+	if s.cluster != nil {
+		s.cluster.channel(w, r, name)
+		return
+	}
 	conns, users, count := s.hub.Members(name, s.cfg.MaxListResult)
 	writeJSON(w, http.StatusOK, map[string]any{"channel": name, "connections": conns, "users": users, "count": count})
 }
@@ -319,6 +344,9 @@ func (s *Server) handleStats(w http.ResponseWriter, r *http.Request) {
 		"publishes_total":  counterValue(s.metrics.publishes),
 		"webhook_failures": s.webhookFailures(),
 		"php_down":         s.hooks.breaker.open(),
+	}
+	if s.cluster != nil {
+		s.cluster.stats(r.Context(), stats, hs)
 	}
 	if reg, ok := s.broker.(NodeRegistry); ok {
 		ctx, cancel := context.WithTimeout(r.Context(), s.cfg.BrokerTimeout)

@@ -28,9 +28,11 @@ type Server struct {
 	hub    *hub
 	broker Broker
 	hooks  *webhooks
-	limits limits
-	fwd    []string // canonical names of forwarded handshake headers
-	start  time.Time
+	// cluster is this node's part of the cluster state; nil for a broker without it.
+	cluster *clusterNode
+	limits  limits
+	fwd     []string // canonical names of forwarded handshake headers
+	start   time.Time
 
 	// brokerTimeout bounds a call to the broker (BROKER_TIMEOUT); 0 for the MemoryBroker.
 	brokerTimeout time.Duration
@@ -102,6 +104,7 @@ func New(cfg Config, log *slog.Logger, broker Broker) *Server {
 		s.hub.deflateMin = max(cfg.CompressionThreshold, 1)
 	}
 	s.hooks = newWebhooks(s.cfg, s.metrics)
+	s.joinCluster(broker)
 	if cfg.WebhookSecret == "" {
 		s.log.Warn("WSBRIDGE_WEBHOOK_SECRET is not set: webhooks are unsigned, and whoever reaches PHP's webhook URL can forge open, message and close events; set a secret and verify it in PHP (docs/PROTOCOL.md)")
 	}
@@ -289,6 +292,7 @@ func (s *Server) Serve(ctx context.Context, public, internal net.Listener) error
 	defer stopBroker()
 	brokerDone := make(chan error, 1)
 	go func() { brokerDone <- s.broker.Run(brokerCtx, s.node, s.deliver) }()
+	clusterDone := s.runCluster(brokerCtx)
 
 	errc := make(chan error, 2)
 	go func() { errc <- fmt.Errorf("public listener: %w", servePublic(pub, public)) }()
@@ -321,7 +325,9 @@ func (s *Server) Serve(ctx context.Context, public, internal net.Listener) error
 	drainErr := s.Shutdown(sctx)
 	pubErr := <-pubDone
 	inErr := in.Shutdown(sctx)
+	clusterErr := s.leaveCluster(sctx)
 	stopBroker()
+	<-clusterDone
 	var brokerErr error
 	if !brokerEnded {
 		select {
@@ -333,7 +339,7 @@ func (s *Server) Serve(ctx context.Context, public, internal net.Listener) error
 			brokerErr = errors.New("broker: Run did not return within SHUTDOWN_TIMEOUT of being stopped")
 		}
 	}
-	return errors.Join(runErr, drainErr, pubErr, inErr, brokerErr)
+	return errors.Join(runErr, drainErr, pubErr, inErr, clusterErr, brokerErr)
 }
 
 // publicServer is the public listener's HTTP server.

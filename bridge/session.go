@@ -298,6 +298,9 @@ func (s *Server) endSession(ctx context.Context, t transport) {
 	ev.Code, ev.Reason, ev.Initiator = &code, &reason, by
 	ev.DurationMS, ev.MessagesIn, ev.MessagesOut = &dur, &in, &out
 	ss.log.Debug("connection closed", "code", code, "reason", reason, "initiator", by, "dur", (time.Duration(dur) * time.Millisecond).String())
+	if by == InitiatorNodeLost {
+		return // a surviving node sent this close while this one was cut off (cluster_server.go)
+	}
 	s.deliverClose(ctx, t, ev)
 }
 

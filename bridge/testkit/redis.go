@@ -25,7 +25,7 @@ type Redis struct {
 // StartRedis starts redis-server (Debian package redis-server) and stops it when the test ends.
 func StartRedis(t testing.TB) *Redis {
 	t.Helper()
-	r := &Redis{Addr: FreeAddr(t), bin: RequireTool(t, "redis-server", "redis-server")}
+	r := &Redis{Addr: ListenAddr(t), bin: RequireTool(t, "redis-server", "redis-server")}
 	r.Start(t)
 	t.Cleanup(func() { r.Stop(t) })
 	return r

@@ -10,6 +10,19 @@ namespace WsBridge;
  */
 final class CloseEvent extends Event
 {
+    /** The values of $initiator (docs/PROTOCOL.md, "initiator"). */
+    public const INITIATOR_CLIENT = 'client';
+    public const INITIATOR_PHP = 'php';
+    public const INITIATOR_API = 'api';
+    public const INITIATOR_SERVER = 'server';
+    public const INITIATOR_SHUTDOWN = 'shutdown';
+    public const INITIATOR_SLOW_CONSUMER = 'slow_consumer';
+    /**
+     * The connection's node died (kill -9, power loss, partition) and a surviving node sends
+     * this close for it, code 1006: exactly once per connection, the same event_id on retries.
+     */
+    public const INITIATOR_NODE_LOST = 'node_lost';
+
     public function __construct(
         string $eventId,
         string $connectionId,

@@ -68,6 +68,26 @@ final class ContractTest extends TestCase
         }
     }
 
+    /** Every initiator the bridge sends is a CloseEvent constant, and every constant has a golden close. */
+    public function testCloseInitiatorsAreTheConstants(): void
+    {
+        $constants = [];
+        foreach ((new \ReflectionClass(CloseEvent::class))->getConstants() as $name => $value) {
+            if (str_starts_with($name, 'INITIATOR_')) {
+                $constants[] = $value;
+            }
+        }
+        $sent = [];
+        foreach (self::files('webhook_close_') as $path) {
+            $sent[] = json_decode(file_get_contents($path), true, 512, JSON_THROW_ON_ERROR)['initiator'];
+        }
+        sort($constants);
+        $sent = array_values(array_unique($sent));
+        sort($sent);
+        self::assertSame($constants, $sent);
+        self::assertContains(CloseEvent::INITIATOR_NODE_LOST, $sent);
+    }
+
     /** The typed event back in the wire form, from its public properties only. */
     private static function wire(Event $e): array
     {

@@ -1,0 +1,93 @@
+package bridge
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+)
+
+// appBroker is a memory broker that also takes the application's publications: a fake of the
+// engine's <prefix>:publish, for the decoding alone (redisbroker's tests run the real one).
+type appBroker struct {
+	*MemoryBroker
+	fn func([]byte)
+}
+
+func (b *appBroker) OnAppPublish(fn func([]byte)) { b.fn = fn }
+
+// TestAppPublishDecodedAsTheAPI: what PHP publishes through the engine is decoded as strictly
+// as POST /v1/publish; a bad one is refused whole (a batch with one bad item delivers
+// nothing), logged and counted, and the good ones reach the connections in order.
+func TestAppPublishDecodedAsTheAPI(t *testing.T) {
+	t.Parallel()
+	php := newFakePHP(t, func(c hookCall) (int, any) {
+		if c.Event.Type == EventOpen {
+			return 200, map[string]any{"user_id": "u1"}
+		}
+		return 204, nil
+	})
+	cfg := testConfig(t, php.URL)
+	cfg.MaxBatch = 3
+	cfg.MaxPushBody = 200
+	br := &appBroker{MemoryBroker: NewMemoryBroker()}
+	srv := New(cfg, testLog(t), br)
+	b := &testBridge{srv: srv, php: php}
+	b.public, b.internal = newServers(t, srv)
+	b.wsURL = "ws" + strings.TrimPrefix(b.public.URL, "http") + cfg.WSPaths[0]
+	if br.fn == nil {
+		t.Fatal("the server did not take the broker's application publications (OnAppPublish)")
+	}
+	c, _ := b.openConn(t, "")
+
+	bad := []struct{ name, payload string }{
+		{"not JSON", `{"to":`},
+		{"unknown field", `{"to":{"users":["u1"]},"data":"x","ttl":5}`},
+		{"no target", `{"to":{},"data":"x"}`},
+		{"both payloads", `{"to":{"users":["u1"]},"data":"x","data_base64":"eA=="}`},
+		{"empty", `  `},
+		{"empty batch", `[]`},
+		{"batch with one bad item", `[{"to":{"users":["u1"]},"data":"half"},{"to":{"users":[""]},"data":"x"}]`},
+		{"batch over MAX_BATCH", `[{"to":{"all":true},"data":"1"},{"to":{"all":true},"data":"2"},{"to":{"all":true},"data":"3"},{"to":{"all":true},"data":"4"}]`},
+		{"over MAX_PUSH_BODY", `{"to":{"users":["u1"]},"data":"` + strings.Repeat("x", 200) + `"}`},
+		{"trailing data", `{"to":{"users":["u1"]},"data":"x"} {}`},
+	}
+	for _, tc := range bad {
+		t.Run(tc.name, func(t *testing.T) {
+			before := counterValue(srv.metrics.appPublishRefused)
+			br.fn([]byte(tc.payload))
+			if got := counterValue(srv.metrics.appPublishRefused); got != before+1 {
+				t.Errorf("refused counter %d → %d; want one more", before, got)
+			}
+		})
+	}
+	br.fn([]byte(`{"to":{"users":["u1"]},"data":"one"}`))
+	br.fn([]byte(` [{"to":{"all":true},"data":"two"},{"to":{"users":["u1"]},"data_base64":"dGhyZWU="}] `))
+	for _, want := range []string{"one", "two", "three"} {
+		if got := read(t, c); got != want {
+			t.Fatalf("client read %q; want %q (a refused publication must deliver nothing)", got, want)
+		}
+	}
+}
+
+// TestLostCloseEvent: the close webhook of a dead node's connection carries the record's state,
+// code 1006 and initiator node_lost, and an event id that depends on the connection alone.
+func TestLostCloseEvent(t *testing.T) {
+	t.Parallel()
+	at := time.Date(2026, 12, 2, 3, 0, 0, 0, time.UTC)
+	rec := ConnRecord{ID: "n1.ABC", Node: "n1", Transport: "ws", UserID: "42", Channels: []string{"a", "b"},
+		Meta: json.RawMessage(`{"k":1}`), ConnectedAt: at.Add(-90 * time.Second), MessagesIn: 3, MessagesOut: 4}
+	ev := lostCloseEvent(rec, at)
+	if ev.Type != EventClose || ev.ConnectionID != "n1.ABC" || ev.UserID != "42" || string(ev.Meta) != `{"k":1}` ||
+		strings.Join(ev.Channels, ",") != "a,b" || *ev.Code != 1006 || *ev.Reason != "node lost" ||
+		ev.Initiator != InitiatorNodeLost || *ev.DurationMS != 90000 || *ev.MessagesIn != 3 || *ev.MessagesOut != 4 || ev.Transport != "ws" {
+		t.Errorf("lost close = %+v", ev)
+	}
+	if again := lostCloseEvent(rec, at.Add(time.Minute)); again.EventID != ev.EventID || len(ev.EventID) != 26 {
+		t.Errorf("event ids %q, %q: want the same 26 characters for the same connection", ev.EventID, again.EventID)
+	}
+	rec.ID = "n1.ABD"
+	if other := lostCloseEvent(rec, at); other.EventID == ev.EventID {
+		t.Error("two connections share a node_lost event id")
+	}
+}
