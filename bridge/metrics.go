@@ -135,14 +135,6 @@ func newMetrics() *metrics {
 	return m
 }
 
-// registerBroker adds a broker's own series (a NATS client's reconnects and drops, say) to
-// /metrics when the broker is a prometheus.Collector.
-func (m *metrics) registerBroker(b Broker) {
-	if c, ok := b.(prometheus.Collector); ok {
-		m.reg.MustRegister(c)
-	}
-}
-
 func (m *metrics) handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
 }

@@ -38,6 +38,14 @@ func (k *bucket) open(ctx context.Context) (jetstream.KeyValue, error) {
 	return kv, nil
 }
 
+// forget drops the handle, so that the next use opens the bucket again (creating it if the
+// server no longer has it).
+func (k *bucket) forget() {
+	k.mu.Lock()
+	k.kv = nil
+	k.mu.Unlock()
+}
+
 // lost reports errors that mean the bucket's stream is gone from the server.
 func lost(err error) bool {
 	return errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, jetstream.ErrStreamNotFound) ||
@@ -55,9 +63,7 @@ func (k *bucket) do(ctx context.Context, fn func(jetstream.KeyValue) error) erro
 		if err == nil || !lost(err) || try > 0 {
 			return err
 		}
-		k.mu.Lock()
-		k.kv = nil
-		k.mu.Unlock()
+		k.forget()
 	}
 }
 

@@ -125,6 +125,19 @@ func New(o Options) (*Broker, error) {
 		metrics:     newMetrics(),
 		reconnected: make(chan struct{}, 1),
 	}
+	// The buckets exist before the connection, whose reconnect handler forgets them; they get
+	// their JetStream context once it is made, before New returns and anything opens them.
+	name := strings.ReplaceAll(o.Prefix, ".", "_")
+	b.presence = &bucket{cfg: jetstream.KeyValueConfig{Bucket: name + "_nodes", TTL: o.NodeTimeout, History: 1,
+		Description: "wsbridge: one key per running node, put every third of WSBRIDGE_NODE_TIMEOUT",
+		// Presence is worth nothing after a restart: memory, not disk.
+		Storage: jetstream.MemoryStorage}}
+	b.conns = &bucket{cfg: jetstream.KeyValueConfig{Bucket: name + "_conns", History: 1,
+		Description: "wsbridge: one record per connection of the cluster"}}
+	b.live = &bucket{cfg: jetstream.KeyValueConfig{Bucket: name + "_live", History: 1,
+		Description: "wsbridge: the liveness registry, one key per node, its last beat on the server's clock"}}
+	b.claims = &bucket{cfg: jetstream.KeyValueConfig{Bucket: name + "_claims", History: 1,
+		Description: "wsbridge: orphans owed a node_lost close webhook, and reaped connections"}}
 	nc, err := nats.Connect(o.URL,
 		nats.Name("wsbridge"),
 		// The defaults give up after 60 tries (about two minutes), leaving a node deaf to the
@@ -145,6 +158,12 @@ func New(o Options) (*Broker, error) {
 		nats.ReconnectHandler(func(c *nats.Conn) {
 			b.metrics.reconnects.Inc()
 			b.log.Info("nats: reconnected", "server", c.ConnectedUrlRedacted())
+			// The server may be a restarted one that lost the buckets. A write to a lost
+			// bucket fails (no stream answers), but a read of one waits out its whole
+			// deadline, so every bucket is opened (made, if need be) afresh on next use.
+			for _, k := range []*bucket{b.presence, b.conns, b.live, b.claims} {
+				k.forget()
+			}
 			select {
 			case b.reconnected <- struct{}{}:
 			default:
@@ -173,17 +192,9 @@ func New(o Options) (*Broker, error) {
 		nc.Close()
 		return nil, fmt.Errorf("nats broker: jetstream: %w", err)
 	}
-	name := strings.ReplaceAll(o.Prefix, ".", "_")
-	b.presence = &bucket{js: b.js, cfg: jetstream.KeyValueConfig{Bucket: name + "_nodes", TTL: o.NodeTimeout, History: 1,
-		Description: "wsbridge: one key per running node, put every third of WSBRIDGE_NODE_TIMEOUT",
-		// Presence is worth nothing after a restart: memory, not disk.
-		Storage: jetstream.MemoryStorage}}
-	b.conns = &bucket{js: b.js, cfg: jetstream.KeyValueConfig{Bucket: name + "_conns", History: 1,
-		Description: "wsbridge: one record per connection of the cluster"}}
-	b.live = &bucket{js: b.js, cfg: jetstream.KeyValueConfig{Bucket: name + "_live", History: 1,
-		Description: "wsbridge: the liveness registry, one key per node, its last beat on the server's clock"}}
-	b.claims = &bucket{js: b.js, cfg: jetstream.KeyValueConfig{Bucket: name + "_claims", History: 1,
-		Description: "wsbridge: orphans owed a node_lost close webhook, and reaped connections"}}
+	for _, k := range []*bucket{b.presence, b.conns, b.live, b.claims} {
+		k.js = b.js
+	}
 	return b, nil
 }
 

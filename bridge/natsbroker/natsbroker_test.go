@@ -184,3 +184,37 @@ func retry(t *testing.T, what string, cond func() bool) {
 		}
 	}
 }
+
+// TestBeatAfterEngineLostState: a server restarted without its store has lost the registry;
+// the next Beat says Unknown (the node then uploads its records again), and records can be
+// written again.
+func TestBeatAfterEngineLostState(t *testing.T) {
+	srv := testkit.StartNATS(t)
+	b := newBroker(t, srv.URL(), time.Hour)
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	if hb, err := b.Beat(ctx, "n1"); err != nil || !hb.Unknown {
+		t.Fatalf("first Beat = %+v, %v; want Unknown", hb, err)
+	}
+	if err := b.PutConn(ctx, bridge.ConnRecord{ID: "n1.a", Node: "n1"}); err != nil {
+		t.Fatal(err)
+	}
+	srv.Stop(t)
+	srv.Clear(t)
+	srv.Start(t)
+	retry(t, "Beat answers Unknown after the restart", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		hb, err := b.Beat(ctx, "n1")
+		if err != nil {
+			t.Logf("Beat: %v", err)
+		}
+		return err == nil && hb.Unknown
+	})
+	if _, found, err := b.Conn(ctx, "n1.a"); err != nil || found {
+		t.Fatalf("Conn after the restart = found %v, %v; want not found, no error", found, err)
+	}
+	if err := b.PutConn(ctx, bridge.ConnRecord{ID: "n1.a", Node: "n1"}); err != nil {
+		t.Fatalf("PutConn after the restart: %v", err)
+	}
+}

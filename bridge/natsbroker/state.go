@@ -100,8 +100,14 @@ func isConflict(err error) bool {
 }
 
 // ReplaceNode makes recs node's whole state: every record of recs is put, then node's other
-// records are deleted (each only if node still holds it). Queries in between may see both.
+// records are deleted, each only if node still holds it and it was written before the
+// replace began. A record the node's writer puts meanwhile (a connection opened after the
+// server took recs) is newer, and stays. Queries in between may see both.
 func (b *Broker) ReplaceNode(ctx context.Context, node string, recs []bridge.ConnRecord) error {
+	began, err := b.serverNow(ctx)
+	if err != nil {
+		return fmt.Errorf("nats state: replace %s: %w", node, err)
+	}
 	keep := make(map[string]bool, len(recs))
 	for _, r := range recs {
 		if err := b.PutConn(ctx, r); err != nil {
@@ -109,15 +115,23 @@ func (b *Broker) ReplaceNode(ctx context.Context, node string, recs []bridge.Con
 		}
 		keep[r.ID] = true
 	}
-	stale, err := b.recordsOf(ctx, node)
-	if err != nil {
-		return err
-	}
-	for _, r := range stale {
-		if !keep[r.ID] {
-			if err := b.DeleteConn(ctx, node, r.ID); err != nil {
-				return err
+	var stale []string
+	err = b.conns.do(ctx, func(kv jetstream.KeyValue) error {
+		stale = stale[:0]
+		return scan(ctx, kv, "", func(e jetstream.KeyValueEntry) error {
+			rec, err := decodeRecord(e)
+			if err == nil && rec.Node == node && !keep[rec.ID] && e.Created().Before(began) {
+				stale = append(stale, rec.ID)
 			}
+			return nil
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("nats state: replace %s: %w", node, err)
+	}
+	for _, id := range stale {
+		if err := b.DeleteConn(ctx, node, id); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -3,6 +3,7 @@ package testkit
 import (
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -27,7 +28,7 @@ type NATSServer struct {
 func StartNATS(t testing.TB) *NATSServer {
 	t.Helper()
 	s := &NATSServer{
-		Addr: FreeAddr(t),
+		Addr: ListenAddr(t),
 		bin:  RequireTool(t, "nats-server", "nats-server", "/usr/sbin/nats-server"),
 		dir:  t.TempDir(),
 	}
@@ -44,10 +45,10 @@ func StartNATS(t testing.TB) *NATSServer {
 // URL is the server's nats:// URL.
 func (s *NATSServer) URL() string { return "nats://" + s.Addr }
 
-// Start starts the server at its address (again, after Stop), keeping its store, and waits
-// until it accepts connections. FreeAddr's port can be taken by another program before the
-// server binds it: the first start then moves to another port, a restart tries the same one
-// again, a few times.
+// Start starts the server at its address (again, after Stop), keeping its store unless Clear
+// emptied it, and waits until it accepts connections. ListenAddr's port can still be taken by
+// another program before the server binds it: the first start then moves to another port, a
+// restart tries the same one again, a few times.
 func (s *NATSServer) Start(t testing.TB) {
 	t.Helper()
 	if s.cmd != nil {
@@ -62,7 +63,7 @@ func (s *NATSServer) Start(t testing.TB) {
 			t.Fatalf("nats-server: %v", err)
 		}
 		if !s.started {
-			s.Addr = FreeAddr(t)
+			s.Addr = ListenAddr(t)
 		}
 	}
 }
@@ -96,6 +97,21 @@ func (s *NATSServer) start(t testing.TB) error {
 			return fmt.Errorf("not ready within 10s:\n%s", log.String())
 		case <-tick.C:
 		}
+	}
+}
+
+// Clear empties the store of a stopped server: the next Start is a server that lost its state
+// (JetStream without persistence, or a new machine).
+func (s *NATSServer) Clear(t testing.TB) {
+	t.Helper()
+	if s.cmd != nil {
+		t.Fatal("nats-server: Clear while running")
+	}
+	if err := os.RemoveAll(s.dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(s.dir, 0o700); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -6,11 +6,13 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/nats-io/nats.go"
 
 	"github.com/wsbridge/wsbridge/bridge/testkit"
 )
@@ -62,10 +64,21 @@ func TestProcessNATSCluster(t *testing.T) {
 				ID string `json:"id"`
 			} `json:"connections"`
 		}
-		if code := getJSON(t, client, "http://"+internal+"/v1/connections", &list); code != 200 || len(list.Connections) != 1 {
-			t.Fatalf("node %s: GET /v1/connections = %d, %+v; want its one connection", name, code, list)
-		}
-		nodes[name] = &natsNode{proc: p, internal: internal, ws: c, id: list.Connections[0].ID}
+		// The list is the cluster's, written a moment after the open; this node's connection
+		// is the one its id names.
+		var id string
+		waitUntil(t, "node "+name+"'s connection listed", func() bool {
+			if code := getJSON(t, client, "http://"+internal+"/v1/connections", &list); code != 200 {
+				t.Fatalf("node %s: GET /v1/connections = %d", name, code)
+			}
+			for _, c := range list.Connections {
+				if strings.HasPrefix(c.ID, name+".") {
+					id = c.ID
+				}
+			}
+			return id != ""
+		})
+		nodes[name] = &natsNode{proc: p, internal: internal, ws: c, id: id}
 	}
 	a, b := nodes["a"], nodes["b"]
 
@@ -174,6 +187,22 @@ func TestProcessNATSCluster(t *testing.T) {
 	}
 	if n := len(php.received("close")); n != 2 {
 		t.Errorf("PHP received %d close webhooks, want 2 (one per client)", n)
+	}
+}
+
+// natsPublish publishes payload on subject as PHP would, and waits until the server has it.
+func natsPublish(t *testing.T, url, subject, payload string) {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatalf("nats publish: %v", err)
+	}
+	defer nc.Close()
+	if err := nc.Publish(subject, []byte(payload)); err != nil {
+		t.Fatalf("nats publish: %v", err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatalf("nats publish: %v", err)
 	}
 }
 
