@@ -58,6 +58,9 @@ const (
 	pendingBytes = 64 << 20
 )
 
+// slowLogEvery spaces the slow-consumer log lines: the client reports every dropped burst.
+const slowLogEvery = 10 * time.Second
+
 // prefixPattern keeps the prefix a run of plain subject tokens: no wildcard, no space, and
 // nothing that a bucket name (letters, digits, - and _) cannot hold once dots are underscores.
 var prefixPattern = regexp.MustCompile(`^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$`)
@@ -75,6 +78,8 @@ type Broker struct {
 	// running counts Runs whose subscription is made: Healthy is false without one, so that
 	// /readyz does not send browsers to a node that cannot receive yet.
 	running atomic.Int32
+	// slowLogged is when a slow consumer was last logged (unix ns).
+	slowLogged atomic.Int64
 	appFn   atomic.Pointer[func([]byte)]
 
 	// reconnected wakes the heartbeat after a reconnect, so a node that was away (or whose
@@ -152,6 +157,9 @@ func New(o Options) (*Broker, error) {
 		nats.PingInterval(2*time.Second),
 		nats.MaxPingsOutstanding(2),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err == nil {
+				return // Close: not a lost connection
+			}
 			b.metrics.disconnects.Inc()
 			b.log.Warn("nats: disconnected", "err", err)
 		}),
@@ -169,16 +177,23 @@ func New(o Options) (*Broker, error) {
 			default:
 			}
 		}),
-		nats.ClosedHandler(func(*nats.Conn) { b.log.Info("nats: connection closed") }),
+		nats.ClosedHandler(func(*nats.Conn) { b.log.Debug("nats: connection closed") }),
 		nats.ErrorHandler(func(_ *nats.Conn, s *nats.Subscription, err error) {
 			subject := ""
 			if s != nil {
 				subject = s.Subject
 			}
 			if errors.Is(err, nats.ErrSlowConsumer) {
-				// Reported once per episode by the client; the count is in
-				// wsbridge_nats_dropped_total.
-				b.log.Error("nats: slow consumer, messages dropped", "subject", subject)
+				// The client reports this for every burst it drops: logged at most once per
+				// slowLogEvery, with the count so far (also wsbridge_nats_dropped_total).
+				now := time.Now().UnixNano()
+				if last := b.slowLogged.Load(); now-last >= int64(slowLogEvery) && b.slowLogged.CompareAndSwap(last, now) {
+					var dropped int
+					if s != nil {
+						dropped, _ = s.Dropped()
+					}
+					b.log.Error("nats: slow consumer, messages dropped", "subject", subject, "dropped", dropped)
+				}
 				return
 			}
 			b.log.Error("nats: async error", "subject", subject, "err", err)
