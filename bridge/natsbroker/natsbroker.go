@@ -80,7 +80,7 @@ type Broker struct {
 	running atomic.Int32
 	// slowLogged is when a slow consumer was last logged (unix ns).
 	slowLogged atomic.Int64
-	appFn   atomic.Pointer[func([]byte)]
+	appFn      atomic.Pointer[func([]byte)]
 
 	// reconnected wakes the heartbeat after a reconnect, so a node that was away (or whose
 	// engine restarted, losing the registry) is listed again at once, not a beat later.
