@@ -4,15 +4,18 @@
 //	<prefix>.envelopes   every node's envelopes, JSON; each node drops its own
 //	<prefix>.publish     PHP's publications, the body of POST /v1/publish (one or a batch)
 //
-// and the node registry is a JetStream key-value bucket, <prefix>_nodes, whose bucket-wide TTL
-// is WSBRIDGE_NODE_TIMEOUT: each node puts its key every third of that, so a node that stops
-// putting (killed, cut off) expires with its last heartbeat. nats-server 2.9 (Debian bookworm)
-// has bucket TTL and revision CAS but neither per-key TTL nor expiry events, so the registry is
-// read by listing keys, never by watching them.
+// and what must be shared lives in JetStream key-value buckets (dots of the prefix made
+// underscores): <prefix>_nodes, the running nodes, whose bucket-wide TTL is
+// WSBRIDGE_NODE_TIMEOUT (presence.go); <prefix>_conns, one record per connection (state.go);
+// <prefix>_live and <prefix>_claims, the liveness registry, claims and orphans (liveness.go).
+// nats-server 2.9 (Debian bookworm) has bucket TTL and revision CAS but neither per-key TTL,
+// nor expiry events, nor multi-key transactions: registries are read by listing, never by
+// watching for expiry, and every change is one key or made exclusive by one revision check.
 //
 // The client reconnects for ever and replays the subscriptions itself; Run re-registers the
 // node as soon as it is back. Publishes while the server is unreachable fail at once (nothing
 // is buffered to be sent late) and are counted, and Healthy reports the outage to /readyz.
+// docs/cluster-nats.md is the operator's side of this.
 package natsbroker
 
 import (
