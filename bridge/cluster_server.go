@@ -259,6 +259,13 @@ func (c *clusterNode) sendOwed(ctx context.Context) {
 		return
 	}
 	for _, rec := range orphans {
+		if _, live := c.s.hub.Info(rec.ID); live {
+			// A connection of this run, recorded before the claim of this node's previous run
+			// (connection ids are random, so no earlier run had it): it is alive, not owed.
+			c.settle(ctx, rec.ID)
+			c.changed(rec.ID)
+			continue
+		}
 		c.lostMu.Lock()
 		_, busy := c.lost[rec.ID]
 		if !busy {
@@ -309,10 +316,15 @@ func (c *clusterNode) sendLost(ctx context.Context, rec ConnRecord) {
 		log.Error("close webhook not delivered", "event", ev.EventID, "user", ev.UserID, "initiator", ev.Initiator, "err", err)
 	}
 	s.metrics.closed.WithLabelValues(string(InitiatorNodeLost)).Inc()
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.BrokerTimeout)
+	c.settle(ctx, rec.ID)
+}
+
+// settle drops an orphan of this node.
+func (c *clusterNode) settle(ctx context.Context, id string) {
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.s.cfg.BrokerTimeout)
 	defer cancel()
-	if err := c.live.Settle(sctx, s.node, rec.ID); err != nil {
-		log.Warn("cluster: settling a sent close webhook failed: it may be sent again, with the same event id", "err", err)
+	if err := c.live.Settle(sctx, c.s.node, id); err != nil {
+		c.log.Warn("cluster: settling a sent close webhook failed: it may be sent again, with the same event id", "conn", id, "err", err)
 	}
 }
 

@@ -1,10 +1,15 @@
 package bridge
 
 import (
+	"context"
 	"encoding/json"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/coder/websocket"
 )
 
 // appBroker is a memory broker that also takes the application's publications: a fake of the
@@ -89,5 +94,129 @@ func TestLostCloseEvent(t *testing.T) {
 	rec.ID = "n1.ABD"
 	if other := lostCloseEvent(rec, at); other.EventID == ev.EventID {
 		t.Error("two connections share a node_lost event id")
+	}
+}
+
+// fakeCluster is a cluster broker in memory, for the server's side alone: Orphans answers what
+// the test put there, and Settle records what the server settled.
+type fakeCluster struct {
+	*MemoryBroker
+	mu      sync.Mutex
+	recs    map[string]ConnRecord
+	orphans []ConnRecord
+	settled []string
+}
+
+func (f *fakeCluster) PutConn(_ context.Context, r ConnRecord) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.recs[r.ID] = r
+	return nil
+}
+func (f *fakeCluster) DeleteConn(_ context.Context, _, id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.recs, id)
+	return nil
+}
+func (f *fakeCluster) ReplaceNode(context.Context, string, []ConnRecord) error { return nil }
+func (f *fakeCluster) Conn(context.Context, string) (ConnRecord, bool, error) {
+	return ConnRecord{}, false, nil
+}
+func (f *fakeCluster) Conns(context.Context, ConnQuery) (ConnPage, error) { return ConnPage{}, nil }
+func (f *fakeCluster) Channel(context.Context, string, int) (ChannelPage, error) {
+	return ChannelPage{}, nil
+}
+func (f *fakeCluster) Totals(context.Context) (ClusterTotals, error)           { return ClusterTotals{}, nil }
+func (f *fakeCluster) Beat(context.Context, string) (Heartbeat, error)         { return Heartbeat{}, nil }
+func (f *fakeCluster) Silent(context.Context, time.Duration) ([]string, error) { return nil, nil }
+func (f *fakeCluster) Claim(context.Context, string, string, time.Duration) (int, error) {
+	return 0, nil
+}
+func (f *fakeCluster) Leave(context.Context, string) error { return nil }
+func (f *fakeCluster) Orphans(context.Context, string) ([]ConnRecord, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.orphans), nil
+}
+func (f *fakeCluster) Settle(_ context.Context, _, id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.settled = append(f.settled, id)
+	f.orphans = slices.DeleteFunc(f.orphans, func(r ConnRecord) bool { return r.ID == id })
+	return nil
+}
+
+// TestOwedClosesSkipLiveConnections: an orphan that is a live connection of this run (recorded
+// before the claim of the node's previous run went through) is settled without a close
+// webhook and recorded again; a real orphan gets its node_lost close, once, and is settled.
+func TestOwedClosesSkipLiveConnections(t *testing.T) {
+	t.Parallel()
+	php := newFakePHP(t, nil)
+	cfg := testConfig(t, php.URL)
+	cfg.NodeTimeout = 30 * time.Millisecond
+	br := &fakeCluster{MemoryBroker: NewMemoryBroker(), recs: map[string]ConnRecord{}}
+	srv := New(cfg, testLog(t), br)
+	public, _, cancel, done := serveLoopback(t, srv)
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	ctx, stop := context.WithTimeout(context.Background(), waitLimit)
+	defer stop()
+	c, _, err := websocket.Dial(ctx, "ws://"+public.Addr().String()+cfg.WSPaths[0], nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	live := php.next(t, EventOpen).Event.ConnectionID
+	dead := ConnRecord{ID: "old.DEADDEADDEADDEAD", Node: srv.Node(), Transport: "ws", UserID: "u9", Channels: []string{"r"}}
+	// As a claim does: the live connection's record leaves the state and becomes an orphan.
+	deadline := time.Now().Add(waitLimit)
+	for {
+		br.mu.Lock()
+		_, written := br.recs[live]
+		if written {
+			delete(br.recs, live)
+			br.orphans = []ConnRecord{{ID: live, Node: srv.Node()}, dead}
+		}
+		br.mu.Unlock()
+		if written {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the open connection was never recorded")
+		}
+		<-time.After(10 * time.Millisecond)
+	}
+
+	lost := php.next(t, EventClose)
+	if lost.Event.ConnectionID != dead.ID || lost.Event.Initiator != InitiatorNodeLost || lost.Event.UserID != "u9" {
+		t.Fatalf("close webhook %+v; want the dead connection's node_lost close", lost.Event)
+	}
+	for {
+		br.mu.Lock()
+		settled := slices.Clone(br.settled)
+		br.mu.Unlock()
+		if slices.Contains(settled, live) && slices.Contains(settled, dead.ID) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("settled %v; want both the live and the dead connection", settled)
+		}
+		<-time.After(10 * time.Millisecond)
+	}
+	br.mu.Lock()
+	_, recorded := br.recs[live]
+	br.mu.Unlock()
+	if !recorded {
+		t.Error("the live connection was not recorded again after its orphan was settled")
+	}
+	select {
+	case call := <-php.calls:
+		if call.Event.Type == EventClose {
+			t.Errorf("a second close webhook: %+v", call.Event)
+		}
+	default:
 	}
 }

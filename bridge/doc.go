@@ -21,6 +21,7 @@
 //	who receives a push                               hub.go, push.go, broker*.go
 //	what the hub hands out, encoded once per push     delivery.go, hub.go (publishLocal)
 //	a broker (Redis, NATS): one package, passes       bridge/brokertest (docs/brokers.md)
+//	several nodes as one: state, liveness, node_lost  cluster.go (interfaces), cluster_server.go, bridge/redisbroker
 //	plain HTTP to the app                             proxy.go
 //	TLS on the public listener, certificate reload    tls.go
 //	an environment variable                           config.go (configdoc.go renders the docs table)
@@ -42,8 +43,9 @@
 // value; ConfigUsage and ConfigVars are its manual); Listen opens the two listeners; New builds
 // a Server over a Broker, whose Serve runs until its context ends and then shuts down in order
 // (or mount PublicHandler and InternalHandler yourself and call Shutdown); NewLogThrottle sums
-// up repeated log lines. A broker package implements Broker (optionally BrokerHealth and
-// NodeRegistry) and carries Envelopes, with their Publication, Targets and CloseRequest;
+// up repeated log lines. A broker package implements Broker (optionally BrokerHealth,
+// NodeRegistry, and for a cluster ClusterState, NodeLiveness and AppPublisher, with ConnRecord and
+// the query types of cluster.go) and carries Envelopes, with their Publication, Targets and CloseRequest;
 // MemoryBroker is the in-process one. The contract with PHP is there for Go programs on the
 // other side of it: Event, Reply and Frame (the JSON bodies), the Header* names, Sign and
 // Verify. Everything else, the hub above all, is reached only through the push API.

@@ -321,6 +321,13 @@ func nodeLivenessClaimExactlyOnce(t *testing.T, c Cluster) {
 		t.Errorf("Silent after the claim = %v; the claimed node is still registered", silent)
 	}
 
+	// The dead node, back before its next beat, writes a claimed connection's record again (a
+	// join it applied): the record must not come back, its close webhook is sent.
+	put(t, cs, record("dead", "dead.1", "alice", "lobby", "late"))
+	if _, ok, _ := cs.Conn(bounded(t), "dead.1"); ok {
+		t.Error("a reaped node wrote a claimed connection's record back into the cluster state")
+	}
+
 	// The dead node comes back: it learns what was claimed, once.
 	hb, err := nl.Beat(bounded(t), "dead")
 	slices.Sort(hb.Reaped)
@@ -329,6 +336,18 @@ func nodeLivenessClaimExactlyOnce(t *testing.T, c Cluster) {
 	}
 	if hb, _ := nl.Beat(bounded(t), "dead"); len(hb.Reaped) > 0 {
 		t.Errorf("its next Beat still reports Reaped %v", hb.Reaped)
+	}
+	// Even after its beat, a write it had queued before closing a claimed connection, or its
+	// re-upload, must not bring the record back: a second death would claim it again.
+	put(t, cs, record("dead", "dead.3", "bob"))
+	if err := cs.ReplaceNode(bounded(t), "dead", []bridge.ConnRecord{record("dead", "dead.2", ""), record("dead", "dead.9", "")}); err != nil {
+		t.Fatal(err)
+	}
+	if page, _ := cs.Conns(bounded(t), bridge.ConnQuery{Limit: 100}); !slices.Equal(ids(page.Conns), []string{"alive.1", "dead.9"}) {
+		t.Errorf("after the reaped node's late writes, connections = %v; want [alive.1 dead.9]: claimed ones stay gone", ids(page.Conns))
+	}
+	if err := cs.DeleteConn(bounded(t), "dead", "dead.9"); err != nil {
+		t.Fatal(err)
 	}
 
 	if err := nl.Settle(bounded(t), owner, "dead.2"); err != nil {

@@ -13,6 +13,8 @@ import "github.com/redis/go-redis/v9"
 //	P:running          zset   node → when its Run's presence expires (Nodes, /v1/stats)
 //	P:orphans:<node>   hash   id → record: connections node owes a close webhook for
 //	P:reaped:<node>    set    ids claimed from node while it was silent (for its next beat)
+//	P:gone:<node>      set    the same ids once its beat reported them: node may still write
+//	                          them (a change queued before it closed them); kept a day
 //
 // Every change is one Lua script, so that a record and its indexes never disagree, and the
 // liveness scripts read the Redis server's clock (TIME), so that the nodes' clocks need not
@@ -52,6 +54,9 @@ local function index(id, rec)
     end
   end
 end
+local function claimed(node, id)
+  return redis.call('SISMEMBER', P..':reaped:'..node, id) == 1 or redis.call('SISMEMBER', P..':gone:'..node, id) == 1
+end
 local function now()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -59,10 +64,11 @@ end
 `
 
 // putScript: ARGV prefix, id, node, record. A connection claimed from node while it was
-// silent is not written back by it (it closes it on its next beat).
+// silent is never written back by it: its close webhook has been sent, and a record would be
+// claimed, and closed, a second time.
 var putScript = redis.NewScript(lib + `
 local id, node, rec = ARGV[2], ARGV[3], ARGV[4]
-if redis.call('SISMEMBER', P..':reaped:'..node, id) == 1 then return 0 end
+if claimed(node, id) then return 0 end
 local old = redis.call('HGET', P..':conns', id)
 if old then unindex(id, old) end
 index(id, rec)
@@ -88,9 +94,11 @@ for _, id in ipairs(redis.call('SMEMBERS', P..':node:'..node)) do
 end
 redis.call('DEL', P..':node:'..node)
 for i = 3, #ARGV, 2 do
-  local old = redis.call('HGET', P..':conns', ARGV[i])
-  if old then unindex(ARGV[i], old) end
-  index(ARGV[i], ARGV[i+1])
+  if not claimed(node, ARGV[i]) then
+    local old = redis.call('HGET', P..':conns', ARGV[i])
+    if old then unindex(ARGV[i], old) end
+    index(ARGV[i], ARGV[i+1])
+  end
 end
 return 1
 `)
@@ -100,7 +108,11 @@ var beatScript = redis.NewScript(lib + `
 local node = ARGV[2]
 local rkey = P..':reaped:'..node
 local reaped = redis.call('SMEMBERS', rkey)
-redis.call('DEL', rkey)
+if #reaped > 0 then
+  redis.call('SUNIONSTORE', P..':gone:'..node, P..':gone:'..node, rkey)
+  redis.call('EXPIRE', P..':gone:'..node, 86400)
+  redis.call('DEL', rkey)
+end
 local known = redis.call('ZSCORE', P..':nodes', node)
 redis.call('ZADD', P..':nodes', now(), node)
 if known then return {1, reaped} end

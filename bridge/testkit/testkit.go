@@ -6,7 +6,6 @@ package testkit
 import (
 	"bytes"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"strings"
@@ -38,15 +37,11 @@ func Missing(t testing.TB, what string) {
 }
 
 // FreeAddr returns a loopback address whose port was free a moment ago, for programs that need
-// a port number rather than a listener.
+// a port number rather than a listener: ListenAddr's, outside the ephemeral range, so that no
+// outgoing connection of a parallel test takes it first.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return ListenAddr(t)
 }
 
 // SyncBuffer collects output that one goroutine writes (a child's stderr, a logger) while the

@@ -99,7 +99,7 @@ type client struct {
 
 // fleet is a set of connected clients sharing counters.
 type fleet struct {
-	wsURL   string
+	wsURLs  []string       // client i dials wsURLs[i % len]: the nodes of a cluster
 	http    []*http.Client // one per source address
 	clients []*client
 	frames  atomic.Int64 // stamped frames received by all clients
@@ -114,11 +114,12 @@ type fleet struct {
 var offerDeflate bool
 
 func newFleet(wsURL string, n int) (*fleet, error) {
-	ips, err := sourceAddrs(wsURL, n, 10000)
+	urls := strings.Split(wsURL, ",")
+	ips, err := sourceAddrs(urls[0], n, 10000)
 	if err != nil {
 		return nil, err
 	}
-	f := &fleet{wsURL: wsURL}
+	f := &fleet{wsURLs: urls}
 	for _, ip := range ips {
 		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: ip}, Timeout: 10 * time.Second}
 		// Every upgraded connection leaves the transport's pool, so the pool settings do not
@@ -136,7 +137,7 @@ func (f *fleet) dial(ctx context.Context, i int) (*client, error) {
 	if offerDeflate {
 		opts.CompressionMode = websocket.CompressionNoContextTakeover
 	}
-	ws, _, err := websocket.Dial(ctx, f.wsURL+"?u="+user, opts)
+	ws, _, err := websocket.Dial(ctx, f.wsURLs[i%len(f.wsURLs)]+"?u="+user, opts)
 	if err != nil {
 		return nil, err
 	}

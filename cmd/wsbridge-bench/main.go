@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -48,6 +49,8 @@ type options struct {
 	jsonPath    string
 	bridgeEnv   []string
 	cpus        cpuPlan
+	nodes       int    // bridges started, one cluster (cluster.go of the tool)
+	redisBin    string // redis-server to start as their broker; "": the memory broker
 }
 
 // Ceilings that keep every run bounded whatever the flags say.
@@ -97,7 +100,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.scenario, "scenario", "", "idle, connect, broadcast, push or webhook")
 	fs.StringVar(&o.bridgeBin, "bridge", "", "wsbridge binary to start (go build -o bin/wsbridge ./cmd/wsbridge); or attach with -ws and -api")
-	fs.StringVar(&o.wsURL, "ws", "", "attach: the bridge's WebSocket URL, e.g. ws://127.0.0.1:8080/ws (its webhook must answer like bench.php)")
+	fs.StringVar(&o.wsURL, "ws", "", "attach: the bridge's WebSocket URL, e.g. ws://127.0.0.1:8080/ws (its webhook must answer like bench.php); comma-separated for the nodes of a cluster, clients spread over them")
+	fs.IntVar(&o.nodes, "nodes", 1, "bridges to start as one cluster (more than 1 needs -redis); clients spread over them, pushes go to the first")
+	fs.StringVar(&o.redisBin, "redis", "", "redis-server binary: start it on loopback (no persistence) and run the bridges with WSBRIDGE_BROKER=redis")
 	fs.StringVar(&o.apiURL, "api", "", "attach: the bridge's internal listener, e.g. http://127.0.0.1:8081")
 	fs.StringVar(&o.hookURL, "hook", "", "attach: the webhook URL, for the wrk ceiling of -scenario webhook")
 	fs.IntVar(&o.pid, "pid", 0, "attach: the bridge's pid, for -scenario idle")
@@ -150,10 +155,16 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	default:
 		return o, fmt.Errorf("-scenario %q: use idle, connect, broadcast, push or webhook", o.scenario)
 	}
+	if o.nodes < 1 || o.nodes > 8 {
+		return o, errors.New("-nodes must be within 1..8")
+	}
+	if (o.nodes > 1 || o.redisBin != "") && (o.bridgeBin == "" || o.redisBin == "") {
+		return o, errors.New("-nodes above 1 and -redis need both -redis and -bridge (the tool starts the cluster)")
+	}
 	if (o.bridgeBin == "") == (o.wsURL == "" || o.apiURL == "") {
 		return o, errors.New("give -bridge, or both -ws and -api (not both ways)")
 	}
-	for _, u := range []string{o.wsURL, o.apiURL, o.hookURL} {
+	for _, u := range append(strings.Split(o.wsURL, ","), o.apiURL, o.hookURL) {
 		if u == "" {
 			continue
 		}
@@ -217,7 +228,8 @@ func runScenario(ctx context.Context, opt options, out io.Writer) (*Report, erro
 			}
 			return nil, err
 		}
-		e.wsURL, e.apiURL, e.hookURL, e.pid, e.gc = st.WSURL, st.APIURL, st.HookURL, st.BridgePID, st.GC
+		e.wsURL, e.apiURL, e.hookURL, e.pid, e.gc = strings.Join(st.WSURLs, ","), st.APIURL, st.HookURL, st.BridgePID, st.GC
+		e.pids, e.brokerPID = st.BridgePIDs, st.BrokerPID
 	}
 	hook := "go"
 	if opt.php {
@@ -227,7 +239,7 @@ func runScenario(ctx context.Context, opt options, out io.Writer) (*Report, erro
 		"n": opt.conns, "counts": opt.counts, "m": opt.messages, "rate": opt.rate, "dial_concurrency": opt.dialConc,
 		"workers": opt.workers, "batch": opt.batch, "clients": opt.hookClients, "duration": opt.duration.String(),
 		"fpm_children": opt.fpmChildren, "hook_concurrency": opt.hookConc, "bridge_env": opt.bridgeEnv,
-		"php_cpus": opt.cpus.php, "other_cpus": opt.cpus.rest,
+		"php_cpus": opt.cpus.php, "other_cpus": opt.cpus.rest, "nodes": opt.nodes, "broker": brokerName(opt),
 	}}
 	e.logf("wsbridge-bench %s, webhooks answered by %s, RLIMIT_NOFILE %d", opt.scenario, hook, limit)
 	switch opt.scenario {
@@ -262,8 +274,16 @@ func startStack(ctx context.Context, opt options) (*stack, error) {
 	} else {
 		err = st.startHook()
 	}
-	if err == nil {
-		err = st.startBridge(ctx, opt.bridgeBin, opt.hookConc, opt.bridgeEnv)
+	var cluster []string
+	if err == nil && opt.redisBin != "" {
+		cluster, err = st.startRedis(ctx, opt.redisBin)
+	}
+	for i := 0; err == nil && i < opt.nodes; i++ {
+		env := opt.bridgeEnv
+		if cluster != nil {
+			env = append(slices.Clone(cluster), append([]string{fmt.Sprintf("WSBRIDGE_NODE_ID=b%d", i+1)}, env...)...)
+		}
+		err = st.startBridge(ctx, opt.bridgeBin, opt.hookConc, env)
 	}
 	return st, err
 }

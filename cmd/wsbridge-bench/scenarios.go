@@ -28,15 +28,25 @@ type env struct {
 	opt     options
 	wsURL   string
 	apiURL  string
-	hookURL string   // the webhook endpoint, for the wrk ceiling
-	pid     int      // the bridge's pid; 0: memory is not measured
-	gc      *gcTrace // nil: Go heap and stacks are not measured
-	api     *http.Client
-	log     io.Writer
+	hookURL string // the webhook endpoint, for the wrk ceiling
+	pid     int    // the bridge's pid; 0: memory is not measured
+	pids    []int  // every bridge's pid (-nodes): CPU is summed over them
+	// brokerPID is the broker engine's pid (redis-server, -redis): its CPU per publication.
+	brokerPID int
+	gc        *gcTrace // nil: Go heap and stacks are not measured
+	api       *http.Client
+	log       io.Writer
 }
 
 // cpu is the bridge's CPU seconds so far (0 when its pid is unknown).
 func (e *env) cpu() float64 {
+	if len(e.pids) > 1 {
+		total := 0.0
+		for _, p := range e.pids {
+			total += cpuSeconds(p)
+		}
+		return total
+	}
 	if e.pid == 0 {
 		return 0
 	}
@@ -203,11 +213,19 @@ type Phase struct {
 	// BridgeBytesOut is what the bridge wrote to sockets per delivery (/proc/PID/io wchar):
 	// frames, plus the little the push API's answers add; with compression, what it saved.
 	BridgeBytesOut float64 `json:"bridge_bytes_written_per_delivery,omitempty"`
+	// BrokerCPUus is the broker engine's CPU time per publication (-redis), in microseconds:
+	// what one envelope to every node, and the ping and state traffic meanwhile, cost it.
+	// BridgeCPUus is then summed over every node.
+	BrokerCPUus float64 `json:"broker_cpu_us_per_publication,omitempty"`
 }
 
 func (p Phase) String() string {
-	return fmt.Sprintf("%-22s %6d items in %6.2fs API (%8.0f/s); %8d/%d deliveries in %6.2fs = %9.0f deliveries/s (CPU µs each: bridge %.1f, clients %.1f; bytes written each %.0f); latency %s",
+	s := fmt.Sprintf("%-22s %6d items in %6.2fs API (%8.0f/s); %8d/%d deliveries in %6.2fs = %9.0f deliveries/s (CPU µs each: bridge %.1f, clients %.1f; bytes written each %.0f); latency %s",
 		p.Name, p.Items, p.APISeconds, p.ItemsPerSec, p.Delivered, p.Expected, p.Seconds, p.DeliveriesSec, p.BridgeCPUus, p.ToolCPUus, p.BridgeBytesOut, p.Latency)
+	if p.BrokerCPUus > 0 {
+		s += fmt.Sprintf("; broker CPU %.1f µs per publication", p.BrokerCPUus)
+	}
+	return s
 }
 
 // runPhase posts bodies (each carrying items publications) with workers in parallel, paced to
@@ -216,6 +234,10 @@ func (e *env) runPhase(ctx context.Context, f *fleet, name string, bodies func(i
 	f.takeLatencies()
 	base := f.frames.Load()
 	cpu0, self0, w0 := e.cpu(), cpuSeconds(os.Getpid()), bytesWritten(e.pid)
+	var broker0 float64
+	if e.brokerPID != 0 {
+		broker0 = cpuSeconds(e.brokerPID)
+	}
 	var next atomic.Int64
 	var firstErr error
 	var errOnce sync.Once
@@ -260,6 +282,9 @@ func (e *env) runPhase(ctx context.Context, f *fleet, name string, bodies func(i
 		p.BridgeCPUus = (e.cpu() - cpu0) * 1e6 / float64(got)
 		p.ToolCPUus = (cpuSeconds(os.Getpid()) - self0) * 1e6 / float64(got)
 		p.BridgeBytesOut = float64(bytesWritten(e.pid)-w0) / float64(got)
+	}
+	if e.brokerPID != 0 && items > 0 {
+		p.BrokerCPUus = (cpuSeconds(e.brokerPID) - broker0) * 1e6 / float64(items)
 	}
 	e.logf("%s", p)
 	return p, nil

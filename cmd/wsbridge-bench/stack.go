@@ -87,9 +87,14 @@ type stack struct {
 	WSURL     string
 	APIURL    string
 	BridgePID int
-	GC        *gcTrace
-	stderr    *tail
-	cpus      cpuPlan
+	// WSURLs and BridgePIDs hold every bridge started (-nodes); the fields above are the
+	// first's, where pushes go.
+	WSURLs     []string
+	BridgePIDs []int
+	BrokerPID  int // redis-server's, with -redis
+	GC         *gcTrace
+	stderr     *tail
+	cpus       cpuPlan
 }
 
 func freePort() (int, error) {
@@ -224,8 +229,12 @@ func (s *stack) startBridge(ctx context.Context, bin string, concurrency int, en
 	if err != nil {
 		return err
 	}
-	s.WSURL = fmt.Sprintf("ws://127.0.0.1:%d/ws", pub)
-	s.APIURL = fmt.Sprintf("http://127.0.0.1:%d", internal)
+	wsURL := fmt.Sprintf("ws://127.0.0.1:%d/ws", pub)
+	apiURL := fmt.Sprintf("http://127.0.0.1:%d", internal)
+	first := s.WSURL == ""
+	if first {
+		s.WSURL, s.APIURL = wsURL, apiURL
+	}
 	e := append(os.Environ(),
 		"GODEBUG=gctrace=1",
 		fmt.Sprintf("WSBRIDGE_LISTEN=127.0.0.1:%d", pub),
@@ -242,14 +251,23 @@ func (s *stack) startBridge(ctx context.Context, bin string, concurrency int, en
 		// bound is for strangers, not for the load tool.
 		"WSBRIDGE_MAX_PENDING_HANDSHAKES_PER_IP=0",
 	)
-	s.GC = &gcTrace{}
-	s.stderr = &tail{}
-	if err := s.spawn(s.cpus.rest, bin, nil, append(e, env...), s.GC.watch(s.stderr)); err != nil {
+	// The gc trace and the log tail follow the first bridge; the others' stderr is dropped.
+	var stderr io.Writer = io.Discard
+	if first {
+		s.GC = &gcTrace{}
+		s.stderr = &tail{}
+		stderr = s.GC.watch(s.stderr)
+	}
+	if err := s.spawn(s.cpus.rest, bin, nil, append(e, env...), stderr); err != nil {
 		return err
 	}
-	s.BridgePID = s.procs[len(s.procs)-1].Process.Pid
+	pid := s.procs[len(s.procs)-1].Process.Pid
+	if first {
+		s.BridgePID = pid
+	}
+	s.WSURLs, s.BridgePIDs = append(s.WSURLs, wsURL), append(s.BridgePIDs, pid)
 	return waitFor(ctx, func() bool {
-		resp, err := http.Get(s.APIURL + "/readyz")
+		resp, err := http.Get(apiURL + "/readyz")
 		if err != nil {
 			return false
 		}
