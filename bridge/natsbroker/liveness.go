@@ -19,6 +19,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 	"time"
@@ -162,13 +163,27 @@ func (b *Broker) Claim(ctx context.Context, dead, claimer string, timeout time.D
 		return 0, fmt.Errorf("nats claim of %s: %w", dead, err)
 	}
 	for _, r := range recs {
-		// Orphan first, record second: a claimer that dies in between leaves both, and the
-		// next claim moves the record again onto the same orphan key's owner chain.
+		// Orphan first, tombstone second: a claimer that dies in between leaves both, and the
+		// next claim takes the record again. The tombstone's revision check takes the
+		// latest record; if that is newer than the orphan written, the orphan is rewritten.
 		if err := b.putOrphan(ctx, claimer, r); err != nil {
 			return n, fmt.Errorf("nats claim of %s: %w", dead, err)
 		}
-		if err := b.DeleteConn(ctx, dead, r.ID); err != nil {
+		latest, ok, err := b.tombstone(ctx, dead, r.ID)
+		if err != nil {
 			return n, fmt.Errorf("nats claim of %s: %w", dead, err)
+		}
+		if !ok {
+			// Deleted meanwhile: the node closed it (and sent its close) before dying.
+			if err := b.Settle(ctx, claimer, r.ID); err != nil {
+				return n, fmt.Errorf("nats claim of %s: %w", dead, err)
+			}
+			continue
+		}
+		if !reflect.DeepEqual(latest, r) {
+			if err := b.putOrphan(ctx, claimer, latest); err != nil {
+				return n, fmt.Errorf("nats claim of %s: %w", dead, err)
+			}
 		}
 		ids = append(ids, r.ID)
 		n++

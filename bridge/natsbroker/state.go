@@ -36,23 +36,55 @@ func connKey(id string) string {
 	return "=" + base64.RawURLEncoding.EncodeToString([]byte(id))
 }
 
-func decodeRecord(e jetstream.KeyValueEntry) (bridge.ConnRecord, error) {
-	var rec bridge.ConnRecord
-	if err := json.Unmarshal(e.Value(), &rec); err != nil {
-		return rec, fmt.Errorf("record %s in %s: %w", e.Key(), e.Bucket(), err)
-	}
-	return rec, nil
+// stored is a connection's value in the conns bucket: its record, or (Gone) the tombstone a
+// claim leaves. A tombstone keeps a reaped node from writing a claimed connection back (a
+// late join, its re-upload): a second death would claim it, and send its close, again.
+// Tombstones stay; a claim leaves one per connection it took, and ids are never reused.
+type stored struct {
+	bridge.ConnRecord
+	Gone bool `json:"gone,omitempty"`
 }
 
-// PutConn records rec, replacing its earlier record.
+func decodeStored(e jetstream.KeyValueEntry) (stored, error) {
+	var st stored
+	if err := json.Unmarshal(e.Value(), &st); err != nil {
+		return st, fmt.Errorf("record %s in %s: %w", e.Key(), e.Bucket(), err)
+	}
+	return st, nil
+}
+
+// decodeRecord decodes an orphan (claims bucket), which is never a tombstone.
+func decodeRecord(e jetstream.KeyValueEntry) (bridge.ConnRecord, error) {
+	st, err := decodeStored(e)
+	return st.ConnRecord, err
+}
+
+// PutConn records rec, replacing its earlier record, unless a claim took the connection: the
+// write is conditional on the revision read, so it never lands on a tombstone made meanwhile.
 func (b *Broker) PutConn(ctx context.Context, rec bridge.ConnRecord) error {
-	value, err := json.Marshal(rec)
+	value, err := json.Marshal(stored{ConnRecord: rec})
 	if err != nil {
 		return fmt.Errorf("nats state: encode record %s: %w", rec.ID, err)
 	}
+	key := connKey(rec.ID)
 	err = b.conns.do(ctx, func(kv jetstream.KeyValue) error {
-		_, err := kv.Put(ctx, connKey(rec.ID), value)
-		return err
+		for {
+			e, err := kv.Get(ctx, key)
+			switch {
+			case errors.Is(err, jetstream.ErrKeyNotFound):
+				_, err = kv.Create(ctx, key, value)
+			case err != nil:
+				return err
+			default:
+				if st, derr := decodeStored(e); derr == nil && st.Gone {
+					return nil // claimed: its close webhook is a survivor's now
+				}
+				_, err = kv.Update(ctx, key, value, e.Revision())
+			}
+			if !isConflict(err) {
+				return err
+			}
+		}
 	})
 	if err != nil {
 		return fmt.Errorf("nats state: put %s: %w", rec.ID, err)
@@ -79,8 +111,8 @@ func deleteIfHeld(ctx context.Context, kv jetstream.KeyValue, node, id string) e
 		if err != nil {
 			return err
 		}
-		rec, err := decodeRecord(e)
-		if err == nil && rec.Node != node {
+		st, err := decodeStored(e)
+		if err == nil && (st.Node != node || st.Gone) {
 			return nil
 		}
 		err = kv.Delete(ctx, connKey(id), jetstream.LastRevision(e.Revision()))
@@ -89,6 +121,34 @@ func deleteIfHeld(ctx context.Context, kv jetstream.KeyValue, node, id string) e
 		}
 		// Written again since: look at what it is now.
 	}
+}
+
+// tombstone replaces the record of r.ID by a tombstone, if dead still holds it, and returns
+// the record it replaced (the latest: a write of the dead node's that came in between is
+// taken, not lost). ok is false when there was nothing of dead's to take.
+func (b *Broker) tombstone(ctx context.Context, dead, id string) (rec bridge.ConnRecord, ok bool, err error) {
+	key := connKey(id)
+	err = b.conns.do(ctx, func(kv jetstream.KeyValue) error {
+		for {
+			e, err := kv.Get(ctx, key)
+			if errors.Is(err, jetstream.ErrKeyNotFound) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			st, err := decodeStored(e)
+			if err != nil || st.Node != dead || st.Gone {
+				return nil
+			}
+			value, _ := json.Marshal(stored{ConnRecord: bridge.ConnRecord{ID: id, Node: dead}, Gone: true})
+			if _, err = kv.Update(ctx, key, value, e.Revision()); !isConflict(err) {
+				rec, ok = st.ConnRecord, err == nil
+				return err
+			}
+		}
+	})
+	return rec, ok, err
 }
 
 // isConflict reports a revision check that failed: someone wrote the key in between.
@@ -119,9 +179,9 @@ func (b *Broker) ReplaceNode(ctx context.Context, node string, recs []bridge.Con
 	err = b.conns.do(ctx, func(kv jetstream.KeyValue) error {
 		stale = stale[:0]
 		return scan(ctx, kv, "", func(e jetstream.KeyValueEntry) error {
-			rec, err := decodeRecord(e)
-			if err == nil && rec.Node == node && !keep[rec.ID] && e.Created().Before(began) {
-				stale = append(stale, rec.ID)
+			st, err := decodeStored(e)
+			if err == nil && !st.Gone && st.Node == node && !keep[st.ID] && e.Created().Before(began) {
+				stale = append(stale, st.ID)
 			}
 			return nil
 		})
@@ -143,12 +203,13 @@ func (b *Broker) all(ctx context.Context) ([]bridge.ConnRecord, error) {
 	err := b.conns.do(ctx, func(kv jetstream.KeyValue) error {
 		recs = recs[:0]
 		return scan(ctx, kv, "", func(e jetstream.KeyValueEntry) error {
-			rec, err := decodeRecord(e)
-			if err != nil {
-				// One bad record (written by hand?) must not hide the others.
+			st, err := decodeStored(e)
+			if err != nil || st.Gone {
+				// A tombstone is no connection; one bad record (written by hand?) must not
+				// hide the others.
 				return nil
 			}
-			recs = append(recs, rec)
+			recs = append(recs, st.ConnRecord)
 			return nil
 		})
 	})
@@ -179,8 +240,8 @@ func (b *Broker) Conn(ctx context.Context, id string) (bridge.ConnRecord, bool, 
 		if err != nil {
 			return err
 		}
-		rec, err = decodeRecord(e)
-		found = err == nil
+		st, err := decodeStored(e)
+		rec, found = st.ConnRecord, err == nil && !st.Gone
 		return err
 	})
 	if err != nil {
