@@ -5,10 +5,12 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
 	"github.com/wsbridge/wsbridge/bridge"
@@ -217,4 +219,70 @@ func TestBeatAfterEngineLostState(t *testing.T) {
 	if err := b.PutConn(ctx, bridge.ConnRecord{ID: "n1.a", Node: "n1"}); err != nil {
 		t.Fatalf("PutConn after the restart: %v", err)
 	}
+}
+
+// TestSlowConsumerDropsAndCounts: a node that falls behind (its deliver held here; a real one
+// never blocks, but a starved CPU has the same effect) has messages dropped by the client past
+// the pending limits, counted in wsbridge_nats_dropped_total; the publisher never waits for
+// it, and the node receives again once it catches up.
+func TestSlowConsumerDropsAndCounts(t *testing.T) {
+	srv := testkit.StartNATS(t)
+	a, slow := newBroker(t, srv.URL(), time.Hour), newBroker(t, srv.URL(), time.Hour)
+	held := make(chan struct{})
+	var got atomic.Int64
+	var marker atomic.Bool
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- slow.Run(ctx, "slow", func(e bridge.Envelope) {
+			got.Add(1)
+			if e.Channel == "marker" {
+				marker.Store(true)
+			}
+			<-held
+		})
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	e := bridge.Envelope{Version: bridge.EnvelopeVersion, Origin: "a", Op: bridge.OpJoin, Channel: "c", Targets: bridge.Targets{All: true}}
+	retry(t, "slow joined", func() bool {
+		_ = a.Publish(context.Background(), e)
+		return got.Load() > 0
+	})
+	// Far past the 100,000 pending messages; each Publish returns without waiting for slow.
+	const flood = 150_000
+	for i := range flood {
+		pctx, pcancel := context.WithTimeout(context.Background(), waitLimit)
+		err := a.Publish(pctx, e)
+		pcancel()
+		if err != nil {
+			t.Fatalf("Publish %d: %v", i, err)
+		}
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(slow)
+	dropped := func() float64 {
+		fams, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range fams {
+			if f.GetName() == "wsbridge_nats_dropped_total" {
+				return f.GetMetric()[0].GetCounter().GetValue()
+			}
+		}
+		t.Fatal("no wsbridge_nats_dropped_total")
+		return 0
+	}
+	retry(t, "drops counted", func() bool { return dropped() > 0 })
+	if got.Load() >= flood {
+		t.Errorf("slow received %d of %d while held: nothing was dropped", got.Load(), flood)
+	}
+	close(held)
+	// Caught up: what is published now arrives.
+	m := e
+	m.Channel = "marker"
+	retry(t, "delivery after catching up", func() bool {
+		_ = a.Publish(context.Background(), m)
+		return marker.Load()
+	})
 }
