@@ -286,3 +286,40 @@ func TestSlowConsumerDropsAndCounts(t *testing.T) {
 		return marker.Load()
 	})
 }
+
+// TestStalledPathDetected: a path to the server that stays up but carries nothing (a failover
+// that kept the socket, Centrifugo #1189) shows in Healthy at once (its round trip does not
+// come back), and once the path carries again the node receives again without a restart. (A
+// stall longer than two missed client pings, 4 s, also makes the client reconnect and replay
+// the subscription; this one is shorter.)
+func TestStalledPathDetected(t *testing.T) {
+	srv := testkit.StartNATS(t)
+	proxy := testkit.StartTCPProxy(t, srv.Addr)
+	a := newBroker(t, "nats://"+proxy.Addr, time.Hour)
+	pub := newBroker(t, srv.URL(), time.Hour)
+	var got atomic.Int64
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx, "a", func(bridge.Envelope) { got.Add(1) }) }()
+	t.Cleanup(func() { cancel(); proxy.Cut(); <-done })
+	e := bridge.Envelope{Version: bridge.EnvelopeVersion, Origin: "p", Op: bridge.OpJoin, Channel: "c", Targets: bridge.Targets{All: true}}
+	delivered := func(what string) {
+		t.Helper()
+		before := got.Load()
+		retry(t, what, func() bool {
+			_ = pub.Publish(context.Background(), e)
+			return got.Load() > before
+		})
+	}
+	healthy := func() error {
+		hctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		return a.Healthy(hctx)
+	}
+	delivered("delivery before the stall")
+	proxy.Stall()
+	retry(t, "Healthy reports the stalled path", func() bool { return healthy() != nil })
+	proxy.Unstall()
+	delivered("delivery after the path carries again")
+	retry(t, "Healthy again", func() bool { return healthy() == nil })
+}
