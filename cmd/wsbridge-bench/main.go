@@ -52,6 +52,7 @@ type options struct {
 	cpus        cpuPlan
 	nodes       int    // bridges started, one cluster (cluster.go of the tool)
 	redisBin    string // redis-server to start as their broker; "": the memory broker
+	natsBin     string // or nats-server (-nats), started with JetStream
 }
 
 // Ceilings that keep every run bounded whatever the flags say.
@@ -104,6 +105,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.wsURL, "ws", "", "attach: the bridge's WebSocket URL, e.g. ws://127.0.0.1:8080/ws (its webhook must answer like bench.php); comma-separated for the nodes of a cluster, clients spread over them")
 	fs.IntVar(&o.nodes, "nodes", 1, "bridges to start as one cluster (more than 1 needs -redis); clients spread over them, pushes go to the first")
 	fs.StringVar(&o.redisBin, "redis", "", "redis-server binary: start it on loopback (no persistence) and run the bridges with WSBRIDGE_BROKER=redis")
+	fs.StringVar(&o.natsBin, "nats", "", "nats-server binary, instead of -redis: start it on loopback (JetStream, a temporary store) and run the bridges with WSBRIDGE_BROKER=nats")
 	fs.StringVar(&o.apiURL, "api", "", "attach: the bridge's internal listener, e.g. http://127.0.0.1:8081")
 	fs.StringVar(&o.hookURL, "hook", "", "attach: the webhook URL, for the wrk ceiling of -scenario webhook")
 	fs.IntVar(&o.pid, "pid", 0, "attach: the bridge's pid, for -scenario idle")
@@ -172,8 +174,12 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	if o.nodes < 1 || o.nodes > 8 {
 		return o, errors.New("-nodes must be within 1..8")
 	}
-	if (o.nodes > 1 || o.redisBin != "") && (o.bridgeBin == "" || o.redisBin == "") {
-		return o, errors.New("-nodes above 1 and -redis need both -redis and -bridge (the tool starts the cluster)")
+	engine := o.redisBin + o.natsBin
+	if o.redisBin != "" && o.natsBin != "" {
+		return o, errors.New("-redis or -nats, not both")
+	}
+	if (o.nodes > 1 || engine != "") && (o.bridgeBin == "" || engine == "") {
+		return o, errors.New("-nodes above 1, -redis and -nats need -redis or -nats, and -bridge (the tool starts the cluster)")
 	}
 	if (o.bridgeBin == "") == (o.wsURL == "" || o.apiURL == "") {
 		return o, errors.New("give -bridge, or both -ws and -api (not both ways)")
@@ -305,6 +311,9 @@ func startStack(ctx context.Context, opt options) (*stack, error) {
 	var cluster []string
 	if err == nil && opt.redisBin != "" {
 		cluster, err = st.startRedis(ctx, opt.redisBin)
+	}
+	if err == nil && opt.natsBin != "" {
+		cluster, err = st.startNATS(ctx, opt.natsBin)
 	}
 	for i := 0; err == nil && i < opt.nodes; i++ {
 		env := opt.bridgeEnv

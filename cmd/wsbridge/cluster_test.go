@@ -58,8 +58,16 @@ var clusterEngines = []clusterEngine{
 			restart:    func(t *testing.T) { r.Start(t) },
 			appPublish: func(t *testing.T, payload string) { r.Do(t, "PUBLISH", "t:publish", payload) }}
 	}},
-	// TODO(h/nats): {"nats", ...} starting nats-server -js, env WSBRIDGE_BROKER=nats and
-	// WSBRIDGE_NATS_URL=nats://addr.
+	{"nats", func(t *testing.T) *engine {
+		srv := testkit.StartNATS(t)
+		return &engine{addr: srv.Addr,
+			env: func(addr string) []string {
+				return []string{"WSBRIDGE_BROKER=nats", "WSBRIDGE_NATS_URL=nats://" + addr}
+			},
+			stop:       func(t *testing.T) { srv.Stop(t) },
+			restart:    func(t *testing.T) { srv.Clear(t); srv.Start(t) },
+			appPublish: func(t *testing.T, payload string) { natsPublish(t, srv.URL(), "t.publish", payload) }}
+	}},
 }
 
 // nodeTimeout is the cluster tests' WSBRIDGE_NODE_TIMEOUT: short, so that a dead node is

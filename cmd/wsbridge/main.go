@@ -16,6 +16,7 @@ import (
 	"syscall"
 
 	"github.com/wsbridge/wsbridge/bridge"
+	"github.com/wsbridge/wsbridge/bridge/natsbroker"
 	"github.com/wsbridge/wsbridge/bridge/redisbroker"
 )
 
@@ -109,8 +110,8 @@ func newBroker(cfg bridge.Config, log *slog.Logger) (bridge.Broker, error) {
 	case "redis":
 		return redisbroker.New(redisbroker.Options{URL: cfg.RedisURL, Prefix: cfg.ClusterPrefix, Log: log})
 	case "nats":
-		// TODO(h/nats): return natsbroker.New(...) with cfg.NatsURL, cfg.ClusterPrefix and log.
-		return nil, errors.New("WSBRIDGE_BROKER=nats: this build has no NATS broker yet (bridge/natsbroker)")
+		return natsbroker.New(natsbroker.Options{URL: cfg.NatsURL, Prefix: cfg.ClusterPrefix,
+			NodeTimeout: cfg.NodeTimeout, Log: log})
 	}
 	return nil, fmt.Errorf("unknown broker %q", cfg.Broker)
 }
