@@ -813,7 +813,10 @@ func TestSSESlowConsumerHTTP2(t *testing.T) {
 		t.Fatalf("%s, want HTTP/2.0", slow.resp.Proto)
 	}
 	big := strings.Repeat("z", 64<<10)
-	deadline := time.Now().Add(waitLimit)
+	// Go's HTTP/2 client opens a 4 MiB window per stream: some 64 publications of 64 KiB go out
+	// before the writer blocks, each a push API request, which under -race on a loaded machine
+	// can take longer than one waitLimit in all.
+	deadline := time.Now().Add(3 * waitLimit)
 	for closed := false; !closed; {
 		req, _ := http.NewRequest("POST", "http://"+b.internal+"/v1/publish",
 			strings.NewReader(`{"to":{"connections":["`+slowID+`"]},"data":"`+big+`"}`))
