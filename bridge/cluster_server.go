@@ -41,6 +41,10 @@ type clusterNode struct {
 	// known to match the hub; the next good beat uploads them whole and single writes stop
 	// until then.
 	resync bool
+	// during collects the ids that change while an upload runs (nil otherwise). The writer may
+	// write them before ReplaceNode, which would then drop a record the snapshot did not have;
+	// they are queued again once ReplaceNode is done, so their last write comes after it.
+	during map[string]struct{}
 
 	// lost holds the orphans whose close webhook is being sent now, so that a beat does not
 	// send one twice.
@@ -65,6 +69,9 @@ func newClusterNode(s *Server, broker Broker) *clusterNode {
 // changed is the hub's hook: connection id's state changed (or it is gone).
 func (c *clusterNode) changed(id string) {
 	c.mu.Lock()
+	if c.during != nil {
+		c.during[id] = struct{}{}
+	}
 	if _, ok := c.pending[id]; !ok && !c.resync {
 		c.pending[id] = struct{}{}
 		c.order = append(c.order, id)
@@ -157,13 +164,22 @@ func (c *clusterNode) upload(ctx context.Context) error {
 	c.resync = false
 	clear(c.pending)
 	c.order = nil
+	c.during = map[string]struct{}{}
 	c.mu.Unlock()
 	recs := c.s.hub.records()
 	ctx, cancel := context.WithTimeout(ctx, c.s.cfg.BrokerTimeout)
 	defer cancel()
-	if err := c.state.ReplaceNode(ctx, c.s.node, recs); err != nil {
+	err := c.state.ReplaceNode(ctx, c.s.node, recs)
+	c.mu.Lock()
+	during := c.during
+	c.during = nil
+	c.mu.Unlock()
+	if err != nil {
 		c.needResync()
 		return err
+	}
+	for id := range during {
+		c.changed(id) // written again, after ReplaceNode: see during
 	}
 	c.log.Info("cluster: uploaded this node's connections", "count", len(recs))
 	return nil

@@ -220,3 +220,71 @@ func TestOwedClosesSkipLiveConnections(t *testing.T) {
 	default:
 	}
 }
+
+// slowReplace is a fakeCluster whose ReplaceNode, as a real engine's, drops the node's records
+// that are not in the upload, but only once the test lets it: a connection can open (and its
+// record be written) between the node's snapshot and the engine applying the upload.
+type slowReplace struct {
+	*fakeCluster
+	started, proceed chan struct{}
+}
+
+func (f *slowReplace) ReplaceNode(_ context.Context, node string, recs []ConnRecord) error {
+	close(f.started)
+	<-f.proceed
+	keep := map[string]bool{}
+	for _, r := range recs {
+		keep[r.ID] = true
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for id, r := range f.recs {
+		if r.Node == node && !keep[id] {
+			delete(f.recs, id)
+		}
+	}
+	return nil
+}
+
+// TestUploadKeepsConnectionsOpenedMeanwhile: a connection that opens while the node re-uploads
+// its records is recorded after the upload, not dropped by it.
+func TestUploadKeepsConnectionsOpenedMeanwhile(t *testing.T) {
+	t.Parallel()
+	php := newFakePHP(t, nil)
+	cfg := testConfig(t, php.URL)
+	br := &slowReplace{fakeCluster: &fakeCluster{MemoryBroker: NewMemoryBroker(), recs: map[string]ConnRecord{}},
+		started: make(chan struct{}), proceed: make(chan struct{})}
+	srv := New(cfg, testLog(t), br)
+	public, _, cancel, done := serveLoopback(t, srv)
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	ctx, stop := context.WithTimeout(context.Background(), waitLimit)
+	defer stop()
+	uploaded := make(chan error, 1)
+	go func() { uploaded <- srv.cluster.upload(ctx) }()
+	<-br.started // the snapshot is taken: the new connection is not in it
+	c, _, err := websocket.Dial(ctx, "ws://"+public.Addr().String()+cfg.WSPaths[0], nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	id := php.next(t, EventOpen).Event.ConnectionID
+	if err := srv.cluster.flush(ctx); err != nil { // its record is written before the upload lands
+		t.Fatal(err)
+	}
+	close(br.proceed)
+	if err := <-uploaded; err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.cluster.flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	br.mu.Lock()
+	_, recorded := br.recs[id]
+	br.mu.Unlock()
+	if !recorded {
+		t.Errorf("connection %s opened during the upload has no record after it", id)
+	}
+}
