@@ -147,23 +147,26 @@ func (h *history) positioned(to Targets) string {
 // delivered under its lock (lockChannels), so that every connection gets them in offset order,
 // and a recovery sees each one either in the history it reads or after it, never both. An error
 // of the store is returned before anything was delivered.
-func (h *history) publish(ctx context.Context, hb *hub, p *Publication) (int, *Position, error) {
+//
+// published reports that the store has also handed the envelope to the other nodes with the
+// entry (HistoryPublisher, history_cluster.go): the caller must not publish it again.
+func (h *history) publish(ctx context.Context, hb *hub, p *Publication) (n int, pos *Position, published bool, err error) {
 	d := newDelivery(p.frame())
 	st := &stamped{}
 	d.hist = st
 	ch := h.positioned(p.To)
 	if ch == "" {
-		return hb.publishLocal(p.To, p.Except, d), nil, nil
+		return hb.publishLocal(p.To, p.Except, d), nil, false, nil
 	}
 	mu := &h.locks[channelLock(ch)] // one lock, taken without lockChannels' list
 	mu.Lock()
 	defer mu.Unlock()
-	pos, err := h.store.Append(ctx, ch, Frame{Binary: d.Binary, Data: d.Data})
+	at, published, err := h.appendPublished(ctx, hb, ch, Frame{Binary: d.Binary, Data: d.Data}, p)
 	if err != nil {
-		return 0, nil, fmt.Errorf("%w of channel %q: %w", errHistory, ch, err)
+		return 0, nil, false, fmt.Errorf("%w of channel %q: %w", errHistory, ch, err)
 	}
-	st.channel, st.pos = ch, pos
-	return hb.publishLocal(p.To, p.Except, d), &pos, nil
+	st.channel, st.pos = ch, at
+	return hb.publishLocal(p.To, p.Except, d), &at, published, nil
 }
 
 // deliver delivers a publication another node made, with the position that node gave it

@@ -107,7 +107,7 @@ func newBroker(cfg bridge.Config, log *slog.Logger) (bridge.Broker, error) {
 	case "memory":
 		return bridge.NewMemoryBroker(), nil
 	case "redis":
-		return redisbroker.New(redisbroker.Options{URL: cfg.RedisURL, Prefix: cfg.ClusterPrefix, Log: log})
+		return redisbroker.New(redisbroker.Options{URL: cfg.RedisURL, Prefix: cfg.ClusterPrefix, HistorySize: cfg.HistorySize, HistoryTTL: cfg.HistoryTTL, Log: log})
 	case "nats":
 		// TODO(h/nats): return natsbroker.New(...) with cfg.NatsURL, cfg.ClusterPrefix and log.
 		return nil, errors.New("WSBRIDGE_BROKER=nats: this build has no NATS broker yet (bridge/natsbroker)")
