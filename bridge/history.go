@@ -412,6 +412,10 @@ type recovery struct {
 	mu   sync.Mutex
 	live bool
 	held []Delivery
+	// after holds, once live, the channels whose publications up to a position may still come
+	// from other nodes although the client already has them (history_cluster.go); the recovery
+	// steps aside when it is empty.
+	after map[string]Position
 }
 
 var _ recipient = (*recovery)(nil)
@@ -426,10 +430,16 @@ func (rc *recovery) Close(code int, reason string, by Initiator) bool {
 // recovery cannot keep up with the live publications is a slow consumer like any other.
 func (rc *recovery) Send(d Delivery) bool {
 	rc.mu.Lock()
-	defer rc.mu.Unlock()
 	if rc.live {
-		return rc.t.Send(d)
+		send, done := rc.pass(d)
+		ok := !send || rc.t.Send(d)
+		rc.mu.Unlock()
+		if done {
+			rc.srv.hub.replaceClient(rc.t.ID(), rc, rc.t)
+		}
+		return ok
 	}
+	defer rc.mu.Unlock()
 	if len(rc.held) >= rc.srv.cfg.SendQueue {
 		rc.t.Close(1008, "slow consumer", InitiatorSlowConsumer)
 		return false
@@ -532,8 +542,11 @@ func (rc *recovery) run(ctx context.Context) {
 		ok = rc.t.Send(d)
 	}
 	rc.held, rc.live = nil, true
+	rc.after = rc.inFlight(tops)
 	rc.mu.Unlock()
-	s.hub.replaceClient(id, rc, rc.t)
+	if len(rc.after) == 0 {
+		s.hub.replaceClient(id, rc, rc.t)
+	}
 }
 
 // gap says why a channel cannot be recovered from since, given its newest position top and the

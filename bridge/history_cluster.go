@@ -46,3 +46,43 @@ func (h *history) appendPublished(ctx context.Context, hb *hub, ch string, f Fra
 	pos, err = hp.AppendPublish(ctx, ch, f, Envelope{Version: EnvelopeVersion, Origin: hb.node, Op: OpPublish, Publication: p})
 	return pos, err == nil, err
 }
+
+// inFlight returns what a recovery must still filter once live: with a store of the whole
+// cluster (HistoryPublisher), a publication another node made can be in the history the
+// recovery read, and so already with the client, while its envelope is still on its way to
+// this node; delivered then, it would reach the client twice. The bus brings a channel's
+// publications in offset order, so the first one beyond the position read ends that channel's
+// filter. With the memory store every publication is numbered and delivered under the
+// channel's lock, which the recovery held: nothing is in flight.
+func (rc *recovery) inFlight(tops map[string]Position) map[string]Position {
+	if _, cluster := rc.srv.hub.history.store.(HistoryPublisher); !cluster {
+		return nil
+	}
+	after := make(map[string]Position, len(tops))
+	for ch, top := range tops {
+		if top.Epoch != "" && top.Offset > 0 {
+			after[ch] = top
+		}
+	}
+	return after
+}
+
+// pass says whether a live delivery goes to the client (not one it has from the history), and
+// whether the recovery's filter is done with it. rc.mu is held.
+func (rc *recovery) pass(d Delivery) (send, done bool) {
+	if len(rc.after) == 0 || d.hist == nil || d.hist.pos.Epoch == "" {
+		return true, false
+	}
+	top, in := rc.after[d.hist.channel]
+	if !in {
+		return true, false
+	}
+	if top.Epoch == d.hist.pos.Epoch && d.hist.pos.Offset <= top.Offset {
+		return false, false
+	}
+	delete(rc.after, d.hist.channel)
+	return true, len(rc.after) == 0
+}
+
+// kind is the transport's, for the connection's record (recordOf) while the recovery stands in.
+func (rc *recovery) kind() string { return rc.t.kind() }
