@@ -102,6 +102,9 @@ type history struct {
 	sweep      func(context.Context) // the memory store's sweeper; nil for a broker's store
 	log        *slog.Logger
 	locks      [channelLocks]sync.Mutex
+	// seq orders a channel's positioned deliveries on this node when the store numbers them for
+	// the whole cluster (history_cluster.go); nil with the memory store.
+	seq *sequencer
 }
 
 // newHistory returns the history of cfg, or nil when HISTORY_SIZE is 0. A broker that
@@ -113,6 +116,9 @@ func newHistory(cfg *Config, broker Broker, log *slog.Logger) *history {
 	h := &history{patterns: cfg.HistoryChannels, size: cfg.HistorySize, maxRecover: min(cfg.HistorySize, cfg.SendQueue-1), log: log}
 	if st, ok := broker.(History); ok {
 		h.store = st
+		if _, ok := st.(HistoryPublisher); ok {
+			h.seq = newSequencer()
+		}
 		return h
 	}
 	mem := newMemoryHistory(cfg.HistorySize, cfg.HistoryTTL, nil)
@@ -158,6 +164,9 @@ func (h *history) publish(ctx context.Context, hb *hub, p *Publication) (n int, 
 	if ch == "" {
 		return hb.publishLocal(p.To, p.Except, d), nil, false, nil
 	}
+	if h.seq != nil {
+		return h.publishCluster(ctx, hb, p, d, ch) // history_cluster.go
+	}
 	mu := &h.locks[channelLock(ch)] // one lock, taken without lockChannels' list
 	mu.Lock()
 	defer mu.Unlock()
@@ -178,6 +187,10 @@ func (h *history) deliver(hb *hub, e Envelope) {
 	d.hist = st
 	if ch := h.positioned(p.To); ch != "" && e.Position != nil {
 		st.channel, st.pos = ch, *e.Position
+		if h.seq != nil && !h.seq.wait(ch, st.pos, hb) {
+			return // came after its successor (history_cluster.go)
+		}
+		defer h.seq.done(ch, st.pos)
 		mu := &h.locks[channelLock(ch)]
 		mu.Lock()
 		defer mu.Unlock()

@@ -6,6 +6,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
+	"time"
 )
 
 // HistoryPublisher is a History that can keep a publication and hand its envelope to the other
@@ -86,3 +88,116 @@ func (rc *recovery) pass(d Delivery) (send, done bool) {
 
 // kind is the transport's, for the connection's record (recordOf) while the recovery stands in.
 func (rc *recovery) kind() string { return rc.t.kind() }
+
+// publishCluster numbers, keeps, publishes and delivers p on this node when the store is the
+// whole cluster's (HistoryPublisher). The channel's lock is not held across the store's round
+// trip: this node's delivery of the publication waits until the ones before it, which other
+// nodes made and the bus is still bringing, have been delivered here (sequencer), and one of
+// them needs the lock. A recovery that reads the history meanwhile and so already has this
+// publication filters it out (recovery.inFlight).
+func (h *history) publishCluster(ctx context.Context, hb *hub, p *Publication, d Delivery, ch string) (int, *Position, bool, error) {
+	at, published, err := h.appendPublished(ctx, hb, ch, Frame{Binary: d.Binary, Data: d.Data}, p)
+	if err != nil {
+		return 0, nil, false, fmt.Errorf("%w of channel %q: %w", errHistory, ch, err)
+	}
+	d.hist.channel, d.hist.pos = ch, at
+	if !h.seq.wait(ch, at, hb) {
+		// Another node's later publication was delivered first (this one's round trip was
+		// slow): delivering it now would put it out of order. It is in the history.
+		return 0, &at, published, nil
+	}
+	defer h.seq.done(ch, at)
+	mu := &h.locks[channelLock(ch)]
+	mu.Lock()
+	defer mu.Unlock()
+	return hb.publishLocal(p.To, p.Except, d), &at, published, nil
+}
+
+// sequencer puts a channel's positioned deliveries on this node in offset order when the
+// offsets are the cluster's: the bus brings other nodes' publications in offset order, but
+// this node's own are delivered by it without the bus, and can be ready before an earlier one
+// of another node has arrived. A delivery waits for its predecessor, at most the broker's
+// timeout (the bus is at-most-once: a lost envelope must not hold the channel for ever), and
+// one whose successor has gone out already is dropped rather than delivered out of order.
+type sequencer struct {
+	mu   sync.Mutex
+	cond *sync.Cond
+	last map[string]seqMark // the newest position delivered per channel
+	// prunedAt is len(last) after the last prune: marks older than seqKeep go when it doubles.
+	prunedAt int
+}
+
+type seqMark struct {
+	pos Position
+	at  time.Time
+}
+
+// seqKeep is how long a channel's newest delivered position is remembered. A channel quiet for
+// longer starts afresh: its next delivery waits for nothing.
+const seqKeep = time.Minute
+
+// seqWait bounds a wait when the broker has no timeout.
+const seqWait = time.Second
+
+func newSequencer() *sequencer {
+	s := &sequencer{last: make(map[string]seqMark), prunedAt: 64}
+	s.cond = sync.NewCond(&s.mu)
+	return s
+}
+
+// wait blocks until the delivery at p may go out: its predecessor was delivered here, the
+// channel has no earlier mark in p's epoch, or the wait timed out. It reports false for a
+// delivery that comes after its successor.
+func (s *sequencer) wait(ch string, p Position, hb *hub) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var timer *time.Timer
+	expired := false
+	for {
+		m, ok := s.last[ch]
+		switch {
+		case !ok || m.pos.Epoch != p.Epoch || m.pos.Offset+1 == p.Offset:
+			return true
+		case p.Offset <= m.pos.Offset:
+			return false
+		case expired:
+			return true // the predecessor is lost to this node (or very late): go on
+		}
+		if timer == nil {
+			limit := seqWait
+			if bb, ok := hb.broker.(boundedBroker); ok && bb.timeout > 0 {
+				limit = bb.timeout
+			}
+			timer = time.AfterFunc(limit, func() {
+				s.mu.Lock()
+				expired = true
+				s.cond.Broadcast()
+				s.mu.Unlock()
+			})
+			defer timer.Stop()
+		}
+		s.cond.Wait()
+	}
+}
+
+// done records that the delivery at p went out, and wakes the waiting successors.
+func (s *sequencer) done(ch string, p Position) {
+	if s == nil {
+		return
+	}
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if m, ok := s.last[ch]; !ok || m.pos.Epoch != p.Epoch || m.pos.Offset < p.Offset {
+		s.last[ch] = seqMark{pos: p, at: now}
+	}
+	if len(s.last) >= 2*s.prunedAt {
+		for c, m := range s.last {
+			if now.Sub(m.at) > seqKeep {
+				delete(s.last, c)
+			}
+		}
+		s.prunedAt = max(len(s.last), 64)
+	}
+	s.cond.Broadcast()
+}

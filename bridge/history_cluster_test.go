@@ -125,3 +125,65 @@ func (slowPublisher) AppendPublish(ctx context.Context, ch string, f Frame, e En
 	<-ctx.Done()
 	return Position{}, ctx.Err()
 }
+
+// The sequencer lets a channel's deliveries out in offset order: a delivery waits for its
+// predecessor, one that comes after its successor is refused, another epoch or a first mark
+// waits for nothing, and a lost predecessor holds the channel only until the broker's timeout.
+func TestSequencer(t *testing.T) {
+	patient := newHub("n", boundedBroker{Broker: NewMemoryBroker(), timeout: waitLimit})
+	at := func(off uint64) Position { return Position{Epoch: "e", Offset: off} }
+	t.Run("first and next", func(t *testing.T) {
+		s := newSequencer()
+		if !s.wait("c", at(7), patient) {
+			t.Fatal("a channel's first delivery was refused")
+		}
+		s.done("c", at(7))
+		if !s.wait("c", at(8), patient) {
+			t.Fatal("the successor was refused")
+		}
+	})
+	t.Run("waits for its predecessor", func(t *testing.T) {
+		s := newSequencer()
+		s.done("c", at(1))
+		var mu sync.Mutex
+		var order []uint64
+		note := func(o uint64) { mu.Lock(); order = append(order, o); mu.Unlock() }
+		out := make(chan bool)
+		go func() {
+			ok := s.wait("c", at(3), patient)
+			note(3)
+			out <- ok
+		}()
+		note(2)
+		s.done("c", at(2))
+		if !<-out {
+			t.Fatal("offset 3 refused after 2")
+		}
+		if mu.Lock(); order[0] != 2 || order[1] != 3 {
+			t.Fatalf("order %v, want 3 only after 2 was done", order)
+		}
+		mu.Unlock()
+	})
+	t.Run("after its successor", func(t *testing.T) {
+		s := newSequencer()
+		s.done("c", at(5))
+		if s.wait("c", at(4), patient) || s.wait("c", at(5), patient) {
+			t.Fatal("a delivery at or before the last one delivered was let out")
+		}
+	})
+	t.Run("another epoch", func(t *testing.T) {
+		s := newSequencer()
+		s.done("c", at(5))
+		if !s.wait("c", Position{Epoch: "f", Offset: 9}, patient) || !s.wait("d", at(9), patient) {
+			t.Fatal("another epoch, or another channel, waited")
+		}
+	})
+	t.Run("lost predecessor", func(t *testing.T) {
+		s := newSequencer()
+		s.done("c", at(1))
+		hasty := newHub("n", boundedBroker{Broker: NewMemoryBroker(), timeout: time.Millisecond})
+		if !s.wait("c", at(3), hasty) {
+			t.Fatal("after the timeout, offset 3 was refused")
+		}
+	})
+}
