@@ -322,7 +322,7 @@ func TestAppendPublishInOffsetOrder(t *testing.T) {
 // rather than keep a stream without bound.
 func TestHistoryOffInOptions(t *testing.T) {
 	srv := testkit.StartRedis(t)
-	b := newBroker(t, srv.URL())
+	b := histBroker(t, srv.URL(), 0, time.Minute)
 	if _, err := b.Append(context.Background(), "c", text("x")); err == nil || !strings.Contains(err.Error(), "HistorySize") {
 		t.Fatalf("Append: %v, want an error naming Options.HistorySize", err)
 	}
