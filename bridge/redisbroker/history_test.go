@@ -330,3 +330,33 @@ func TestHistoryOffInOptions(t *testing.T) {
 		t.Fatal("Read: no error")
 	}
 }
+
+// BenchmarkPublishWithHistory: what keeping the history adds to a positioned publication
+// through Redis (one script: record, XADD, trim, PUBLISH) over a plain Publish, per call, one
+// client, nobody subscribed.
+func BenchmarkPublishWithHistory(b *testing.B) {
+	srv := testkit.StartRedis(b)
+	br, err := redisbroker.New(redisbroker.Options{URL: srv.URL(), Prefix: "t", HistorySize: 100, HistoryTTL: time.Minute})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer br.Close()
+	data := `{"type":"chat","text":"hello there"}`
+	e := bridge.Envelope{Version: bridge.EnvelopeVersion, Origin: "p", Op: bridge.OpPublish,
+		Publication: &bridge.Publication{To: bridge.Targets{Channels: []string{"room"}}, Data: &data}}
+	ctx := context.Background()
+	b.Run("Publish", func(b *testing.B) {
+		for range b.N {
+			if err := br.Publish(ctx, e); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("AppendPublish", func(b *testing.B) {
+		for range b.N {
+			if _, err := br.AppendPublish(ctx, "room", bridge.Frame{Data: []byte(data)}, e); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
