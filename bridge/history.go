@@ -190,10 +190,10 @@ func (h *history) deliver(hb *hub, e Envelope) {
 		if h.seq != nil && !h.seq.wait(ch, st.pos, hb) {
 			return // came after its successor (history_cluster.go)
 		}
-		defer h.seq.done(ch, st.pos)
 		mu := &h.locks[channelLock(ch)]
 		mu.Lock()
 		defer mu.Unlock()
+		defer h.seq.done(ch, st.pos) // under the lock, with the delivery (history.joined)
 	}
 	hb.publishLocal(p.To, p.Except, d)
 }
@@ -784,6 +784,7 @@ func (h *history) joined(ctx context.Context, hb *hub, chs []string, to Targets)
 		mu := &h.locks[channelLock(ch)]
 		mu.Lock()
 		_, top, err := h.store.Read(ctx, ch, Position{}, 0)
+		top = h.seq.delivered(ch, top) // history_cluster.go
 		if err == nil {
 			body, _ := json.Marshal(framedMessage{Type: "join", Channel: ch, Epoch: top.Epoch, Offset: top.Offset})
 			d := Delivery{Data: body, hist: &stamped{notice: true, joined: true, channel: ch, pos: top}}

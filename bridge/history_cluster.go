@@ -106,11 +106,12 @@ func (h *history) publishCluster(ctx context.Context, hb *hub, p *Publication, d
 		// slow): delivering it now would put it out of order. It is in the history.
 		return 0, &at, published, nil
 	}
-	defer h.seq.done(ch, at)
 	mu := &h.locks[channelLock(ch)]
 	mu.Lock()
 	defer mu.Unlock()
-	return hb.publishLocal(p.To, p.Except, d), &at, published, nil
+	n := hb.publishLocal(p.To, p.Except, d)
+	h.seq.done(ch, at) // under the lock, with the delivery (delivered)
+	return n, &at, published, nil
 }
 
 // sequencer puts a channel's positioned deliveries on this node in offset order when the
@@ -200,4 +201,21 @@ func (s *sequencer) done(ch string, p Position) {
 		s.prunedAt = max(len(s.last), 64)
 	}
 	s.cond.Broadcast()
+}
+
+// delivered returns where a client that joins ch on this node now stands: top, the store's
+// newest, unless this node has delivered less of top's epoch so far, the rest being still on
+// its way from other nodes; then the last position delivered here, so that the rest reaches
+// the client live, after its join notice, and its position never moves back. Called under the
+// channel's lock, under which done is called with each delivery. nil: top.
+func (s *sequencer) delivered(ch string, top Position) Position {
+	if s == nil {
+		return top
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if m, ok := s.last[ch]; ok && m.pos.Epoch == top.Epoch && m.pos.Offset < top.Offset {
+		return m.pos
+	}
+	return top
 }

@@ -3,6 +3,7 @@ package bridge
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync"
@@ -186,4 +187,52 @@ func TestSequencer(t *testing.T) {
 			t.Fatal("after the timeout, offset 3 was refused")
 		}
 	})
+}
+
+// A client that joins a history channel while publications of other nodes are still on their
+// way to its node is told the position this node has delivered, not the store's newest: the
+// ones in flight then reach it live, after the join notice and in order, and its position
+// never moves back. Told the newest, it would get offsets 4 and 5 after a join at 5.
+func TestHistoryJoinWhilePublicationsInFlight(t *testing.T) {
+	br := &appendPublisher{historyBroker: historyBroker{MemoryBroker: NewMemoryBroker(), memoryHistory: newMemoryHistory(10, time.Minute, nil)}}
+	php := newFakePHP(t, joinFromQuery)
+	cfg := testConfig(t, php.URL)
+	cfg.HistorySize = 10
+	cfg.HistoryChannels = []string{"news"}
+	b := &testBridge{srv: New(cfg, testLog(t), br), php: php}
+	b.public, b.internal = newServers(t, b.srv)
+	b.wsURL = "ws" + strings.TrimPrefix(b.public.URL, "http") + cfg.WSPaths[0]
+	c := dialFramed(t, b, "plain", "")
+	id := b.php.next(t, EventOpen).Event.ConnectionID
+	readFramed(t, c) // sync, no history channel yet
+
+	// Another node published 1 to 5; this node has received 1 to 3 so far.
+	envs := make([]Envelope, 5)
+	for i := range envs {
+		s := fmt.Sprintf("p%d", i+1)
+		pos, err := br.memoryHistory.Append(context.Background(), "news", Frame{Data: []byte(s)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		envs[i] = Envelope{Version: EnvelopeVersion, Origin: "other", Op: OpPublish, Position: &pos,
+			Publication: &Publication{To: channels("news"), Data: &s}}
+	}
+	for _, e := range envs[:3] {
+		b.srv.deliver(e)
+	}
+	if _, err := b.srv.hub.Subscribe(context.Background(), "news", Targets{Connections: []string{id}}, false); err != nil {
+		t.Fatal(err)
+	}
+	join := readFramed(t, c)
+	if join.Type != "join" || join.Offset != 3 {
+		t.Fatalf("join notice %+v, want offset 3: what this node has delivered", join)
+	}
+	for _, e := range envs[3:] {
+		b.srv.deliver(e)
+	}
+	for want := uint64(4); want <= 5; want++ {
+		if m := readFramed(t, c); m.Type != "publication" || m.Offset != want || m.Epoch != join.Epoch {
+			t.Fatalf("after the join: %+v, want offset %d", m, want)
+		}
+	}
 }
