@@ -45,7 +45,7 @@ var publicAPI = []string{
 	"ConnRecord", "Heartbeat", "NodeLiveness",
 	// History (history.go): a broker that keeps the cluster's history implements History; a
 	// publication's Position crosses between nodes in its Envelope.
-	"History", "HistoryConfig", "HistoryEntry", "Position",
+	"History", "HistoryConfig", "HistoryEntry", "HistoryPublisher", "Position",
 
 	// The contract with PHP (docs/PROTOCOL.md): webhook bodies and headers, replies, signatures.
 	"Event", "EventClose", "EventMessage", "EventOpen", "EventType", "Frame", "Frame.MarshalJSON",

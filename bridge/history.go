@@ -102,6 +102,9 @@ type history struct {
 	sweep      func(context.Context) // the memory store's sweeper; nil for a broker's store
 	log        *slog.Logger
 	locks      [channelLocks]sync.Mutex
+	// seq orders a channel's positioned deliveries on this node when the store numbers them for
+	// the whole cluster (history_cluster.go); nil with the memory store.
+	seq *sequencer
 }
 
 // newHistory returns the history of cfg, or nil when HISTORY_SIZE is 0. A broker that
@@ -113,6 +116,9 @@ func newHistory(cfg *Config, broker Broker, log *slog.Logger) *history {
 	h := &history{patterns: cfg.HistoryChannels, size: cfg.HistorySize, maxRecover: min(cfg.HistorySize, cfg.SendQueue-1), log: log}
 	if st, ok := broker.(History); ok {
 		h.store = st
+		if _, ok := st.(HistoryPublisher); ok {
+			h.seq = newSequencer()
+		}
 		return h
 	}
 	mem := newMemoryHistory(cfg.HistorySize, cfg.HistoryTTL, nil)
@@ -147,7 +153,10 @@ func (h *history) positioned(to Targets) string {
 // delivered under its lock (lockChannels), so that every connection gets them in offset order,
 // and a recovery sees each one either in the history it reads or after it, never both. An error
 // of the store is returned before anything was delivered.
-func (h *history) publish(ctx context.Context, hb *hub, p *Publication) (int, *Position, error) {
+//
+// published reports that the store has also handed the envelope to the other nodes with the
+// entry (HistoryPublisher, history_cluster.go): the caller must not publish it again.
+func (h *history) publish(ctx context.Context, hb *hub, p *Publication) (n int, pos *Position, published bool, err error) {
 	d := hb.publicationDelivery(p)
 	st := d.hist // the Pusher mode may have made it
 	if st == nil {
@@ -156,17 +165,20 @@ func (h *history) publish(ctx context.Context, hb *hub, p *Publication) (int, *P
 	}
 	ch := h.positioned(p.To)
 	if ch == "" {
-		return hb.publishLocal(p.To, p.Except, d), nil, nil
+		return hb.publishLocal(p.To, p.Except, d), nil, false, nil
+	}
+	if h.seq != nil {
+		return h.publishCluster(ctx, hb, p, d, ch) // history_cluster.go
 	}
 	mu := &h.locks[channelLock(ch)] // one lock, taken without lockChannels' list
 	mu.Lock()
 	defer mu.Unlock()
-	pos, err := h.store.Append(ctx, ch, Frame{Binary: d.Binary, Data: d.Data})
+	at, published, err := h.appendPublished(ctx, hb, ch, Frame{Binary: d.Binary, Data: d.Data}, p)
 	if err != nil {
-		return 0, nil, fmt.Errorf("%w of channel %q: %w", errHistory, ch, err)
+		return 0, nil, false, fmt.Errorf("%w of channel %q: %w", errHistory, ch, err)
 	}
-	st.channel, st.pos = ch, pos
-	return hb.publishLocal(p.To, p.Except, d), &pos, nil
+	st.channel, st.pos = ch, at
+	return hb.publishLocal(p.To, p.Except, d), &at, published, nil
 }
 
 // deliver delivers a publication another node made, with the position that node gave it
@@ -181,9 +193,13 @@ func (h *history) deliver(hb *hub, e Envelope) {
 	}
 	if ch := h.positioned(p.To); ch != "" && e.Position != nil {
 		st.channel, st.pos = ch, *e.Position
+		if h.seq != nil && !h.seq.wait(ch, st.pos, hb) {
+			return // came after its successor (history_cluster.go)
+		}
 		mu := &h.locks[channelLock(ch)]
 		mu.Lock()
 		defer mu.Unlock()
+		defer h.seq.done(ch, st.pos) // under the lock, with the delivery (history.joined)
 	}
 	hb.publishLocal(p.To, p.Except, d)
 }
@@ -418,6 +434,10 @@ type recovery struct {
 	mu   sync.Mutex
 	live bool
 	held []Delivery
+	// after holds, once live, the channels whose publications up to a position may still come
+	// from other nodes although the client already has them (history_cluster.go); the recovery
+	// steps aside when it is empty.
+	after map[string]Position
 }
 
 var _ recipient = (*recovery)(nil)
@@ -432,10 +452,16 @@ func (rc *recovery) Close(code int, reason string, by Initiator) bool {
 // recovery cannot keep up with the live publications is a slow consumer like any other.
 func (rc *recovery) Send(d Delivery) bool {
 	rc.mu.Lock()
-	defer rc.mu.Unlock()
 	if rc.live {
-		return rc.t.Send(d)
+		send, done := rc.pass(d)
+		ok := !send || rc.t.Send(d)
+		rc.mu.Unlock()
+		if done {
+			rc.srv.hub.replaceClient(rc.t.ID(), rc, rc.t)
+		}
+		return ok
 	}
+	defer rc.mu.Unlock()
 	if len(rc.held) >= rc.srv.cfg.SendQueue {
 		rc.t.Close(1008, "slow consumer", InitiatorSlowConsumer)
 		return false
@@ -538,8 +564,11 @@ func (rc *recovery) run(ctx context.Context) {
 		ok = rc.t.Send(d)
 	}
 	rc.held, rc.live = nil, true
+	rc.after = rc.inFlight(tops)
 	rc.mu.Unlock()
-	s.hub.replaceClient(id, rc, rc.t)
+	if len(rc.after) == 0 {
+		s.hub.replaceClient(id, rc, rc.t)
+	}
 }
 
 // gap says why a channel cannot be recovered from since, given its newest position top and the
@@ -764,6 +793,7 @@ func (h *history) joined(ctx context.Context, hb *hub, chs []string, to Targets)
 		mu := &h.locks[channelLock(ch)]
 		mu.Lock()
 		_, top, err := h.store.Read(ctx, ch, Position{}, 0)
+		top = h.seq.delivered(ch, top) // history_cluster.go
 		if err == nil {
 			body, _ := json.Marshal(framedMessage{Type: "join", Channel: ch, Epoch: top.Epoch, Offset: top.Offset})
 			d := Delivery{Data: body, hist: &stamped{notice: true, joined: true, channel: ch, pos: top}}

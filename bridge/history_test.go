@@ -429,7 +429,7 @@ func TestHistoryWhatGetsAPosition(t *testing.T) {
 		}
 		t.Run(tc.name, func(t *testing.T) {
 			s := "x"
-			_, pos, err := h.publish(context.Background(), newHub("n", NewMemoryBroker()), &Publication{To: tc.to, Data: &s})
+			_, pos, _, err := h.publish(context.Background(), newHub("n", NewMemoryBroker()), &Publication{To: tc.to, Data: &s})
 			if err != nil || (pos != nil) != tc.pos {
 				t.Fatalf("position %v (err %v), want one: %v", pos, err, tc.pos)
 			}

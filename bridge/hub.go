@@ -278,9 +278,9 @@ func removeFrom(index map[string]map[string]*member, key, id string) {
 // It returns the number of local connections the frame was queued for.
 func (h *hub) Publish(ctx context.Context, p *Publication) (int, error) {
 	if h.history != nil {
-		n, pos, err := h.history.publish(ctx, h, p) // numbered, kept, then delivered (history.go)
-		if err != nil {
-			return 0, err
+		n, pos, published, err := h.history.publish(ctx, h, p) // numbered, kept, then delivered (history.go)
+		if err != nil || published {
+			return n, err
 		}
 		return n, h.broker.Publish(ctx, Envelope{Origin: h.node, Op: OpPublish, Publication: p, Position: pos})
 	}

@@ -78,6 +78,7 @@ func Run(t *testing.T, newCluster func(t *testing.T) Cluster) {
 		{"PublishHonoursContext", publishHonoursContext},
 		{"NodeRegistry", nodeRegistry},
 		{"EngineGoesAwayAndComesBack", engineGoesAwayAndComesBack},
+		{"History", history},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newCluster(t)) })
 	}

@@ -46,7 +46,11 @@ type Options struct {
 	// socket, Centrifugo issue #1189): the broker subscribes afresh and reports unhealthy
 	// until a ping comes back.
 	PingEvery, StaleAfter time.Duration
-	Log                   *slog.Logger
+	// HistorySize and HistoryTTL are WSBRIDGE_HISTORY_SIZE and _TTL: with a size, the broker
+	// keeps the cluster's channel history (history.go); without, its Append and Read fail.
+	HistorySize int
+	HistoryTTL  time.Duration
+	Log         *slog.Logger
 }
 
 // Broker is a Redis cluster broker. Build it with New; it is safe for concurrent use.

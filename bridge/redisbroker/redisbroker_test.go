@@ -19,7 +19,7 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // newBroker is a broker of the test's Redis with a short ping, so that a stale subscription is
-// found within the suite's bounds.
+// found within the suite's bounds, keeping history (the suite's History subtest).
 func newBroker(t *testing.T, url string) *redisbroker.Broker {
 	t.Helper()
 	b, err := newBrokerTB(t, url)
@@ -30,7 +30,7 @@ func newBroker(t *testing.T, url string) *redisbroker.Broker {
 }
 
 func newBrokerTB(t testing.TB, url string) (*redisbroker.Broker, error) {
-	b, err := redisbroker.New(redisbroker.Options{URL: url, Prefix: "t", PingEvery: 50 * time.Millisecond})
+	b, err := redisbroker.New(redisbroker.Options{URL: url, Prefix: "t", PingEvery: 50 * time.Millisecond, HistorySize: 100, HistoryTTL: time.Minute})
 	if err == nil {
 		t.Cleanup(func() { b.Close() })
 	}

@@ -34,6 +34,9 @@ import (
 type clusterEngine struct {
 	name  string
 	start func(t *testing.T) *engine
+	// history: the broker keeps the cluster's channel history (bridge.History); without it each
+	// node numbers its own, and a client resuming on another node is told to reload.
+	history bool
 }
 
 // engine is one running engine: where it listens, the WSBRIDGE_* variables of a node that
@@ -48,7 +51,7 @@ type engine struct {
 }
 
 var clusterEngines = []clusterEngine{
-	{"redis", func(t *testing.T) *engine {
+	{name: "redis", history: true, start: func(t *testing.T) *engine {
 		r := testkit.StartRedis(t)
 		return &engine{addr: r.Addr,
 			env: func(addr string) []string {
@@ -58,7 +61,7 @@ var clusterEngines = []clusterEngine{
 			restart:    func(t *testing.T) { r.Start(t) },
 			appPublish: func(t *testing.T, payload string) { r.Do(t, "PUBLISH", "t:publish", payload) }}
 	}},
-	{"nats", func(t *testing.T) *engine {
+	{name: "nats", start: func(t *testing.T) *engine {
 		srv := testkit.StartNATS(t)
 		return &engine{addr: srv.Addr,
 			env: func(addr string) []string {
@@ -76,7 +79,15 @@ const nodeTimeout = 2 * time.Second
 
 // forEachEngine runs fn as a subtest per engine.
 func forEachEngine(t *testing.T, fn func(t *testing.T, c *cluster)) {
+	forEngines(t, func(clusterEngine) bool { return true }, fn)
+}
+
+// forEngines runs fn as a subtest per engine that has what the test needs.
+func forEngines(t *testing.T, has func(clusterEngine) bool, fn func(t *testing.T, c *cluster)) {
 	for _, e := range clusterEngines {
+		if !has(e) {
+			continue
+		}
 		t.Run(e.name, func(t *testing.T) {
 			log := filepath.Join(t.TempDir(), "webhooks.jsonl")
 			if err := os.WriteFile(log, nil, 0o600); err != nil {
@@ -94,6 +105,8 @@ type cluster struct {
 	php    *phpLog
 	client *http.Client
 	nodes  []*node
+	// env is added to every node's environment (set before start).
+	env []string
 }
 
 // node is one wsbridge process of a cluster.
@@ -121,6 +134,7 @@ func (c *cluster) start(id string) *node {
 		"WSBRIDGE_SHUTDOWN_TIMEOUT=10s",
 		"WSBRIDGE_CLUSTER_PREFIX=t",
 	}, c.engine.env(n.proxy.Addr)...)
+	n.env = append(n.env, c.env...)
 	c.nodes = append(c.nodes, n)
 	c.restart(n)
 	return n

@@ -108,7 +108,7 @@ func newBroker(cfg bridge.Config, log *slog.Logger) (bridge.Broker, error) {
 	case "memory":
 		return bridge.NewMemoryBroker(), nil
 	case "redis":
-		return redisbroker.New(redisbroker.Options{URL: cfg.RedisURL, Prefix: cfg.ClusterPrefix, Log: log})
+		return redisbroker.New(redisbroker.Options{URL: cfg.RedisURL, Prefix: cfg.ClusterPrefix, HistorySize: cfg.HistorySize, HistoryTTL: cfg.HistoryTTL, Log: log})
 	case "nats":
 		return natsbroker.New(natsbroker.Options{URL: cfg.NatsURL, Prefix: cfg.ClusterPrefix,
 			NodeTimeout: cfg.NodeTimeout, Log: log})
