@@ -257,8 +257,10 @@ func decodeReply(typ EventType, body []byte, l limits) (*Reply, error) {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return &r, nil
 	}
-	if err := decodeStrict(body, &r); err != nil {
-		return nil, err
+	if !decodeReplyFast(body, &r) { // replyjson.go: {} and {"send": [...]} without reflection
+		if err := decodeStrict(body, &r); err != nil {
+			return nil, err
+		}
 	}
 	if err := r.validate(typ, l); err != nil {
 		return nil, err
