@@ -25,6 +25,7 @@ import (
 
 type options struct {
 	scenario    string
+	target      string // targetWSBridge, or targetPushpin: the server under test (pushpin.go)
 	bridgeBin   string
 	wsURL       string
 	apiURL      string
@@ -96,6 +97,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs := flag.NewFlagSet("wsbridge-bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.scenario, "scenario", "", "idle, connect, broadcast, push or webhook")
+	fs.StringVar(&o.target, "target", targetWSBridge, "the server under test: wsbridge (-bridge BINARY, or attach), or pushpin (Debian's, started by the tool in front of nginx + php-fpm running the same answers; idle, connect, broadcast and webhook)")
 	fs.StringVar(&o.bridgeBin, "bridge", "", "wsbridge binary to start (go build -o bin/wsbridge ./cmd/wsbridge); or attach with -ws and -api")
 	fs.StringVar(&o.wsURL, "ws", "", "attach: the bridge's WebSocket URL, e.g. ws://127.0.0.1:8080/ws (its webhook must answer like bench.php)")
 	fs.StringVar(&o.apiURL, "api", "", "attach: the bridge's internal listener, e.g. http://127.0.0.1:8081")
@@ -139,7 +141,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	if o.cpus, err = parseCPUPlan(*phpCPUs, runtime.NumCPU()); err != nil {
 		return o, err
 	}
-	if o.cpus.php != "" && (!o.php || o.bridgeBin == "") {
+	if o.cpus.php != "" && (!o.php || o.bridgeBin == "" && o.target != targetPushpin) {
 		return o, errors.New("-php-cpus needs -php and -bridge (the tool starts PHP and the bridge itself)")
 	}
 	if err := checkTaskset(o.cpus); err != nil {
@@ -150,8 +152,21 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	default:
 		return o, fmt.Errorf("-scenario %q: use idle, connect, broadcast, push or webhook", o.scenario)
 	}
-	if (o.bridgeBin == "") == (o.wsURL == "" || o.apiURL == "") {
-		return o, errors.New("give -bridge, or both -ws and -api (not both ways)")
+	switch o.target {
+	case targetPushpin:
+		if o.bridgeBin != "" || o.wsURL != "" || o.apiURL != "" {
+			return o, errors.New("-target pushpin starts Pushpin itself: give neither -bridge nor -ws/-api")
+		}
+		if o.scenario == "push" {
+			return o, errors.New("-target pushpin: the push scenario addresses wsbridge's connections and users, which Pushpin has no API for")
+		}
+		o.php = true // Pushpin's WebSocket-over-HTTP needs the origin: nginx + php-fpm
+	case targetWSBridge:
+		if (o.bridgeBin == "") == (o.wsURL == "" || o.apiURL == "") {
+			return o, errors.New("give -bridge, or both -ws and -api (not both ways)")
+		}
+	default:
+		return o, fmt.Errorf("-target %q: use wsbridge or pushpin", o.target)
 	}
 	for _, u := range []string{o.wsURL, o.apiURL, o.hookURL} {
 		if u == "" {
@@ -206,7 +221,7 @@ func runScenario(ctx context.Context, opt options, out io.Writer) (*Report, erro
 	}
 	e := &env{opt: opt, wsURL: opt.wsURL, apiURL: opt.apiURL, hookURL: opt.hookURL, pid: opt.pid, log: out,
 		api: &http.Client{Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: opt.workers + 1}}}
-	if opt.bridgeBin != "" {
+	if opt.bridgeBin != "" || opt.target == targetPushpin {
 		st, err := startStack(ctx, opt)
 		if st != nil {
 			defer st.stop()
@@ -217,19 +232,19 @@ func runScenario(ctx context.Context, opt options, out io.Writer) (*Report, erro
 			}
 			return nil, err
 		}
-		e.wsURL, e.apiURL, e.hookURL, e.pid, e.gc = st.WSURL, st.APIURL, st.HookURL, st.BridgePID, st.GC
+		e.wsURL, e.apiURL, e.hookURL, e.pid, e.gc, e.tree = st.WSURL, st.APIURL, st.HookURL, st.BridgePID, st.GC, st.tree
 	}
 	hook := "go"
 	if opt.php {
 		hook = "php"
 	}
-	rep := &Report{Scenario: opt.scenario, Hook: hook, Started: time.Now().UTC(), Options: map[string]any{
+	rep := &Report{Scenario: opt.scenario, Target: opt.target, Hook: hook, Started: time.Now().UTC(), Options: map[string]any{
 		"n": opt.conns, "counts": opt.counts, "m": opt.messages, "rate": opt.rate, "dial_concurrency": opt.dialConc,
 		"workers": opt.workers, "batch": opt.batch, "clients": opt.hookClients, "duration": opt.duration.String(),
 		"fpm_children": opt.fpmChildren, "hook_concurrency": opt.hookConc, "bridge_env": opt.bridgeEnv,
 		"php_cpus": opt.cpus.php, "other_cpus": opt.cpus.rest,
 	}}
-	e.logf("wsbridge-bench %s, webhooks answered by %s, RLIMIT_NOFILE %d", opt.scenario, hook, limit)
+	e.logf("wsbridge-bench %s against %s, webhooks answered by %s, RLIMIT_NOFILE %d", opt.scenario, opt.target, hook, limit)
 	switch opt.scenario {
 	case "idle":
 		rep.Idle, err = runIdle(ctx, e)
@@ -252,6 +267,17 @@ func startStack(ctx context.Context, opt options) (*stack, error) {
 		return nil, err
 	}
 	st := &stack{dir: dir, cpus: opt.cpus}
+	if opt.target == targetPushpin {
+		st.script = "pushpin.php"
+		err = st.startPHP(ctx, opt.fpmChildren)
+		if err == nil {
+			err = pinSelf(opt.cpus.rest)
+		}
+		if err == nil {
+			err = st.startPushpin(ctx)
+		}
+		return st, err
+	}
 	if opt.php {
 		err = st.startPHP(ctx, opt.fpmChildren)
 		if err == nil {

@@ -30,6 +30,7 @@ type env struct {
 	apiURL  string
 	hookURL string   // the webhook endpoint, for the wrk ceiling
 	pid     int      // the bridge's pid; 0: memory is not measured
+	tree    bool     // pid is Pushpin's runner: its children are measured with it
 	gc      *gcTrace // nil: Go heap and stacks are not measured
 	api     *http.Client
 	log     io.Writer
@@ -40,7 +41,7 @@ func (e *env) cpu() float64 {
 	if e.pid == 0 {
 		return 0
 	}
-	return cpuSeconds(e.pid)
+	return e.cpuTree()
 }
 
 func (e *env) logf(format string, args ...any) { fmt.Fprintf(e.log, format+"\n", args...) }
@@ -85,7 +86,7 @@ func runIdle(ctx context.Context, e *env) (*IdleResult, error) {
 		return nil, err
 	}
 	defer f.close()
-	base, err := settledRSS(ctx, e.pid)
+	base, err := settledRSS(ctx, e.rssTree)
 	if err != nil {
 		return nil, err
 	}
@@ -96,7 +97,7 @@ func runIdle(ctx context.Context, e *env) (*IdleResult, error) {
 		if _, err := f.connect(ctx, n, e.opt.dialConc); err != nil {
 			return res, err
 		}
-		rss, err := settledRSS(ctx, e.pid)
+		rss, err := settledRSS(ctx, e.rssTree)
 		if err != nil {
 			return res, err
 		}
@@ -114,8 +115,8 @@ func runIdle(ctx context.Context, e *env) (*IdleResult, error) {
 
 // settledRSS waits until the process's RSS stops moving (two reads 500 ms apart within 0.5 %,
 // at most 10 s) and returns it.
-func settledRSS(ctx context.Context, pid int) (int64, error) {
-	prev, err := rssKiB(pid)
+func settledRSS(ctx context.Context, rss func() (int64, error)) (int64, error) {
+	prev, err := rss()
 	if err != nil {
 		return 0, err
 	}
@@ -125,7 +126,7 @@ func settledRSS(ctx context.Context, pid int) (int64, error) {
 			return prev, ctx.Err()
 		case <-time.After(500 * time.Millisecond):
 		}
-		cur, err := rssKiB(pid)
+		cur, err := rss()
 		if err != nil {
 			return 0, err
 		}
@@ -215,7 +216,7 @@ func (p Phase) String() string {
 func (e *env) runPhase(ctx context.Context, f *fleet, name string, bodies func(i int, now time.Time) []byte, requests, items int, expected int64, rate float64, workers int) (Phase, error) {
 	f.takeLatencies()
 	base := f.frames.Load()
-	cpu0, self0, w0 := e.cpu(), cpuSeconds(os.Getpid()), bytesWritten(e.pid)
+	cpu0, self0, w0 := e.cpu(), cpuSeconds(os.Getpid()), e.writtenTree()
 	var next atomic.Int64
 	var firstErr error
 	var errOnce sync.Once
@@ -233,7 +234,7 @@ func (e *env) runPhase(ctx context.Context, f *fleet, name string, bodies func(i
 						time.Sleep(d) // pacing the load, not synchronising
 					}
 				}
-				status, b, err := e.post(ctx, "/v1/publish", bodies(i, time.Now()))
+				status, b, err := e.post(ctx, e.publishPath(), bodies(i, time.Now()))
 				if err == nil && status != http.StatusOK {
 					err = fmt.Errorf("push API answered %d: %s", status, b)
 				}
@@ -259,7 +260,7 @@ func (e *env) runPhase(ctx context.Context, f *fleet, name string, bodies func(i
 	if got > 0 && e.pid != 0 {
 		p.BridgeCPUus = (e.cpu() - cpu0) * 1e6 / float64(got)
 		p.ToolCPUus = (cpuSeconds(os.Getpid()) - self0) * 1e6 / float64(got)
-		p.BridgeBytesOut = float64(bytesWritten(e.pid)-w0) / float64(got)
+		p.BridgeBytesOut = float64(e.writtenTree()-w0) / float64(got)
 	}
 	e.logf("%s", p)
 	return p, nil
@@ -307,7 +308,7 @@ func runBroadcast(ctx context.Context, e *env) (*BroadcastResult, error) {
 		pad = pad[:max(0, e.opt.payload-len(stamp("b 000", time.Now())))]
 	}
 	body := func(i int, now time.Time) []byte {
-		return fmt.Appendf(nil, `{"to":{"channels":["bench"]},"data":%q}`, pad+stamp("b "+strconv.Itoa(i), now))
+		return e.publishBody(pad + stamp("b "+strconv.Itoa(i), now))
 	}
 	m := e.opt.messages
 	for _, ph := range []struct {
@@ -506,8 +507,8 @@ func (e *env) wrk(ctx context.Context, conns int) (*WrkResult, error) {
 	if err := checkLoopback(e.hookURL); err != nil {
 		return nil, err
 	}
-	ev := fmt.Sprintf(`{"type":"message","event_id":"ABCDEFGHIJKLMNOPQRSTUVWXYZ","connection_id":"benchnode.ABCDEFGHIJKLMNOP","user_id":"u1","meta":null,"channels":["bench"],"time":"2026-01-01T00:00:00.000Z","data":%q,"binary":false,"seq":1}`, stamp("e", time.Now()))
-	lua := fmt.Sprintf("wrk.method = \"POST\"\nwrk.body = %q\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.headers[\"WsBridge-Event\"] = \"message\"\n", ev)
+	ev, ctype := e.wrkBody(stamp("e", time.Now()))
+	lua := fmt.Sprintf("wrk.method = \"POST\"\nwrk.body = %q\nwrk.headers[\"Content-Type\"] = %q\nwrk.headers[\"WsBridge-Event\"] = \"message\"\nwrk.headers[\"Connection-Id\"] = \"bench\"\n", ev, ctype)
 	dir, err := os.MkdirTemp("", "wsbridge-bench-wrk")
 	if err != nil {
 		return nil, err
@@ -577,7 +578,8 @@ func parseWrk(out []byte) (*WrkResult, error) {
 // Report is the JSON the tool writes with -json.
 type Report struct {
 	Scenario  string           `json:"scenario"`
-	Hook      string           `json:"hook"` // "go" or "php"
+	Target    string           `json:"target"` // "wsbridge" or "pushpin"
+	Hook      string           `json:"hook"`   // "go" or "php"
 	Started   time.Time        `json:"started"`
 	Options   map[string]any   `json:"options"`
 	Idle      *IdleResult      `json:"idle,omitempty"`
