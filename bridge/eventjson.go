@@ -2,7 +2,9 @@ package bridge
 
 import (
 	"encoding/json"
+	"maps"
 	"reflect"
+	"slices"
 	"strconv"
 	"time"
 	"unicode/utf8"
@@ -13,13 +15,13 @@ import (
 // on a message event, an eighth of the bridge's work per client message (BenchmarkMessagePath
 // under callgrind, docs/benchmarks.md); this costs a fraction of that and one allocation.
 //
-// It writes what json.Marshal writes, HTML escaping included, and hands everything else to
-// json.Marshal: an open event (its request's header map), a meta that json.Marshal would
-// compact or escape, and any Event that has fields this encoder does not know (eventFields: a
-// field added to Event is encoded by json.Marshal until it is added here, and
-// TestEncodeEventIsMarshal fails until then).
+// It writes what json.Marshal writes, HTML escaping included, and hands the rest to
+// json.Marshal: a meta that json.Marshal would compact or escape, and any Event or
+// HandshakeRequest with fields this encoder does not know (eventFields: a field added to
+// either is encoded by json.Marshal until it is added here, and TestEncodeEventIsMarshal fails
+// until then).
 func encodeEvent(ev *Event) ([]byte, error) {
-	if !eventFieldsKnown || ev.Request != nil || !plainJSON(ev.Meta) {
+	if !eventFieldsKnown || !plainJSON(ev.Meta) {
 		return json.Marshal(ev)
 	}
 	b := make([]byte, 0, 320+len(ev.Meta)+eventDataLen(ev))
@@ -39,21 +41,12 @@ func encodeEvent(ev *Event) ([]byte, error) {
 	} else {
 		b = append(b, ev.Meta...)
 	}
-	b = append(b, `,"channels":`...)
-	if ev.Channels == nil {
-		b = append(b, "null"...)
-	} else {
-		b = append(b, '[')
-		for i, ch := range ev.Channels {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = appendJSONString(b, ch)
-		}
-		b = append(b, ']')
-	}
+	b = appendStrings(append(b, `,"channels":`...), ev.Channels)
 	b = append(b, `,"time":`...)
 	b = appendJSONString(b, ev.Time)
+	if r := ev.Request; r != nil {
+		b = appendRequest(append(b, `,"request":`...), r)
+	}
 	if ev.Data != nil {
 		b = append(b, `,"data":`...)
 		b = appendJSONString(b, *ev.Data)
@@ -112,19 +105,64 @@ func eventDataLen(ev *Event) int {
 var eventFields = []string{"Type", "EventID", "ConnectionID", "Transport", "UserID", "Meta", "Channels", "Time",
 	"Request", "Data", "DataBase64", "Binary", "Seq", "Code", "Reason", "Initiator", "DurationMS", "MessagesIn", "MessagesOut"}
 
-// eventFieldsKnown: Event has exactly the fields encodeEvent writes.
-var eventFieldsKnown = func() bool {
-	t := reflect.TypeFor[Event]()
-	if t.NumField() != len(eventFields) {
+// requestFields are HandshakeRequest's fields in order, as appendRequest writes them.
+var requestFields = []string{"Method", "Path", "Query", "Headers", "RemoteAddr", "Subprotocols"}
+
+// eventFieldsKnown: Event and HandshakeRequest have exactly the fields encodeEvent writes.
+var eventFieldsKnown = fieldsAre(reflect.TypeFor[Event](), eventFields) &&
+	fieldsAre(reflect.TypeFor[HandshakeRequest](), requestFields)
+
+func fieldsAre(t reflect.Type, names []string) bool {
+	if t.NumField() != len(names) {
 		return false
 	}
-	for i, name := range eventFields {
+	for i, name := range names {
 		if t.Field(i).Name != name {
 			return false
 		}
 	}
 	return true
-}()
+}
+
+// appendRequest appends an open event's request as json.Marshal writes it: the header map
+// with its keys sorted.
+func appendRequest(b []byte, r *HandshakeRequest) []byte {
+	b = appendJSONString(append(b, `{"method":`...), r.Method)
+	b = appendJSONString(append(b, `,"path":`...), r.Path)
+	b = appendJSONString(append(b, `,"query":`...), r.Query)
+	b = append(b, `,"headers":`...)
+	if r.Headers == nil {
+		b = append(b, "null"...)
+	} else {
+		b = append(b, '{')
+		for i, k := range slices.Sorted(maps.Keys(r.Headers)) {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(appendJSONString(b, k), ':')
+			b = appendJSONString(b, r.Headers[k])
+		}
+		b = append(b, '}')
+	}
+	b = appendJSONString(append(b, `,"remote_addr":`...), r.RemoteAddr)
+	b = appendStrings(append(b, `,"subprotocols":`...), r.Subprotocols)
+	return append(b, '}')
+}
+
+// appendStrings appends a string slice as json.Marshal writes it (nil: null).
+func appendStrings(b []byte, ss []string) []byte {
+	if ss == nil {
+		return append(b, "null"...)
+	}
+	b = append(b, '[')
+	for i, s := range ss {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, s)
+	}
+	return append(b, ']')
+}
 
 // plainJSON reports whether json.Marshal writes raw as it is: no white space to compact and
 // nothing it escapes for HTML (<, >, &, U+2028, U+2029, whose UTF-8 starts with 0xE2). The meta

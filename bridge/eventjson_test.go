@@ -19,7 +19,6 @@ func TestEncodeEventIsMarshal(t *testing.T) {
 	yes, no, code, dur, n := true, false, 1000, int64(1234), uint64(7)
 	var every Event
 	fillEvery(reflect.ValueOf(&every).Elem())
-	every.Request = nil // an open event's request goes to json.Marshal; the rest is encodeEvent's
 	for _, tc := range []struct {
 		name string
 		ev   Event
@@ -34,7 +33,9 @@ func TestEncodeEventIsMarshal(t *testing.T) {
 			DurationMS: &dur, MessagesIn: &n, MessagesOut: &n}},
 		{"meta with spaces", Event{Type: EventMessage, Meta: json.RawMessage(`{ "a" : [1, 2] }`)}},
 		{"meta with html", Event{Type: EventMessage, Meta: json.RawMessage(`{"a":"<b>&\u2028"}`)}},
-		{"open", Event{Type: EventOpen, Request: &HandshakeRequest{Headers: map[string]string{"B": "2", "A": "<1>"}}}},
+		{"open", Event{Type: EventOpen, Request: &HandshakeRequest{Method: "GET", Path: "/ws", Query: "u=1&t=<x>",
+			Headers: map[string]string{"User-Agent": "2", "Cookie": "<1>", "A": "", "a": "é\xff"}, RemoteAddr: "127.0.0.1:5", Subprotocols: []string{"chat"}}}},
+		{"open, nothing set", Event{Type: EventOpen, Request: &HandshakeRequest{}}},
 		{"every field", every},
 		{"escapes", Event{Type: EventMessage, UserID: "\"\\\b\f\n\r\t\x00\x1f\x7f<>&", Data: str("\u2028\u2029\xff\xe2\x80é€😀"),
 			Channels: []string{"a\"b", "\xc3"}}},
@@ -131,7 +132,7 @@ func TestEncodeEventKnowsEveryField(t *testing.T) {
 		for f := range reflect.TypeFor[Event]().Fields() {
 			names = append(names, f.Name)
 		}
-		t.Fatalf("Event has fields %v, encodeEvent knows %v: add the new ones to eventjson.go", names, eventFields)
+		t.Fatalf("Event has fields %v, encodeEvent knows %v (and HandshakeRequest's %v): add the new ones to eventjson.go", names, eventFields, requestFields)
 	}
 }
 

@@ -4,65 +4,130 @@ import (
 	"unicode/utf8"
 )
 
-// decodeReplyFast decodes the replies PHP sends most, {} and {"send": [strings]} (an echo, an
-// answer to the sender), without encoding/json's reflection: its strict decoder cost about
-// 10,000 instructions per message reply (BenchmarkMessagePath under callgrind,
-// docs/benchmarks.md), this a few hundred. It reports false for anything else, or anything in
-// doubt (a string with an escaped surrogate or bytes that are not UTF-8, which encoding/json
-// replaces), and then r is untouched and decodeStrict decides, with its errors: the result is
-// always what decodeStrict gives (TestDecodeReplyFastIsStrict).
+// decodeReplyFast decodes the replies PHP sends most without encoding/json's reflection:
+// objects whose members are "send", "join" and "leave" (arrays of strings) and "user_id" (a
+// string), each at most once: an echo, an answer to the sender, an open that names the user
+// and its channels. encoding/json's strict decoder cost about 10,000 instructions per message
+// reply (BenchmarkMessagePath under callgrind, docs/benchmarks.md) and a tenth of the bridge's
+// CPU per handshake; this costs a few hundred. It reports false for anything else, or anything
+// in doubt (another member, null, a key in other letter case, a string with an escaped
+// surrogate or bytes that are not UTF-8, which encoding/json replaces), and then r is untouched
+// and decodeStrict decides, with its errors: the result is always what decodeStrict gives
+// (TestDecodeReplyFastIsStrict).
 func decodeReplyFast(body []byte, r *Reply) bool {
+	var out Reply
 	p := jsonSkipSpace(body, 0)
 	if p >= len(body) || body[p] != '{' {
 		return false
 	}
 	p = jsonSkipSpace(body, p+1)
 	if p < len(body) && body[p] == '}' {
-		return jsonSkipSpace(body, p+1) == len(body)
-	}
-	const key = `"send"`
-	if len(body)-p < len(key) || string(body[p:p+len(key)]) != key {
-		return false
-	}
-	p = jsonSkipSpace(body, p+len(key))
-	if p >= len(body) || body[p] != ':' {
-		return false
-	}
-	p = jsonSkipSpace(body, p+1)
-	if p >= len(body) || body[p] != '[' {
-		return false
-	}
-	send := []Frame{}
-	p = jsonSkipSpace(body, p+1)
-	if p < len(body) && body[p] == ']' {
-		p++
-	} else {
-		for {
-			data, next, ok := jsonString(body, p)
-			if !ok {
-				return false
-			}
-			send = append(send, Frame{Data: data})
-			p = jsonSkipSpace(body, next)
-			if p >= len(body) {
-				return false
-			}
-			if body[p] == ']' {
-				p++
-				break
-			}
-			if body[p] != ',' {
-				return false
-			}
-			p = jsonSkipSpace(body, p+1)
+		if jsonSkipSpace(body, p+1) != len(body) {
+			return false
 		}
+		*r = out
+		return true
 	}
-	p = jsonSkipSpace(body, p)
-	if p >= len(body) || body[p] != '}' || jsonSkipSpace(body, p+1) != len(body) {
+	for {
+		key, next, ok := jsonString(body, p)
+		if !ok {
+			return false
+		}
+		p = jsonSkipSpace(body, next)
+		if p >= len(body) || body[p] != ':' {
+			return false
+		}
+		p = jsonSkipSpace(body, p+1)
+		switch string(key) {
+		case "send":
+			if out.Send != nil {
+				return false
+			}
+			var items [][]byte
+			if items, p, ok = jsonStrings(body, p); !ok {
+				return false
+			}
+			out.Send = make([]Frame, len(items))
+			for i, b := range items {
+				out.Send[i] = Frame{Data: b}
+			}
+		case "join", "leave":
+			dst := &out.Join
+			if key[0] == 'l' {
+				dst = &out.Leave
+			}
+			if *dst != nil {
+				return false
+			}
+			var items [][]byte
+			if items, p, ok = jsonStrings(body, p); !ok {
+				return false
+			}
+			*dst = make([]string, len(items))
+			for i, b := range items {
+				(*dst)[i] = string(b)
+			}
+		case "user_id":
+			if out.UserID != nil {
+				return false
+			}
+			var b []byte
+			if b, p, ok = jsonString(body, p); !ok {
+				return false
+			}
+			u := string(b)
+			out.UserID = &u
+		default:
+			return false
+		}
+		p = jsonSkipSpace(body, p)
+		if p >= len(body) {
+			return false
+		}
+		if body[p] == '}' {
+			break
+		}
+		if body[p] != ',' {
+			return false
+		}
+		p = jsonSkipSpace(body, p+1)
+	}
+	if jsonSkipSpace(body, p+1) != len(body) {
 		return false
 	}
-	r.Send = send
+	*r = out
 	return true
+}
+
+// jsonStrings decodes the JSON array of strings at b[p], returning them (never nil) and the
+// index after it.
+func jsonStrings(b []byte, p int) (items [][]byte, next int, ok bool) {
+	if p >= len(b) || b[p] != '[' {
+		return nil, 0, false
+	}
+	items = [][]byte{}
+	p = jsonSkipSpace(b, p+1)
+	if p < len(b) && b[p] == ']' {
+		return items, p + 1, true
+	}
+	for {
+		s, next, ok := jsonString(b, p)
+		if !ok {
+			return nil, 0, false
+		}
+		items = append(items, s)
+		p = jsonSkipSpace(b, next)
+		if p >= len(b) {
+			return nil, 0, false
+		}
+		if b[p] == ']' {
+			return items, p + 1, true
+		}
+		if b[p] != ',' {
+			return nil, 0, false
+		}
+		p = jsonSkipSpace(b, p+1)
+	}
 }
 
 // jsonSkipSpace returns the index of the first byte at or after p that is not JSON white space.

@@ -30,8 +30,19 @@ func TestDecodeReplyFastIsStrict(t *testing.T) {
 		{"bad escape", `{"send":["\x"]}`, false},
 		{"short unicode escape", `{"send":["\u00"]}`, false},
 		{"object frame", `{"send":[{"data":"x"}]}`, false},
-		{"other field", `{"join":["a"]}`, false},
-		{"two fields", `{"send":["a"],"join":["b"]}`, false},
+		{"join", `{"join":["a"]}`, true},
+		{"open reply", `{"user_id":"42","join":["bench","room:7"],"send":["id n.X"]}`, true},
+		{"leave and send", ` { "leave" : [ ], "send" : [ "a" ] } `, true},
+		{"empty user id", `{"user_id":""}`, true},
+		{"null user id", `{"user_id":null}`, false},
+		{"user id a number", `{"user_id":42}`, false},
+		{"repeated key", `{"send":["a"],"send":["b"]}`, false},
+		{"repeated join", `{"join":["a"],"join":[]}`, false},
+		{"escaped key", `{"s\u0065nd":["a"]}`, true},
+		{"meta", `{"meta":{"a":1}}`, false},
+		{"publish", `{"publish":[{"to":{"all":true},"data":"x"}]}`, false},
+		{"close", `{"close":{"code":1000,"reason":""}}`, false},
+		{"subprotocol", `{"subprotocol":"chat"}`, false},
 		{"upper-case key", `{"SEND":["a"]}`, false},
 		{"unknown field", `{"sned":["a"]}`, false},
 		{"null send", `{"send":null}`, false},
@@ -49,7 +60,7 @@ func TestDecodeReplyFastIsStrict(t *testing.T) {
 	}
 	t.Run("random", func(t *testing.T) {
 		r := rand.New(rand.NewPCG(3, 4))
-		pieces := []string{`{`, `}`, `"send"`, `:`, `[`, `]`, `,`, ` `, `"a"`, `"\"`, `\u00e9`, `\ud800`, `"`, `\`, "\xff", `é`, `null`, `"join"`, "\n"}
+		pieces := []string{`{`, `}`, `"send"`, `:`, `[`, `]`, `,`, ` `, `"a"`, `"\"`, `\u00e9`, `\ud800`, `"`, `\`, "\xff", `é`, `null`, `"join"`, "\n", `"user_id"`, `"leave"`, `"meta"`, `1`}
 		fast := 0
 		for range 20000 {
 			body := []byte(`{"send":[`)
