@@ -29,7 +29,7 @@ func decodeReplyFast(body []byte, r *Reply) bool {
 		return true
 	}
 	for {
-		key, next, ok := jsonString(body, p)
+		key, next, ok := jsonKey(body, p)
 		if !ok {
 			return false
 		}
@@ -43,13 +43,9 @@ func decodeReplyFast(body []byte, r *Reply) bool {
 			if out.Send != nil {
 				return false
 			}
-			var items [][]byte
-			if items, p, ok = jsonStrings(body, p); !ok {
+			out.Send = []Frame{}
+			if p, ok = jsonStrings(body, p, func(b []byte) { out.Send = append(out.Send, Frame{Data: b}) }); !ok {
 				return false
-			}
-			out.Send = make([]Frame, len(items))
-			for i, b := range items {
-				out.Send[i] = Frame{Data: b}
 			}
 		case "join", "leave":
 			dst := &out.Join
@@ -59,13 +55,9 @@ func decodeReplyFast(body []byte, r *Reply) bool {
 			if *dst != nil {
 				return false
 			}
-			var items [][]byte
-			if items, p, ok = jsonStrings(body, p); !ok {
+			*dst = []string{}
+			if p, ok = jsonStrings(body, p, func(b []byte) { *dst = append(*dst, string(b)) }); !ok {
 				return false
-			}
-			*dst = make([]string, len(items))
-			for i, b := range items {
-				(*dst)[i] = string(b)
 			}
 		case "user_id":
 			if out.UserID != nil {
@@ -99,35 +91,50 @@ func decodeReplyFast(body []byte, r *Reply) bool {
 	return true
 }
 
-// jsonStrings decodes the JSON array of strings at b[p], returning them (never nil) and the
+// jsonStrings decodes the JSON array of strings at b[p], handing each to add, and returns the
 // index after it.
-func jsonStrings(b []byte, p int) (items [][]byte, next int, ok bool) {
+func jsonStrings(b []byte, p int, add func([]byte)) (next int, ok bool) {
 	if p >= len(b) || b[p] != '[' {
-		return nil, 0, false
+		return 0, false
 	}
-	items = [][]byte{}
 	p = jsonSkipSpace(b, p+1)
 	if p < len(b) && b[p] == ']' {
-		return items, p + 1, true
+		return p + 1, true
 	}
 	for {
 		s, next, ok := jsonString(b, p)
 		if !ok {
-			return nil, 0, false
+			return 0, false
 		}
-		items = append(items, s)
+		add(s)
 		p = jsonSkipSpace(b, next)
 		if p >= len(b) {
-			return nil, 0, false
+			return 0, false
 		}
 		if b[p] == ']' {
-			return items, p + 1, true
+			return p + 1, true
 		}
 		if b[p] != ',' {
-			return nil, 0, false
+			return 0, false
 		}
 		p = jsonSkipSpace(b, p+1)
 	}
+}
+
+// jsonKey is jsonString for a member name, without a copy when nothing in it is escaped (the
+// result then points into b, and is only compared).
+func jsonKey(b []byte, p int) (key []byte, next int, ok bool) {
+	if p < len(b) && b[p] == '"' {
+		for i := p + 1; i < len(b); i++ {
+			switch c := b[i]; {
+			case c == '"':
+				return b[p+1 : i], i + 1, true
+			case c == '\\' || c < 0x20 || c >= 0x80:
+				return jsonString(b, p)
+			}
+		}
+	}
+	return jsonString(b, p)
 }
 
 // jsonSkipSpace returns the index of the first byte at or after p that is not JSON white space.
