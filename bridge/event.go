@@ -219,6 +219,9 @@ func (e *limitError) Error() string { return e.Msg }
 
 // limitName returns the limit that err hit, or "".
 func limitName(err error) string {
+	if err == nil {
+		return "" // every answered message passes here: no errors.As, whose target escapes
+	}
 	var le *limitError
 	if errors.As(err, &le) {
 		return le.Limit

@@ -33,7 +33,8 @@ import (
 // and before a request goes out on a kept-alive one, a check that costs no wait makes sure the
 // server has sent nothing since its last answer.
 type hookConn struct {
-	addr  string // host:port it is connected to
+	addr  string   // host:port it is connected to
+	url   *url.URL // the webhook URL it was dialled for, whose host:port is addr
 	nc    net.Conn
 	br    *bufio.Reader
 	bw    *bufio.Writer
@@ -132,7 +133,10 @@ func (r *hookRequest) writeTo(bw *bufio.Writer) error {
 // another address, or is not idle) and kept for the next request unless the answer or an error
 // ends it. An answer whose framing is in doubt is an error, never a response.
 func (hc *hookConn) do(ctx context.Context, req *hookRequest, max int64) (*http.Response, []byte, error) {
-	addr := hostPort(req.url)
+	addr := hc.addr
+	if req.url != hc.url || hc.nc == nil {
+		addr = hostPort(req.url) // per dial, not per request: the URLs are the configuration's
+	}
 	for try := 0; ; try++ {
 		reused := hc.nc != nil && hc.addr == addr
 		if reused && !hc.idle() {
@@ -233,7 +237,7 @@ func (hc *hookConn) dial(ctx context.Context, u *url.URL, addr string) error {
 		}
 		nc = tc
 	}
-	hc.addr, hc.nc, hc.probe = addr, nc, probe
+	hc.addr, hc.url, hc.nc, hc.probe = addr, u, nc, probe
 	if hc.br == nil {
 		hc.br, hc.bw = bufio.NewReader(nc), bufio.NewWriter(nc)
 	} else {

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"testing"
 
 	"github.com/coder/websocket"
@@ -23,10 +22,10 @@ import (
 // shared machine are not.
 func BenchmarkMessagePath(b *testing.B) {
 	s := benchServer(b, "WSBRIDGE_WEBHOOK_URL=http://127.0.0.1:9/hook", "WSBRIDGE_WEBHOOK_CONCURRENCY=1")
-	u, _ := url.Parse("http://127.0.0.1:9/hook")
+	u := s.cfg.webhookURL(EventMessage)
 	php, hookSide := tcpPair(b)
 	hc := <-s.hooks.slots
-	hc.addr, hc.nc = hostPort(u), hookSide // no idle probe: the answer is written ahead
+	hc.addr, hc.url, hc.nc = hostPort(u), u, hookSide // no idle probe: the answer is written ahead
 	hc.br, hc.bw = bufio.NewReader(hookSide), bufio.NewWriter(hookSide)
 	hc.rr.br = hc.br
 	s.hooks.slots <- hc
