@@ -65,13 +65,18 @@ func TestScenariosAgainstPushpin(t *testing.T) {
 	}
 	b := run("-scenario", "broadcast", "-n", "20", "-m", "5", "-rate", "50").Broadcast
 	for _, p := range b.Phases {
-		if p.Delivered != p.Expected || p.Expected != 100 || p.BridgeCPUus <= 0 {
-			t.Errorf("broadcast phase %q: %d of %d delivered, Pushpin CPU %.1f µs each; want 100 of 100 and CPU measured", p.Name, p.Delivered, p.Expected, p.BridgeCPUus)
+		if p.Delivered != p.Expected || p.Expected != 100 {
+			t.Errorf("broadcast phase %q: %d of %d delivered; want 100 of 100", p.Name, p.Delivered, p.Expected)
 		}
 	}
 	w := run("-scenario", "webhook", "-clients", "2", "-duration", "300ms").Webhook
 	if w.Bridge.Messages == 0 || int64(w.Bridge.LatencyMS.N) != w.Bridge.Messages {
 		t.Errorf("webhook: %d echoes, %d latencies; want equal and above zero", w.Bridge.Messages, w.Bridge.LatencyMS.N)
+	}
+	// Pushpin spends about a millisecond of CPU per message here, over several processes:
+	// hundreds of messages are well past the 10 ms that /proc counts in.
+	if w.Bridge.BridgeCPUus <= 0 {
+		t.Errorf("webhook: Pushpin's CPU per message is %.1f µs; its processes were not measured", w.Bridge.BridgeCPUus)
 	}
 	idle := run("-scenario", "idle", "-counts", "50").Idle
 	if len(idle.Points) != 1 || idle.BaselineRSSKiB < 1024 {

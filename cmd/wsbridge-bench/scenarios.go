@@ -107,8 +107,12 @@ func runIdle(ctx context.Context, e *env) (*IdleResult, error) {
 			p.StackPerConnKiB = float64(stk-stk0) * 1024 / float64(n)
 		}
 		res.Points = append(res.Points, p)
-		e.logf("idle %6d conns (connected in %s): RSS %d KiB, %.1f KiB/conn over baseline %d KiB; Go heap %.1f KiB/conn, stacks %.1f KiB/conn",
-			n, time.Since(t0).Round(time.Millisecond), rss, p.RSSPerConnKiB, base, p.HeapPerConnKiB, p.StackPerConnKiB)
+		goMem := fmt.Sprintf("; Go heap %.1f KiB/conn, stacks %.1f KiB/conn", p.HeapPerConnKiB, p.StackPerConnKiB)
+		if e.gc == nil {
+			goMem = "" // not a Go process of ours (Pushpin), or attached without its gctrace
+		}
+		e.logf("idle %6d conns (connected in %s): RSS %d KiB, %.1f KiB/conn over baseline %d KiB%s",
+			n, time.Since(t0).Round(time.Millisecond), rss, p.RSSPerConnKiB, base, goMem)
 	}
 	return res, nil
 }
@@ -165,7 +169,14 @@ type ConnectResult struct {
 	Seconds     float64 `json:"seconds"`
 	ConnsPerSec float64 `json:"conns_per_sec"`
 	Handshake   Dist    `json:"handshake"`
+	// OpenCeiling is wrk posting the open event straight to the PHP script (-php), and Ratio
+	// the connects per second over its requests per second.
+	OpenCeiling *WrkResult `json:"open_ceiling,omitempty"`
+	Ratio       float64    `json:"ratio,omitempty"`
 }
+
+// openEvent is an open webhook as the bridge sends it for one of the tool's clients.
+const openEvent = `{"type":"open","event_id":"ABCDEFGHIJKLMNOPQRSTUVWXYZ","connection_id":"benchnode.ABCDEFGHIJKLMNOP","transport":"ws","user_id":"","meta":null,"channels":[],"time":"2026-01-01T00:00:00.000Z","request":{"method":"GET","path":"/ws","query":"u=u1","headers":{"User-Agent":"Go-http-client/1.1","X-Forwarded-For":"127.0.0.1"},"remote_addr":"127.0.0.1:40000","subprotocols":[]}}`
 
 func runConnect(ctx context.Context, e *env) (*ConnectResult, error) {
 	f, err := newFleet(e.wsURL, e.opt.conns)
@@ -173,6 +184,15 @@ func runConnect(ctx context.Context, e *env) (*ConnectResult, error) {
 		return nil, err
 	}
 	defer f.close()
+	// The ceiling first, so that no close webhook of this run's clients competes with it: the
+	// open event the bridge sends, posted by wrk straight to the same script, with as many
+	// requests in flight as dials.
+	var ceiling *WrkResult
+	if _, lerr := exec.LookPath("wrk"); lerr == nil && e.opt.php && e.hookURL != "" && e.opt.target != targetPushpin {
+		if ceiling, err = e.wrkPost(ctx, e.opt.dialConc, openEvent, "application/json"); err != nil {
+			return nil, err
+		}
+	}
 	t0 := time.Now()
 	hs, err := f.connect(ctx, e.opt.conns, e.opt.dialConc)
 	el := time.Since(t0)
@@ -181,6 +201,10 @@ func runConnect(ctx context.Context, e *env) (*ConnectResult, error) {
 	}
 	r := &ConnectResult{Conns: e.opt.conns, Seconds: el.Seconds(), ConnsPerSec: float64(e.opt.conns) / el.Seconds(), Handshake: hs}
 	e.logf("connect %d conns in %s: %.0f conns/s; handshake (dial to first frame) %s", r.Conns, el.Round(time.Millisecond), r.ConnsPerSec, hs)
+	if ceiling != nil {
+		r.OpenCeiling, r.Ratio = ceiling, r.ConnsPerSec/ceiling.PerSec
+		e.logf("open webhook direct (wrk), %d connections: %.0f req/s; connects through the bridge are %.1f %% of it", e.opt.dialConc, ceiling.PerSec, 100*r.Ratio)
+	}
 	return r, nil
 }
 
@@ -504,10 +528,20 @@ type WrkResult struct {
 
 // wrk posts the message event the bridge would send, to the same URL, with conns connections.
 func (e *env) wrk(ctx context.Context, conns int) (*WrkResult, error) {
+	ev, ctype := e.wrkBody(stamp("e", time.Now()))
+	r, err := e.wrkPost(ctx, conns, ev, ctype)
+	if err == nil {
+		e.logf("webhook direct (wrk), %3d connections: %7.0f req/s; p50 %.3f ms, p90 %.3f ms, p99 %.3f ms", conns, r.PerSec, r.P50MS, r.P90MS, r.P99MS)
+	}
+	return r, err
+}
+
+// wrkPost posts ev (of content type ctype) to the webhook URL with conns connections for the
+// run's -duration.
+func (e *env) wrkPost(ctx context.Context, conns int, ev, ctype string) (*WrkResult, error) {
 	if err := checkLoopback(e.hookURL); err != nil {
 		return nil, err
 	}
-	ev, ctype := e.wrkBody(stamp("e", time.Now()))
 	lua := fmt.Sprintf("wrk.method = \"POST\"\nwrk.body = %q\nwrk.headers[\"Content-Type\"] = %q\nwrk.headers[\"WsBridge-Event\"] = \"message\"\nwrk.headers[\"Connection-Id\"] = \"bench\"\n", ev, ctype)
 	dir, err := os.MkdirTemp("", "wsbridge-bench-wrk")
 	if err != nil {
@@ -529,7 +563,6 @@ func (e *env) wrk(ctx context.Context, conns int) (*WrkResult, error) {
 		return nil, err
 	}
 	r.Connections = conns
-	e.logf("webhook direct (wrk), %3d connections: %7.0f req/s; p50 %.3f ms, p90 %.3f ms, p99 %.3f ms", conns, r.PerSec, r.P50MS, r.P90MS, r.P99MS)
 	return r, nil
 }
 
