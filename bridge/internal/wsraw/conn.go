@@ -16,7 +16,7 @@ import (
 
 // Owner is what a Conn needs of the connection it carries. An interface value is 16 bytes
 // where the pointer it replaced was 8; Conn pays for it by following a tryWrite's progress in
-// the slice itself, so that it stays in its 128-byte size class (TestConnSize).
+// the slice itself, so that it stays in its 144-byte size class (TestConnSize).
 type Owner interface {
 	// MaxMessageSize is the read limit, stated in the reason of a 1009 Close.
 	MaxMessageSize() int64
@@ -52,7 +52,7 @@ type Conn struct {
 	// a closure per call would cost three allocations per frame. try is what is left to write
 	// (its progress is how far it has been resliced); tryErr an errno, which fits 32 bits, so
 	// that it, corked and PerMessageDeflate share one word and an idle connection stays in its
-	// 128-byte size class (TestConnSize).
+	// 144-byte size class (TestConnSize).
 	try               []byte
 	tryErr            int32
 	corked            bool
@@ -117,9 +117,10 @@ const opCloseFinal = 0x88
 
 // Write is coder/websocket's path to the socket: the handshake answer, then its control frames.
 // coder/websocket v1.8.15 writes each control frame whole in one call: writeFrame puts header
-// and payload in its bufio.Writer (net/http's 4 KiB one, reset to this Conn by the Hijack) and
-// flushes it on FIN, which every control frame has, and a control payload is at most 125 bytes.
-// So p starts at a frame boundary and a Close is known by its first byte.
+// and payload in its bufio.Writer (the bridge gives it one that holds the largest control frame,
+// 127 bytes: hijackedBuffers in package bridge) and flushes it on FIN, which every control frame
+// has, and a control payload is at most 125 bytes. So p starts at a frame boundary and a Close
+// is known by its first byte.
 func (c *Conn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
