@@ -236,6 +236,16 @@ func (e *env) cpuTree() float64 {
 	return sum
 }
 
+// sysTree is the system (kernel) part of cpuTree.
+func (e *env) sysTree() float64 {
+	var sum float64
+	for _, p := range e.procs() {
+		_, st := cpuSplit(p)
+		sum += st
+	}
+	return sum
+}
+
 func (e *env) rssTree() (int64, error) {
 	var sum int64
 	for _, p := range e.procs() {

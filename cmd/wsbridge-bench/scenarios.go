@@ -412,8 +412,10 @@ type WebhookRun struct {
 	Messages  int64   `json:"messages"`
 	PerSec    float64 `json:"per_sec"`
 	LatencyMS Dist    `json:"latency"`
-	// BridgeCPUus is the bridge's CPU time per message, in microseconds.
-	BridgeCPUus float64 `json:"bridge_cpu_us_per_message,omitempty"`
+	// BridgeCPUus is the bridge's CPU time per message, in microseconds; BridgeSysCPUus the
+	// part of it spent in the kernel (system calls, and on loopback the peer's TCP receive).
+	BridgeCPUus    float64 `json:"bridge_cpu_us_per_message,omitempty"`
+	BridgeSysCPUus float64 `json:"bridge_sys_cpu_us_per_message,omitempty"`
 	// ToolCPUus is this tool's CPU time per message (its clients), taken from the same cores.
 	ToolCPUus float64 `json:"tool_cpu_us_per_message,omitempty"`
 }
@@ -467,7 +469,7 @@ func (e *env) echoLoop(ctx context.Context, clients int) (WebhookRun, error) {
 	}
 	defer f.close()
 	f.takeLatencies()
-	cpu0, self0 := e.cpu(), cpuSeconds(os.Getpid())
+	cpu0, sys0, self0 := e.cpu(), e.sysTree(), cpuSeconds(os.Getpid())
 	var total atomic.Int64
 	var firstErr error
 	var errOnce sync.Once
@@ -508,12 +510,13 @@ func (e *env) echoLoop(ctx context.Context, clients int) (WebhookRun, error) {
 	r := WebhookRun{Clients: clients, Messages: total.Load(), PerSec: float64(total.Load()) / el.Seconds(), LatencyMS: f.takeLatencies()}
 	if r.Messages > 0 && e.pid != 0 {
 		r.BridgeCPUus = (e.cpu() - cpu0) * 1e6 / float64(r.Messages)
+		r.BridgeSysCPUus = (e.sysTree() - sys0) * 1e6 / float64(r.Messages)
 	}
 	if r.Messages > 0 {
 		r.ToolCPUus = (cpuSeconds(os.Getpid()) - self0) * 1e6 / float64(r.Messages)
 	}
-	e.logf("webhook via bridge, %3d clients: %6d messages in %s = %7.0f msg/s (CPU µs each: bridge %.1f, clients %.1f); round trip %s",
-		clients, r.Messages, el.Round(time.Millisecond), r.PerSec, r.BridgeCPUus, r.ToolCPUus, r.LatencyMS)
+	e.logf("webhook via %s, %3d clients: %6d messages in %s = %7.0f msg/s (CPU µs each: server %.1f of which kernel %.1f, clients %.1f); round trip %s",
+		e.opt.target, clients, r.Messages, el.Round(time.Millisecond), r.PerSec, r.BridgeCPUus, r.BridgeSysCPUus, r.ToolCPUus, r.LatencyMS)
 	return r, firstErr
 }
 

@@ -365,18 +365,24 @@ func bytesWritten(pid int) int64 {
 // cpuSeconds reads the user + system CPU time pid has used, from /proc/PID/stat (fields 14
 // and 15, in clock ticks of 1/100 s, USER_HZ on Linux).
 func cpuSeconds(pid int) float64 {
+	u, st := cpuSplit(pid)
+	return u + st
+}
+
+// cpuSplit is cpuSeconds as user and system time.
+func cpuSplit(pid int) (user, system float64) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0
+		return 0, 0
 	}
 	// The command name (field 2) may hold spaces; the fields after its closing ")" do not.
 	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
 	if len(f) < 13 {
-		return 0
+		return 0, 0
 	}
 	u, _ := strconv.ParseFloat(f[11], 64)
 	st, _ := strconv.ParseFloat(f[12], 64)
-	return (u + st) / 100
+	return u / 100, st / 100
 }
 
 // gcTrace keeps the last line GODEBUG=gctrace=1 printed: the live heap after marking and the
