@@ -21,8 +21,8 @@ import (
 // either is encoded by json.Marshal until it is added here, and TestEncodeEventIsMarshal fails
 // until then).
 func encodeEvent(ev *Event) ([]byte, error) {
-	if !eventFieldsKnown || !plainJSON(ev.Meta) {
-		return json.Marshal(ev)
+	if !eventFieldsKnown || !plainJSON(ev.Meta) || ev.Meta != nil && len(ev.Meta) == 0 {
+		return json.Marshal(ev) // (an empty, non-nil meta is json.Marshal's error to report)
 	}
 	b := make([]byte, 0, 320+len(ev.Meta)+eventDataLen(ev))
 	b = append(b, `{"type":`...)

@@ -33,6 +33,8 @@ func TestEncodeEventIsMarshal(t *testing.T) {
 			DurationMS: &dur, MessagesIn: &n, MessagesOut: &n}},
 		{"meta with spaces", Event{Type: EventMessage, Meta: json.RawMessage(`{ "a" : [1, 2] }`)}},
 		{"meta with html", Event{Type: EventMessage, Meta: json.RawMessage(`{"a":"<b>&\u2028"}`)}},
+		{"meta empty, not nil", Event{Type: EventMessage, Meta: json.RawMessage{}}},
+		{"meta null", Event{Type: EventMessage, Meta: json.RawMessage(`null`)}},
 		{"open", Event{Type: EventOpen, Request: &HandshakeRequest{Method: "GET", Path: "/ws", Query: "u=1&t=<x>",
 			Headers: map[string]string{"User-Agent": "2", "Cookie": "<1>", "A": "", "a": "é\xff"}, RemoteAddr: "127.0.0.1:5", Subprotocols: []string{"chat"}}}},
 		{"open, nothing set", Event{Type: EventOpen, Request: &HandshakeRequest{}}},
@@ -65,13 +67,13 @@ func TestEncodeEventIsMarshal(t *testing.T) {
 
 func sameAsMarshal(t *testing.T, ev *Event) {
 	t.Helper()
-	want, err := json.Marshal(ev)
-	if err != nil {
-		t.Fatal(err)
-	}
+	want, werr := json.Marshal(ev)
 	got, err := encodeEvent(ev)
-	if err != nil {
-		t.Fatal(err)
+	if werr != nil || err != nil {
+		if (werr == nil) != (err == nil) {
+			t.Fatalf("encodeEvent: %v; json.Marshal: %v", err, werr)
+		}
+		return
 	}
 	if !bytes.Equal(got, want) {
 		t.Fatalf("encodeEvent wrote\n%s\njson.Marshal writes\n%s", got, want)
