@@ -173,6 +173,10 @@ type ConnectResult struct {
 	// the connects per second over its requests per second.
 	OpenCeiling *WrkResult `json:"open_ceiling,omitempty"`
 	Ratio       float64    `json:"ratio,omitempty"`
+	// BridgeCPUus and ToolCPUus are the server's and the clients' CPU time per connect, in
+	// microseconds (PHP's, under -php, is neither).
+	BridgeCPUus float64 `json:"bridge_cpu_us_per_connect,omitempty"`
+	ToolCPUus   float64 `json:"tool_cpu_us_per_connect,omitempty"`
 }
 
 // openEvent is an open webhook as the bridge sends it for one of the tool's clients.
@@ -193,6 +197,7 @@ func runConnect(ctx context.Context, e *env) (*ConnectResult, error) {
 			return nil, err
 		}
 	}
+	cpu0, self0 := e.cpu(), cpuSeconds(os.Getpid())
 	t0 := time.Now()
 	hs, err := f.connect(ctx, e.opt.conns, e.opt.dialConc)
 	el := time.Since(t0)
@@ -200,7 +205,12 @@ func runConnect(ctx context.Context, e *env) (*ConnectResult, error) {
 		return nil, err
 	}
 	r := &ConnectResult{Conns: e.opt.conns, Seconds: el.Seconds(), ConnsPerSec: float64(e.opt.conns) / el.Seconds(), Handshake: hs}
-	e.logf("connect %d conns in %s: %.0f conns/s; handshake (dial to first frame) %s", r.Conns, el.Round(time.Millisecond), r.ConnsPerSec, hs)
+	if e.pid != 0 {
+		r.BridgeCPUus = (e.cpu() - cpu0) * 1e6 / float64(r.Conns)
+	}
+	r.ToolCPUus = (cpuSeconds(os.Getpid()) - self0) * 1e6 / float64(r.Conns)
+	e.logf("connect %d conns in %s: %.0f conns/s (CPU µs each: server %.1f, clients %.1f); handshake (dial to first frame) %s",
+		r.Conns, el.Round(time.Millisecond), r.ConnsPerSec, r.BridgeCPUus, r.ToolCPUus, hs)
 	if ceiling != nil {
 		r.OpenCeiling, r.Ratio = ceiling, r.ConnsPerSec/ceiling.PerSec
 		e.logf("open webhook direct (wrk), %d connections: %.0f req/s; connects through the bridge are %.1f %% of it", e.opt.dialConc, ceiling.PerSec, 100*r.Ratio)
