@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/base64"
 	"net"
 	"net/http"
@@ -132,6 +133,32 @@ func (w *corkingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		b, _ := brw.Reader.Peek(brw.Reader.Buffered())
 		w.owner.scan.Owed = uint32(w.owner.scan.Feed(b))
 	}
-	brw.Writer.Reset(w.conn) // net/http made it for this hijack; reuse its buffer
-	return w.conn, brw, nil
+	return w.conn, hijackedBuffers(brw.Reader, w.conn), nil
+}
+
+// maxControlFrame is the largest frame coder/websocket writes on a server connection: a control
+// frame, 2 bytes of header and at most 125 of payload, unmasked (RFC 6455 §5.5).
+const maxControlFrame = 2 + 125
+
+// hijackedBuffers are the buffers coder/websocket keeps for the connection's life, made as small
+// as what it does through them allows; net/http's two 4 KiB ones (half of an idle connection's
+// memory, docs/benchmarks.md) are let go.
+//   - The writer carries only control frames (the bridge writes data frames to the socket
+//     itself), and each must reach wsraw.Conn.Write whole, in one call, at a frame boundary:
+//     writeFrame flushes on FIN, which every control frame has, so a buffer that holds the
+//     largest one is enough.
+//   - The reader is 16 bytes (bufio's least) when wsraw.Conn reads ahead itself, in a pooled
+//     buffer held only while bytes wait; else (TLS) net/http's is kept. What net/http had read
+//     past the handshake (frames the client sent right behind it) must come first, and
+//     coder/websocket takes it from the reader's buffer (accept.go in v1.8.15), so the small
+//     reader is handed those bytes already buffered.
+func hijackedBuffers(br *bufio.Reader, nc *wsraw.Conn) *bufio.ReadWriter {
+	bw := bufio.NewWriterSize(nc, maxControlFrame)
+	if !nc.ReadsAhead() {
+		return bufio.NewReadWriter(br, bw)
+	}
+	early, _ := br.Peek(br.Buffered())
+	small := bufio.NewReaderSize(bytes.NewReader(bytes.Clone(early)), max(16, len(early)))
+	small.Peek(len(early)) // buffered now; coder/websocket then reads on from nc
+	return bufio.NewReadWriter(small, bw)
 }

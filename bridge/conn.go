@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -84,35 +85,80 @@ func (c *conn) readLoop(ctx context.Context) {
 		c.allowFrames(int(n))
 	}
 	var seq uint64
+	for c.readMessage(ctx, &seq) {
+	}
+}
+
+// readMessage reads the client's next message and delivers it, the *seq-th, unless the
+// connection is closing or the message is refused; false when reading has ended.
+func (c *conn) readMessage(ctx context.Context, seq *uint64) bool {
+	typ, r, err := c.ws.Reader(ctx)
+	if err != nil {
+		c.readFailed(err)
+		return false
+	}
+	buf := msgBufs.Get().(*[]byte)
+	defer putMsgBuf(buf)
+	data, err := readMessageInto((*buf)[:0], r)
+	*buf = data[:0]
+	if err != nil {
+		c.readFailed(err)
+		return false
+	}
+	if c.isClosing() {
+		// The close has begun (the client is being told why); frames it sent meanwhile
+		// are not delivered. Reading goes on only to complete the close handshake.
+		return true
+	}
+	if !c.allowFrame() {
+		return true
+	}
+	if typ == websocket.MessageText && !utf8.Valid(data) {
+		// coder/websocket does not check UTF-8; §8.1 says the endpoint MUST fail the
+		// connection. The whole message is checked, so a character split across
+		// fragments passes and a bad one anywhere fails. PHP never sees it: json.Marshal
+		// would have turned the bad bytes into U+FFFD, altering what the client sent.
+		c.Close(int(websocket.StatusInvalidFramePayloadData), "invalid UTF-8 in text message", InitiatorServer)
+		return true
+	}
+	*seq++
+	c.counters.In.Add(1)
+	c.srv.metrics.messagesIn.Inc()
+	c.srv.metrics.bytesIn.Add(float64(len(data)))
+	c.busy.Store(true)
+	c.srv.deliverMessage(ctx, c, *seq, typ == websocket.MessageBinary, data)
+	c.busy.Store(false)
+	return true
+}
+
+// msgBufs hold a client message while it is delivered: ws.Read's io.ReadAll allocated and grew
+// a new buffer for every message. Nothing keeps the bytes once deliverMessage returns (the
+// event carries a copy), so the buffer goes back to the pool; one grown past maxPooledMsg by a
+// large message is let go instead, so that the pool does not keep the largest ever read.
+var msgBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+const maxPooledMsg = 64 << 10
+
+func putMsgBuf(b *[]byte) {
+	if cap(*b) <= maxPooledMsg {
+		msgBufs.Put(b)
+	}
+}
+
+// readMessageInto is io.ReadAll into b (whose length is 0).
+func readMessageInto(b []byte, r io.Reader) ([]byte, error) {
 	for {
-		typ, data, err := c.ws.Read(ctx)
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			return b, nil
+		}
 		if err != nil {
-			c.readFailed(err)
-			return
+			return b, err
 		}
-		if c.isClosing() {
-			// The close has begun (the client is being told why); frames it sent meanwhile
-			// are not delivered. Reading goes on only to complete the close handshake.
-			continue
-		}
-		if !c.allowFrame() {
-			continue
-		}
-		if typ == websocket.MessageText && !utf8.Valid(data) {
-			// coder/websocket does not check UTF-8; §8.1 says the endpoint MUST fail the
-			// connection. The whole message is checked, so a character split across
-			// fragments passes and a bad one anywhere fails. PHP never sees it: json.Marshal
-			// would have turned the bad bytes into U+FFFD, altering what the client sent.
-			c.Close(int(websocket.StatusInvalidFramePayloadData), "invalid UTF-8 in text message", InitiatorServer)
-			continue
-		}
-		seq++
-		c.counters.In.Add(1)
-		c.srv.metrics.messagesIn.Inc()
-		c.srv.metrics.bytesIn.Add(float64(len(data)))
-		c.busy.Store(true)
-		c.srv.deliverMessage(ctx, c, seq, typ == websocket.MessageBinary, data)
-		c.busy.Store(false)
 	}
 }
 

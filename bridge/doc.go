@@ -7,6 +7,7 @@
 //
 //	changing …                                        open
 //	what PHP receives or may answer                   event.go, then webhook.go
+//	the same JSON without reflection (hot path)       eventjson.go, replyjson.go
 //	retries, backoff, PHP considered down             webhook.go, breaker.go
 //	the HTTP connections to PHP, reading answers      hookconn.go, hookreply.go
 //	direct FastCGI to PHP-FPM (fcgi:// URLs)          fcgi.go (URLs, params), fcgiconn.go (records)
@@ -21,6 +22,7 @@
 //	connection limits, client address, proxies        limits.go
 //	one socket's life: rate limit, pings, close       conn.go, writer.go (internal/wsraw/scan.go: fragments)
 //	how frames reach the socket, permessage-deflate   writer.go, wsframe.go, internal/wsraw (conn_unix.go)
+//	an idle connection's buffers, the read-ahead      accept.go (hijackedBuffers), internal/wsraw
 //	RFC 6455 §5.5.1 (nothing after Close), 1007/1009  internal/wsraw/conn.go, conn.go
 //	what the raw path assumes of coder/websocket      internal/wsraw/doc.go
 //	close webhooks: pacing, waiting out PHP outages   closequeue.go

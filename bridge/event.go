@@ -225,6 +225,9 @@ func (e *limitError) Error() string { return e.Msg }
 
 // limitName returns the limit that err hit, or "".
 func limitName(err error) string {
+	if err == nil {
+		return "" // every answered message passes here: no errors.As, whose target escapes
+	}
 	var le *limitError
 	if errors.As(err, &le) {
 		return le.Limit
@@ -263,8 +266,10 @@ func decodeReply(typ EventType, body []byte, l limits) (*Reply, error) {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return &r, nil
 	}
-	if err := decodeStrict(body, &r); err != nil {
-		return nil, err
+	if !decodeReplyFast(body, &r) { // replyjson.go: {} and {"send": [...]} without reflection
+		if err := decodeStrict(body, &r); err != nil {
+			return nil, err
+		}
 	}
 	if err := r.validate(typ, l); err != nil {
 		return nil, err

@@ -360,25 +360,6 @@ func resumeToken(pos map[string]Position) string {
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
-// appendJSONString appends s as a JSON string. s is valid UTF-8 (a channel name passed
-// validateName; an epoch is printable ASCII), so only quotes, backslashes and control
-// characters need escaping.
-func appendJSONString(b []byte, s string) []byte {
-	b = append(b, '"')
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; {
-		case c == '"' || c == '\\':
-			b = append(b, '\\', c)
-		case c < 0x20:
-			b = append(b, `\u00`...)
-			b = append(b, "0123456789abcdef"[c>>4], "0123456789abcdef"[c&0xf])
-		default:
-			b = append(b, c)
-		}
-	}
-	return append(b, '"')
-}
-
 // resumeAsked reads what a client asks to resume, for the open webhook: nil when history is off,
 // when a WebSocket client did not opt in (its query is the app's), or when it gave no token.
 func (s *Server) resumeAsked(r *http.Request, kind string, offered []string) *ResumeRequest {

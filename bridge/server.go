@@ -142,7 +142,7 @@ func (s *Server) newEvent(t EventType, transport, connID string, st state) *Even
 		UserID:       st.UserID,
 		Meta:         st.Meta,
 		Channels:     st.Channels,
-		Time:         time.Now().UTC().Format("2006-01-02T15:04:05.000Z07:00"),
+		Time:         eventTime(time.Now()),
 	}
 }
 

@@ -6,7 +6,6 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -234,7 +233,7 @@ const (
 // res.Reply. An error means no usable answer arrived; it wraps errBackend, or errMalformedReply
 // for a 2xx reply that was refused (too large, or not a valid reply: nothing of it applies).
 func (w *webhooks) send(ctx context.Context, ev *Event, traceparent string, hold holdPolicy) (*webhookResult, error) {
-	body, err := json.Marshal(ev)
+	body, err := encodeEvent(ev)
 	if err != nil {
 		return nil, fmt.Errorf("encode %s event: %w", ev.Type, err)
 	}
@@ -320,7 +319,7 @@ func (w *webhooks) attempt(ctx context.Context, ev *Event, body []byte, tracepar
 		headerField{HeaderAttempt, strconv.Itoa(n)})
 	if len(w.secret) > 0 {
 		// Signed per attempt, so a retry carries a fresh timestamp within PHP's tolerance.
-		req.header = append(req.header, headerField{HeaderSignature, Sign(w.secret, time.Now(), body)})
+		req.header = append(req.header, headerField{HeaderSignature, hc.http.sign(w.secret, time.Now(), body)})
 	}
 	if traceparent != "" {
 		req.header = append(req.header, headerField{"Traceparent", traceparent})

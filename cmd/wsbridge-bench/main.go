@@ -26,6 +26,7 @@ import (
 
 type options struct {
 	scenario    string
+	target      string // targetWSBridge, or targetPushpin: the server under test (pushpin.go)
 	bridgeBin   string
 	wsURL       string
 	apiURL      string
@@ -101,6 +102,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs := flag.NewFlagSet("wsbridge-bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.scenario, "scenario", "", "idle, connect, broadcast, push or webhook")
+	fs.StringVar(&o.target, "target", targetWSBridge, "the server under test: wsbridge (-bridge BINARY, or attach), or pushpin (Debian's, started by the tool in front of nginx + php-fpm running the same answers; idle, connect, broadcast and webhook)")
 	fs.StringVar(&o.bridgeBin, "bridge", "", "wsbridge binary to start (go build -o bin/wsbridge ./cmd/wsbridge); or attach with -ws and -api")
 	fs.StringVar(&o.wsURL, "ws", "", "attach: the bridge's WebSocket URL, e.g. ws://127.0.0.1:8080/ws (its webhook must answer like bench.php); comma-separated for the nodes of a cluster, clients spread over them")
 	fs.IntVar(&o.nodes, "nodes", 1, "bridges to start as one cluster (more than 1 needs -redis); clients spread over them, pushes go to the first")
@@ -160,7 +162,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	if o.cpus, err = parseCPUPlan(*phpCPUs, runtime.NumCPU()); err != nil {
 		return o, err
 	}
-	if o.cpus.php != "" && (!o.php || o.bridgeBin == "") {
+	if o.cpus.php != "" && (!o.php || o.bridgeBin == "" && o.target != targetPushpin) {
 		return o, errors.New("-php-cpus needs -php and -bridge (the tool starts PHP and the bridge itself)")
 	}
 	if err := checkTaskset(o.cpus); err != nil {
@@ -181,8 +183,21 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	if (o.nodes > 1 || engine != "") && (o.bridgeBin == "" || engine == "") {
 		return o, errors.New("-nodes above 1, -redis and -nats need -redis or -nats, and -bridge (the tool starts the cluster)")
 	}
-	if (o.bridgeBin == "") == (o.wsURL == "" || o.apiURL == "") {
-		return o, errors.New("give -bridge, or both -ws and -api (not both ways)")
+	switch o.target {
+	case targetPushpin:
+		if o.bridgeBin != "" || o.wsURL != "" || o.apiURL != "" {
+			return o, errors.New("-target pushpin starts Pushpin itself: give neither -bridge nor -ws/-api")
+		}
+		if o.scenario == "push" {
+			return o, errors.New("-target pushpin: the push scenario addresses wsbridge's connections and users, which Pushpin has no API for")
+		}
+		o.php = true // Pushpin's WebSocket-over-HTTP needs the origin: nginx + php-fpm
+	case targetWSBridge:
+		if (o.bridgeBin == "") == (o.wsURL == "" || o.apiURL == "") {
+			return o, errors.New("give -bridge, or both -ws and -api (not both ways)")
+		}
+	default:
+		return o, fmt.Errorf("-target %q: use wsbridge or pushpin", o.target)
 	}
 	for _, u := range append(strings.Split(o.wsURL, ","), o.apiURL, o.hookURL) {
 		if u == "" {
@@ -247,7 +262,7 @@ func runScenario(ctx context.Context, opt options, out io.Writer) (*Report, erro
 	}
 	e := &env{opt: opt, wsURL: opt.wsURL, apiURL: opt.apiURL, hookURL: opt.hookURL, pid: opt.pid, log: out,
 		api: &http.Client{Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: opt.workers + 1}}}
-	if opt.bridgeBin != "" {
+	if opt.bridgeBin != "" || opt.target == targetPushpin {
 		st, err := startStack(ctx, opt)
 		if st != nil {
 			defer st.stop()
@@ -263,19 +278,20 @@ func runScenario(ctx context.Context, opt options, out io.Writer) (*Report, erro
 		if useSSE {
 			e.wsURL = strings.Join(st.SSEURLs, ",")
 		}
+		e.tree = st.tree
 	}
 	hook := "go"
 	if opt.php {
 		hook = "php"
 	}
-	rep := &Report{Scenario: opt.scenario, Hook: hook, Started: time.Now().UTC(), Options: map[string]any{
+	rep := &Report{Scenario: opt.scenario, Target: opt.target, Hook: hook, Started: time.Now().UTC(), Options: map[string]any{
 		"sse": useSSE,
 		"n":   opt.conns, "counts": opt.counts, "m": opt.messages, "rate": opt.rate, "dial_concurrency": opt.dialConc,
 		"workers": opt.workers, "batch": opt.batch, "clients": opt.hookClients, "duration": opt.duration.String(),
 		"fpm_children": opt.fpmChildren, "fcgi": opt.fcgi, "hook_concurrency": opt.hookConc, "bridge_env": opt.bridgeEnv,
 		"php_cpus": opt.cpus.php, "other_cpus": opt.cpus.rest, "nodes": opt.nodes, "broker": brokerName(opt),
 	}}
-	e.logf("wsbridge-bench %s (clients: %s), webhooks answered by %s, RLIMIT_NOFILE %d", opt.scenario, map[bool]string{false: "WebSocket", true: "SSE"}[useSSE], hook, limit)
+	e.logf("wsbridge-bench %s against %s (clients: %s), webhooks answered by %s, RLIMIT_NOFILE %d", opt.scenario, opt.target, map[bool]string{false: "WebSocket", true: "SSE"}[useSSE], hook, limit)
 	switch opt.scenario {
 	case "idle":
 		rep.Idle, err = runIdle(ctx, e)
@@ -298,6 +314,17 @@ func startStack(ctx context.Context, opt options) (*stack, error) {
 		return nil, err
 	}
 	st := &stack{dir: dir, cpus: opt.cpus, fcgi: opt.fcgi}
+	if opt.target == targetPushpin {
+		st.script = "pushpin.php"
+		err = st.startPHP(ctx, opt.fpmChildren)
+		if err == nil {
+			err = pinSelf(opt.cpus.rest)
+		}
+		if err == nil {
+			err = st.startPushpin(ctx)
+		}
+		return st, err
+	}
 	if opt.php {
 		err = st.startPHP(ctx, opt.fpmChildren)
 		if err == nil {

@@ -33,6 +33,7 @@ type env struct {
 	pids    []int  // every bridge's pid (-nodes): CPU is summed over them
 	// brokerPID is the broker engine's pid (redis-server, -redis): its CPU per publication.
 	brokerPID int
+	tree      bool     // pid is Pushpin's runner: its children are measured with it
 	gc        *gcTrace // nil: Go heap and stacks are not measured
 	api       *http.Client
 	log       io.Writer
@@ -50,7 +51,7 @@ func (e *env) cpu() float64 {
 	if e.pid == 0 {
 		return 0
 	}
-	return cpuSeconds(e.pid)
+	return e.cpuTree()
 }
 
 func (e *env) logf(format string, args ...any) { fmt.Fprintf(e.log, format+"\n", args...) }
@@ -95,7 +96,7 @@ func runIdle(ctx context.Context, e *env) (*IdleResult, error) {
 		return nil, err
 	}
 	defer f.close()
-	base, err := settledRSS(ctx, e.pid)
+	base, err := settledRSS(ctx, e.rssTree)
 	if err != nil {
 		return nil, err
 	}
@@ -106,7 +107,7 @@ func runIdle(ctx context.Context, e *env) (*IdleResult, error) {
 		if _, err := f.connect(ctx, n, e.opt.dialConc); err != nil {
 			return res, err
 		}
-		rss, err := settledRSS(ctx, e.pid)
+		rss, err := settledRSS(ctx, e.rssTree)
 		if err != nil {
 			return res, err
 		}
@@ -116,16 +117,20 @@ func runIdle(ctx context.Context, e *env) (*IdleResult, error) {
 			p.StackPerConnKiB = float64(stk-stk0) * 1024 / float64(n)
 		}
 		res.Points = append(res.Points, p)
-		e.logf("idle %6d conns (connected in %s): RSS %d KiB, %.1f KiB/conn over baseline %d KiB; Go heap %.1f KiB/conn, stacks %.1f KiB/conn",
-			n, time.Since(t0).Round(time.Millisecond), rss, p.RSSPerConnKiB, base, p.HeapPerConnKiB, p.StackPerConnKiB)
+		goMem := fmt.Sprintf("; Go heap %.1f KiB/conn, stacks %.1f KiB/conn", p.HeapPerConnKiB, p.StackPerConnKiB)
+		if e.gc == nil {
+			goMem = "" // not a Go process of ours (Pushpin), or attached without its gctrace
+		}
+		e.logf("idle %6d conns (connected in %s): RSS %d KiB, %.1f KiB/conn over baseline %d KiB%s",
+			n, time.Since(t0).Round(time.Millisecond), rss, p.RSSPerConnKiB, base, goMem)
 	}
 	return res, nil
 }
 
 // settledRSS waits until the process's RSS stops moving (two reads 500 ms apart within 0.5 %,
 // at most 10 s) and returns it.
-func settledRSS(ctx context.Context, pid int) (int64, error) {
-	prev, err := rssKiB(pid)
+func settledRSS(ctx context.Context, rss func() (int64, error)) (int64, error) {
+	prev, err := rss()
 	if err != nil {
 		return 0, err
 	}
@@ -135,7 +140,7 @@ func settledRSS(ctx context.Context, pid int) (int64, error) {
 			return prev, ctx.Err()
 		case <-time.After(500 * time.Millisecond):
 		}
-		cur, err := rssKiB(pid)
+		cur, err := rss()
 		if err != nil {
 			return 0, err
 		}
@@ -174,7 +179,18 @@ type ConnectResult struct {
 	Seconds     float64 `json:"seconds"`
 	ConnsPerSec float64 `json:"conns_per_sec"`
 	Handshake   Dist    `json:"handshake"`
+	// OpenCeiling is wrk posting the open event straight to the PHP script (-php), and Ratio
+	// the connects per second over its requests per second.
+	OpenCeiling *WrkResult `json:"open_ceiling,omitempty"`
+	Ratio       float64    `json:"ratio,omitempty"`
+	// BridgeCPUus and ToolCPUus are the server's and the clients' CPU time per connect, in
+	// microseconds (PHP's, under -php, is neither).
+	BridgeCPUus float64 `json:"bridge_cpu_us_per_connect,omitempty"`
+	ToolCPUus   float64 `json:"tool_cpu_us_per_connect,omitempty"`
 }
+
+// openEvent is an open webhook as the bridge sends it for one of the tool's clients.
+const openEvent = `{"type":"open","event_id":"ABCDEFGHIJKLMNOPQRSTUVWXYZ","connection_id":"benchnode.ABCDEFGHIJKLMNOP","transport":"ws","user_id":"","meta":null,"channels":[],"time":"2026-01-01T00:00:00.000Z","request":{"method":"GET","path":"/ws","query":"u=u1","headers":{"User-Agent":"Go-http-client/1.1","X-Forwarded-For":"127.0.0.1"},"remote_addr":"127.0.0.1:40000","subprotocols":[]}}`
 
 func runConnect(ctx context.Context, e *env) (*ConnectResult, error) {
 	f, err := newFleet(e.wsURL, e.opt.conns)
@@ -182,6 +198,16 @@ func runConnect(ctx context.Context, e *env) (*ConnectResult, error) {
 		return nil, err
 	}
 	defer f.close()
+	// The ceiling first, so that no close webhook of this run's clients competes with it: the
+	// open event the bridge sends, posted by wrk straight to the same script, with as many
+	// requests in flight as dials.
+	var ceiling *WrkResult
+	if _, lerr := exec.LookPath("wrk"); lerr == nil && e.opt.php && e.hookURL != "" && e.opt.target != targetPushpin {
+		if ceiling, err = e.wrkPost(ctx, e.opt.dialConc, openEvent, "application/json"); err != nil {
+			return nil, err
+		}
+	}
+	cpu0, self0 := e.cpu(), cpuSeconds(os.Getpid())
 	t0 := time.Now()
 	hs, err := f.connect(ctx, e.opt.conns, e.opt.dialConc)
 	el := time.Since(t0)
@@ -189,7 +215,16 @@ func runConnect(ctx context.Context, e *env) (*ConnectResult, error) {
 		return nil, err
 	}
 	r := &ConnectResult{Conns: e.opt.conns, Seconds: el.Seconds(), ConnsPerSec: float64(e.opt.conns) / el.Seconds(), Handshake: hs}
-	e.logf("connect %d conns in %s: %.0f conns/s; handshake (dial to first frame) %s", r.Conns, el.Round(time.Millisecond), r.ConnsPerSec, hs)
+	if e.pid != 0 {
+		r.BridgeCPUus = (e.cpu() - cpu0) * 1e6 / float64(r.Conns)
+	}
+	r.ToolCPUus = (cpuSeconds(os.Getpid()) - self0) * 1e6 / float64(r.Conns)
+	e.logf("connect %d conns in %s: %.0f conns/s (CPU µs each: server %.1f, clients %.1f); handshake (dial to first frame) %s",
+		r.Conns, el.Round(time.Millisecond), r.ConnsPerSec, r.BridgeCPUus, r.ToolCPUus, hs)
+	if ceiling != nil {
+		r.OpenCeiling, r.Ratio = ceiling, r.ConnsPerSec/ceiling.PerSec
+		e.logf("open webhook direct (wrk), %d connections: %.0f req/s; connects through the bridge are %.1f %% of it", e.opt.dialConc, ceiling.PerSec, 100*r.Ratio)
+	}
 	return r, nil
 }
 
@@ -233,7 +268,7 @@ func (p Phase) String() string {
 func (e *env) runPhase(ctx context.Context, f *fleet, name string, bodies func(i int, now time.Time) []byte, requests, items int, expected int64, rate float64, workers int) (Phase, error) {
 	f.takeLatencies()
 	base := f.frames.Load()
-	cpu0, self0, w0 := e.cpu(), cpuSeconds(os.Getpid()), bytesWritten(e.pid)
+	cpu0, self0, w0 := e.cpu(), cpuSeconds(os.Getpid()), e.writtenTree()
 	var broker0 float64
 	if e.brokerPID != 0 {
 		broker0 = cpuSeconds(e.brokerPID)
@@ -255,7 +290,7 @@ func (e *env) runPhase(ctx context.Context, f *fleet, name string, bodies func(i
 						time.Sleep(d) // pacing the load, not synchronising
 					}
 				}
-				status, b, err := e.post(ctx, "/v1/publish", bodies(i, time.Now()))
+				status, b, err := e.post(ctx, e.publishPath(), bodies(i, time.Now()))
 				if err == nil && status != http.StatusOK {
 					err = fmt.Errorf("push API answered %d: %s", status, b)
 				}
@@ -281,7 +316,7 @@ func (e *env) runPhase(ctx context.Context, f *fleet, name string, bodies func(i
 	if got > 0 && e.pid != 0 {
 		p.BridgeCPUus = (e.cpu() - cpu0) * 1e6 / float64(got)
 		p.ToolCPUus = (cpuSeconds(os.Getpid()) - self0) * 1e6 / float64(got)
-		p.BridgeBytesOut = float64(bytesWritten(e.pid)-w0) / float64(got)
+		p.BridgeBytesOut = float64(e.writtenTree()-w0) / float64(got)
 	}
 	if e.brokerPID != 0 && items > 0 {
 		p.BrokerCPUus = (cpuSeconds(e.brokerPID) - broker0) * 1e6 / float64(items)
@@ -332,7 +367,7 @@ func runBroadcast(ctx context.Context, e *env) (*BroadcastResult, error) {
 		pad = pad[:max(0, e.opt.payload-len(stamp("b 000", time.Now())))]
 	}
 	body := func(i int, now time.Time) []byte {
-		return fmt.Appendf(nil, `{"to":{"channels":["bench"]},"data":%q}`, pad+stamp("b "+strconv.Itoa(i), now))
+		return e.publishBody(pad + stamp("b "+strconv.Itoa(i), now))
 	}
 	m := e.opt.messages
 	for _, ph := range []struct {
@@ -412,8 +447,10 @@ type WebhookRun struct {
 	Messages  int64   `json:"messages"`
 	PerSec    float64 `json:"per_sec"`
 	LatencyMS Dist    `json:"latency"`
-	// BridgeCPUus is the bridge's CPU time per message, in microseconds.
-	BridgeCPUus float64 `json:"bridge_cpu_us_per_message,omitempty"`
+	// BridgeCPUus is the bridge's CPU time per message, in microseconds; BridgeSysCPUus the
+	// part of it spent in the kernel (system calls, and on loopback the peer's TCP receive).
+	BridgeCPUus    float64 `json:"bridge_cpu_us_per_message,omitempty"`
+	BridgeSysCPUus float64 `json:"bridge_sys_cpu_us_per_message,omitempty"`
 	// ToolCPUus is this tool's CPU time per message (its clients), taken from the same cores.
 	ToolCPUus float64 `json:"tool_cpu_us_per_message,omitempty"`
 }
@@ -467,7 +504,7 @@ func (e *env) echoLoop(ctx context.Context, clients int) (WebhookRun, error) {
 	}
 	defer f.close()
 	f.takeLatencies()
-	cpu0, self0 := e.cpu(), cpuSeconds(os.Getpid())
+	cpu0, sys0, self0 := e.cpu(), e.sysTree(), cpuSeconds(os.Getpid())
 	var total atomic.Int64
 	var firstErr error
 	var errOnce sync.Once
@@ -508,12 +545,13 @@ func (e *env) echoLoop(ctx context.Context, clients int) (WebhookRun, error) {
 	r := WebhookRun{Clients: clients, Messages: total.Load(), PerSec: float64(total.Load()) / el.Seconds(), LatencyMS: f.takeLatencies()}
 	if r.Messages > 0 && e.pid != 0 {
 		r.BridgeCPUus = (e.cpu() - cpu0) * 1e6 / float64(r.Messages)
+		r.BridgeSysCPUus = (e.sysTree() - sys0) * 1e6 / float64(r.Messages)
 	}
 	if r.Messages > 0 {
 		r.ToolCPUus = (cpuSeconds(os.Getpid()) - self0) * 1e6 / float64(r.Messages)
 	}
-	e.logf("webhook via bridge, %3d clients: %6d messages in %s = %7.0f msg/s (CPU µs each: bridge %.1f, clients %.1f); round trip %s",
-		clients, r.Messages, el.Round(time.Millisecond), r.PerSec, r.BridgeCPUus, r.ToolCPUus, r.LatencyMS)
+	e.logf("webhook via %s, %3d clients: %6d messages in %s = %7.0f msg/s (CPU µs each: server %.1f of which kernel %.1f, clients %.1f); round trip %s",
+		e.opt.target, clients, r.Messages, el.Round(time.Millisecond), r.PerSec, r.BridgeCPUus, r.BridgeSysCPUus, r.ToolCPUus, r.LatencyMS)
 	return r, firstErr
 }
 
@@ -528,11 +566,21 @@ type WrkResult struct {
 
 // wrk posts the message event the bridge would send, to the same URL, with conns connections.
 func (e *env) wrk(ctx context.Context, conns int) (*WrkResult, error) {
+	ev, ctype := e.wrkBody(stamp("e", time.Now()))
+	r, err := e.wrkPost(ctx, conns, ev, ctype)
+	if err == nil {
+		e.logf("webhook direct (wrk), %3d connections: %7.0f req/s; p50 %.3f ms, p90 %.3f ms, p99 %.3f ms", conns, r.PerSec, r.P50MS, r.P90MS, r.P99MS)
+	}
+	return r, err
+}
+
+// wrkPost posts ev (of content type ctype) to the webhook URL with conns connections for the
+// run's -duration.
+func (e *env) wrkPost(ctx context.Context, conns int, ev, ctype string) (*WrkResult, error) {
 	if err := checkLoopback(e.hookURL); err != nil {
 		return nil, err
 	}
-	ev := fmt.Sprintf(`{"type":"message","event_id":"ABCDEFGHIJKLMNOPQRSTUVWXYZ","connection_id":"benchnode.ABCDEFGHIJKLMNOP","user_id":"u1","meta":null,"channels":["bench"],"time":"2026-01-01T00:00:00.000Z","data":%q,"binary":false,"seq":1}`, stamp("e", time.Now()))
-	lua := fmt.Sprintf("wrk.method = \"POST\"\nwrk.body = %q\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.headers[\"WsBridge-Event\"] = \"message\"\n", ev)
+	lua := fmt.Sprintf("wrk.method = \"POST\"\nwrk.body = %q\nwrk.headers[\"Content-Type\"] = %q\nwrk.headers[\"WsBridge-Event\"] = \"message\"\nwrk.headers[\"Connection-Id\"] = \"bench\"\n", ev, ctype)
 	dir, err := os.MkdirTemp("", "wsbridge-bench-wrk")
 	if err != nil {
 		return nil, err
@@ -553,7 +601,6 @@ func (e *env) wrk(ctx context.Context, conns int) (*WrkResult, error) {
 		return nil, err
 	}
 	r.Connections = conns
-	e.logf("webhook direct (wrk), %3d connections: %7.0f req/s; p50 %.3f ms, p90 %.3f ms, p99 %.3f ms", conns, r.PerSec, r.P50MS, r.P90MS, r.P99MS)
 	return r, nil
 }
 
@@ -602,7 +649,8 @@ func parseWrk(out []byte) (*WrkResult, error) {
 // Report is the JSON the tool writes with -json.
 type Report struct {
 	Scenario  string           `json:"scenario"`
-	Hook      string           `json:"hook"` // "go" or "php"
+	Target    string           `json:"target"` // "wsbridge" or "pushpin"
+	Hook      string           `json:"hook"`   // "go" or "php"
 	Started   time.Time        `json:"started"`
 	Options   map[string]any   `json:"options"`
 	Idle      *IdleResult      `json:"idle,omitempty"`

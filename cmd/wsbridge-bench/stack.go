@@ -100,6 +100,8 @@ type stack struct {
 	GC         *gcTrace
 	stderr     *tail
 	cpus       cpuPlan
+	script     string // what nginx runs for every path: bench.php unless set (pushpin.php)
+	tree       bool   // BridgePID is Pushpin's runner, measured with its children
 }
 
 func freePort() (int, error) {
@@ -147,6 +149,13 @@ func (s *stack) startPHP(ctx context.Context, children int) error {
 	}
 	if err := os.WriteFile(filepath.Join(www, "bench.php"), []byte(benchPHP), 0o644); err != nil {
 		return err
+	}
+	if err := os.WriteFile(filepath.Join(www, "pushpin.php"), []byte(pushpinPHP), 0o644); err != nil {
+		return err
+	}
+	script := s.script
+	if script == "" {
+		script = "bench.php"
 	}
 	root := os.Geteuid() == 0
 	sock := filepath.Join(s.dir, "fpm.sock")
@@ -209,28 +218,28 @@ http {
         keepalive_requests 1000000;
         location / {
             include /etc/nginx/fastcgi_params;
-            fastcgi_param SCRIPT_FILENAME %[1]s/www/bench.php;
+            fastcgi_param SCRIPT_FILENAME %[1]s/www/%[5]s;
             fastcgi_pass unix:%[2]s;
         }
     }
 }
-`, s.dir, sock, port, user)
+`, s.dir, sock, port, user, script)
 	if err := os.WriteFile(filepath.Join(s.dir, "nginx.conf"), []byte(conf), 0o644); err != nil {
 		return err
 	}
 	if err := s.spawn(s.cpus.php, nginx, []string{"-p", s.dir, "-c", filepath.Join(s.dir, "nginx.conf"), "-e", filepath.Join(s.dir, "nginx.err")}, nil, nil); err != nil {
 		return err
 	}
-	s.HookURL = fmt.Sprintf("http://127.0.0.1:%d/bench.php", port)
+	s.HookURL = fmt.Sprintf("http://127.0.0.1:%d/%s", port, script)
 	s.FCGIURL = "fcgi+unix://" + fcgiSock + "?script=" + filepath.Join(s.dir, "www", "bench.php")
-	// Ready when a close event (204) comes back through nginx from PHP.
+	// Ready when a close event (204; pushpin.php: 200) comes back through nginx from PHP.
 	return waitFor(ctx, func() bool {
 		resp, err := http.Post(s.HookURL, "application/json", strings.NewReader(`{"type":"close"}`))
 		if err != nil {
 			return false
 		}
 		resp.Body.Close()
-		return resp.StatusCode == http.StatusNoContent
+		return resp.StatusCode == http.StatusNoContent || script != "bench.php" && resp.StatusCode == http.StatusOK
 	})
 }
 
@@ -322,6 +331,19 @@ func (s *stack) spawn(cpus, bin string, args, env []string, stderr io.Writer) er
 func (s *stack) stop() {
 	for i := len(s.procs) - 1; i >= 0; i-- {
 		cmd := s.procs[i]
+		// Pushpin's runner puts each of its services in a process group of its own and stops
+		// them on SIGTERM; any it leaves behind are ended by pid once it has exited.
+		var kids []int
+		if s.tree && cmd.Process.Pid == s.BridgePID {
+			kids = children(cmd.Process.Pid)
+			defer func() {
+				for _, k := range kids {
+					if pushpinService(k) { // still that process, not a pid used again
+						syscall.Kill(k, syscall.SIGKILL)
+					}
+				}
+			}()
+		}
 		syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
 		done := make(chan struct{})
 		go func() { cmd.Wait(); close(done) }()
@@ -388,18 +410,24 @@ func bytesWritten(pid int) int64 {
 // cpuSeconds reads the user + system CPU time pid has used, from /proc/PID/stat (fields 14
 // and 15, in clock ticks of 1/100 s, USER_HZ on Linux).
 func cpuSeconds(pid int) float64 {
+	u, st := cpuSplit(pid)
+	return u + st
+}
+
+// cpuSplit is cpuSeconds as user and system time.
+func cpuSplit(pid int) (user, system float64) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0
+		return 0, 0
 	}
 	// The command name (field 2) may hold spaces; the fields after its closing ")" do not.
 	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
 	if len(f) < 13 {
-		return 0
+		return 0, 0
 	}
 	u, _ := strconv.ParseFloat(f[11], 64)
 	st, _ := strconv.ParseFloat(f[12], 64)
-	return (u + st) / 100
+	return u / 100, st / 100
 }
 
 // gcTrace keeps the last line GODEBUG=gctrace=1 printed: the live heap after marking and the

@@ -16,7 +16,7 @@ import (
 
 // Owner is what a Conn needs of the connection it carries. An interface value is 16 bytes
 // where the pointer it replaced was 8; Conn pays for it by following a tryWrite's progress in
-// the slice itself, so that it stays in its 128-byte size class (TestConnSize).
+// the slice itself, so that it stays in its 144-byte size class (TestConnSize).
 type Owner interface {
 	// MaxMessageSize is the read limit, stated in the reason of a 1009 Close.
 	MaxMessageSize() int64
@@ -52,7 +52,7 @@ type Conn struct {
 	// a closure per call would cost three allocations per frame. try is what is left to write
 	// (its progress is how far it has been resliced); tryErr an errno, which fits 32 bits, so
 	// that it, corked and PerMessageDeflate share one word and an idle connection stays in its
-	// 128-byte size class (TestConnSize).
+	// 144-byte size class (TestConnSize).
 	try               []byte
 	tryErr            int32
 	corked            bool
@@ -64,12 +64,18 @@ type Conn struct {
 	// written or gathered.
 	owner Owner
 	sent  *sentClose
+
+	// ahead holds what a read took from the socket beyond what its caller asked for, in a
+	// pooled buffer taken only once the socket has bytes (readahead.go); nil while nothing is
+	// buffered, which is every idle connection's state.
+	ahead  *readBuf
+	readFd func(fd uintptr) bool // c.readNoWait, bound once as writeFd is
 }
 
 // New wraps a hijacked socket.
 func New(nc net.Conn) *Conn {
 	c := &Conn{Conn: nc, raw: rawConn(nc)}
-	c.writeFd = c.writeNoWait
+	c.writeFd, c.readFd = c.writeNoWait, c.readNoWait
 	return c
 }
 
@@ -80,7 +86,13 @@ func (c *Conn) SetOwner(o Owner) { c.owner = o }
 // buffered (the bytes Hijack's bufio.Reader holds, which it reads first and which the caller
 // must scan itself). The owner's scanner sees each byte as it comes, in the caller's buffer.
 func (c *Conn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
+	var n int
+	var err error
+	if c.raw != nil && (c.ahead != nil || len(p) < readBufSize) {
+		n, err = c.readAhead(p)
+	} else {
+		n, err = c.Conn.Read(p)
+	}
 	if n > 0 && c.owner != nil {
 		c.owner.Scanned(p[:n])
 	}
@@ -105,9 +117,10 @@ const opCloseFinal = 0x88
 
 // Write is coder/websocket's path to the socket: the handshake answer, then its control frames.
 // coder/websocket v1.8.15 writes each control frame whole in one call: writeFrame puts header
-// and payload in its bufio.Writer (net/http's 4 KiB one, reset to this Conn by the Hijack) and
-// flushes it on FIN, which every control frame has, and a control payload is at most 125 bytes.
-// So p starts at a frame boundary and a Close is known by its first byte.
+// and payload in its bufio.Writer (the bridge gives it one that holds the largest control frame,
+// 127 bytes: hijackedBuffers in package bridge) and flushes it on FIN, which every control frame
+// has, and a control payload is at most 125 bytes. So p starts at a frame boundary and a Close
+// is known by its first byte.
 func (c *Conn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -297,3 +310,24 @@ func (c *Conn) flushLocked() error {
 	}
 	return err
 }
+
+// readBufSize is the read-ahead buffer's size: a read asking for at least this much (the rest
+// of a large payload) goes straight to the socket instead.
+const readBufSize = 4 << 10
+
+// readBuf is one read-ahead buffer: b[r:w] is unread; err, when set, is what the read that
+// filled it returned instead of bytes.
+type readBuf struct {
+	b    [readBufSize]byte
+	r, w int
+	err  error
+}
+
+// readBufs are the read-ahead buffers of every connection, held only while a read's bytes wait
+// to be taken: coder/websocket's own reader is given a 16-byte one (ReadsAhead), so that these
+// 4 KiB are not kept by each idle connection as net/http's bufio.Reader was.
+var readBufs = sync.Pool{New: func() any { return new(readBuf) }}
+
+// ReadsAhead reports whether Read buffers what it takes from the socket (in a pooled buffer,
+// held only while bytes wait): then whoever reads through Conn needs no buffer of its own.
+func (c *Conn) ReadsAhead() bool { return c.raw != nil }

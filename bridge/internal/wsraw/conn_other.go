@@ -14,3 +14,9 @@ func rawConn(net.Conn) syscall.RawConn { return nil }
 
 // writeNoWait is never called: TryWrite declines without a RawConn.
 func (c *Conn) writeNoWait(uintptr) bool { return true }
+
+// readAhead is never called: Read reads the socket directly without a RawConn.
+func (c *Conn) readAhead(p []byte) (int, error) { return c.Conn.Read(p) }
+
+// readNoWait is never called, as readAhead is not.
+func (c *Conn) readNoWait(uintptr) bool { return true }

@@ -145,12 +145,13 @@ func TestConnTryWrite(t *testing.T) {
 	}
 }
 
-// TestConnSize: every idle connection holds a Conn, so it must stay in its 128-byte size
+// TestConnSize: every idle connection holds a Conn, so it must stay in its 144-byte size
 // class; an interface for the owner (16 bytes) fits only because TryWrite's progress is kept
-// in the slice rather than a counter beside it.
+// in the slice rather than a counter beside it. The read-ahead's two words took it from 128
+// to 144 bytes, for the 4 KiB read buffer an idle connection no longer holds.
 func TestConnSize(t *testing.T) {
-	if n := unsafe.Sizeof(Conn{}); n > 128 {
-		t.Errorf("Conn is %d bytes, past the 128-byte size class", n)
+	if n := unsafe.Sizeof(Conn{}); n > 144 {
+		t.Errorf("Conn is %d bytes, past the 144-byte size class", n)
 	}
 }
 
