@@ -47,6 +47,15 @@ func encodeEvent(ev *Event) ([]byte, error) {
 	if r := ev.Request; r != nil {
 		b = appendRequest(append(b, `,"request":`...), r)
 	}
+	if ev.Resume != nil {
+		// Only an open event of a client that asks to resume carries it: rare enough for
+		// encoding/json, whose map ordering and escaping it then gets for free.
+		r, err := json.Marshal(ev.Resume)
+		if err != nil {
+			return nil, err
+		}
+		b = append(append(b, `,"resume":`...), r...)
+	}
 	if ev.Data != nil {
 		b = append(b, `,"data":`...)
 		b = appendJSONString(b, *ev.Data)
@@ -103,7 +112,7 @@ func eventDataLen(ev *Event) int {
 
 // eventFields are Event's fields in order, as encodeEvent writes them.
 var eventFields = []string{"Type", "EventID", "ConnectionID", "Transport", "UserID", "Meta", "Channels", "Time",
-	"Request", "Data", "DataBase64", "Binary", "Seq", "Code", "Reason", "Initiator", "DurationMS", "MessagesIn", "MessagesOut"}
+	"Request", "Resume", "Data", "DataBase64", "Binary", "Seq", "Code", "Reason", "Initiator", "DurationMS", "MessagesIn", "MessagesOut"}
 
 // requestFields are HandshakeRequest's fields in order, as appendRequest writes them.
 var requestFields = []string{"Method", "Path", "Query", "Headers", "RemoteAddr", "Subprotocols"}

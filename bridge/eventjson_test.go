@@ -108,7 +108,15 @@ func fillEvery(v reflect.Value) {
 			}
 			f.Set(p)
 		case reflect.Map:
-			f.Set(reflect.ValueOf(map[string]string{"h": "v"}))
+			m := reflect.MakeMap(f.Type())
+			val := reflect.New(f.Type().Elem()).Elem()
+			if val.Kind() == reflect.Struct {
+				fillEvery(val)
+			} else {
+				setScalar(val)
+			}
+			m.SetMapIndex(reflect.ValueOf("h"), val)
+			f.Set(m)
 		}
 	}
 }

@@ -274,6 +274,9 @@ func runScenario(ctx context.Context, opt options, out io.Writer) (*Report, erro
 			return nil, err
 		}
 		e.wsURL, e.apiURL, e.hookURL, e.pid, e.gc = strings.Join(st.WSURLs, ","), st.APIURL, st.HookURL, st.BridgePID, st.GC
+		if len(st.WSURLs) == 0 {
+			e.wsURL = st.WSURL // Pushpin: one front, not a list of bridges
+		}
 		e.pids, e.brokerPID = st.BridgePIDs, st.BrokerPID
 		if useSSE {
 			e.wsURL = strings.Join(st.SSEURLs, ",")
