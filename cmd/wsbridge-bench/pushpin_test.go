@@ -64,9 +64,14 @@ func TestScenariosAgainstPushpin(t *testing.T) {
 		t.Errorf("connect: %+v", c)
 	}
 	b := run("-scenario", "broadcast", "-n", "20", "-m", "5", "-rate", "50").Broadcast
-	for _, p := range b.Phases {
-		if p.Delivered != p.Expected || p.Expected != 100 {
-			t.Errorf("broadcast phase %q: %d of %d delivered; want 100 of 100", p.Name, p.Delivered, p.Expected)
+	// Pushpin registers a connection's GRIP subscription after the client already has its id
+	// frame (the handler learns it over ZeroMQ), and it offers no way to know when: the first
+	// publication of the first phase may miss some of the 20 clients. From then on every
+	// publication must reach every client.
+	for i, p := range b.Phases {
+		lost := p.Expected - p.Delivered
+		if p.Expected != 100 || lost < 0 || (i == 0 && lost > 20) || (i > 0 && lost != 0) {
+			t.Errorf("broadcast phase %q: %d of %d delivered; want 100 of 100 (the first phase: at least 80)", p.Name, p.Delivered, p.Expected)
 		}
 	}
 	w := run("-scenario", "webhook", "-clients", "2", "-duration", "300ms").Webhook
