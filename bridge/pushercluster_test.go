@@ -1,0 +1,151 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// stateOnly is a broker whose cluster state is what the test put there: the records of other
+// nodes, or a failure. It keeps no liveness (the server then runs no heartbeat).
+type stateOnly struct {
+	*MemoryBroker
+	mu   sync.Mutex
+	recs []ConnRecord
+	fail error
+}
+
+func (f *stateOnly) PutConn(context.Context, ConnRecord) error               { return nil }
+func (f *stateOnly) DeleteConn(context.Context, string, string) error        { return nil }
+func (f *stateOnly) ReplaceNode(context.Context, string, []ConnRecord) error { return nil }
+func (f *stateOnly) Totals(context.Context) (ClusterTotals, error)           { return ClusterTotals{}, nil }
+func (f *stateOnly) Conn(context.Context, string) (ConnRecord, bool, error) {
+	return ConnRecord{}, false, nil
+}
+func (f *stateOnly) set(fail error, recs ...ConnRecord) {
+	f.mu.Lock()
+	f.recs, f.fail = recs, fail
+	f.mu.Unlock()
+}
+func (f *stateOnly) snapshot() ([]ConnRecord, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.recs), f.fail
+}
+func (f *stateOnly) Conns(_ context.Context, q ConnQuery) (ConnPage, error) {
+	recs, err := f.snapshot()
+	if err != nil {
+		return ConnPage{}, err
+	}
+	return ConnPage{Conns: recs[:min(len(recs), q.Limit)], Total: len(recs)}, nil
+}
+func (f *stateOnly) Channel(_ context.Context, name string, limit int) (ChannelPage, error) {
+	recs, err := f.snapshot()
+	if err != nil {
+		return ChannelPage{}, err
+	}
+	page := ChannelPage{Conns: []string{}, Users: []string{}}
+	for _, r := range recs {
+		if slices.Contains(r.Channels, name) {
+			page.Count++
+			if len(page.Conns) < limit {
+				page.Conns = append(page.Conns, r.ID)
+			}
+			if r.UserID != "" && !slices.Contains(page.Users, r.UserID) {
+				page.Users = append(page.Users, r.UserID)
+			}
+		}
+	}
+	slices.Sort(page.Users)
+	return page, nil
+}
+
+// TestPusherQueriesClusterWide: with a broker that keeps the cluster state, the Pusher API's
+// channel queries answer from it (here: connections on two other nodes, none on this one),
+// and when it cannot be read they fail with 503 rather than answer for this node alone.
+func TestPusherQueriesClusterWide(t *testing.T) {
+	php := newFakePHP(t, nil)
+	cfg, err := LoadConfig([]string{
+		"WSBRIDGE_WEBHOOK_URL=" + php.URL,
+		"WSBRIDGE_PUSHER_APP_ID=" + pusherTestApp.id,
+		"WSBRIDGE_PUSHER_KEY=" + pusherTestApp.key,
+		"WSBRIDGE_PUSHER_SECRET=" + string(pusherTestApp.secret),
+		"WSBRIDGE_MAX_LIST_RESULT=4",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	br := &stateOnly{MemoryBroker: NewMemoryBroker()}
+	srv := New(cfg, testLog(t), br)
+	if srv.cluster == nil {
+		t.Fatal("the broker's ClusterState was not taken up")
+	}
+	b := &testBridge{srv: srv, php: php}
+	b.public, b.internal = newServers(t, srv)
+
+	br.set(nil,
+		ConnRecord{ID: "n2.A", Node: "n2", UserID: "alice", Channels: []string{"news", "presence-room"}},
+		ConnRecord{ID: "n2.B", Node: "n2", UserID: "alice", Channels: []string{"presence-room"}},
+		ConnRecord{ID: "n3.C", Node: "n3", UserID: "bob", Channels: []string{"presence-other", "presence-room"}},
+	)
+	cases := []struct {
+		name, method, path string
+		query              url.Values
+		body               string
+		want               string
+	}{
+		{"channels", "GET", "/apps/42/channels", nil, "",
+			`{"channels":{"news":{},"presence-other":{},"presence-room":{}}}`},
+		{"channels with user_count", "GET", "/apps/42/channels", url.Values{"filter_by_prefix": {"presence-"}, "info": {"user_count"}}, "",
+			`{"channels":{"presence-other":{"user_count":1},"presence-room":{"user_count":2}}}`},
+		{"channel", "GET", "/apps/42/channels/presence-room", url.Values{"info": {"user_count,subscription_count"}}, "",
+			`{"occupied":true,"subscription_count":3,"user_count":2}`},
+		{"empty channel", "GET", "/apps/42/channels/nobody-here", nil, "", `{"occupied":false}`},
+		{"users", "GET", "/apps/42/channels/presence-room/users", nil, "",
+			`{"users":[{"id":"alice"},{"id":"bob"}]}`},
+		{"events info", "POST", "/apps/42/events", nil, `{"name":"e","channels":["presence-room"],"data":"x","info":"user_count,subscription_count"}`,
+			`{"channels":{"presence-room":{"subscription_count":3,"user_count":2}}}`},
+		{"batch info", "POST", "/apps/42/batch_events", nil, `{"batch":[{"name":"e","channel":"news","data":"x","info":"subscription_count"}]}`,
+			`{"batch":[{"subscription_count":1}]}`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			status, answer := b.pusherCall(t, tc.method, tc.path, tc.query, tc.body, time.Time{})
+			if status != 200 || answer != tc.want {
+				t.Errorf("%d %s, want 200 %s", status, answer, tc.want)
+			}
+		})
+	}
+
+	// Unreachable: every query is refused, none answers from the (empty) hub.
+	br.set(errors.New("engine down"))
+	for _, tc := range cases {
+		t.Run("unreachable/"+tc.name, func(t *testing.T) {
+			status, answer := b.pusherCall(t, tc.method, tc.path, tc.query, tc.body, time.Time{})
+			if status != 503 || !strings.Contains(answer, "engine down") {
+				t.Errorf("%d %s, want 503 naming the broker's error", status, answer)
+			}
+			if tc.method == "POST" && !strings.Contains(answer, "were published") {
+				t.Errorf("%s: the refusal does not say the events were published", answer)
+			}
+		})
+	}
+
+	// More connections than MAX_LIST_RESULT: channels cannot be listed from part of them.
+	recs := make([]ConnRecord, 5)
+	for i := range recs {
+		recs[i] = ConnRecord{ID: "n2." + string(rune('A'+i)), Node: "n2", Channels: []string{"news"}}
+	}
+	br.set(nil, recs...)
+	if status, answer := b.pusherCall(t, "GET", "/apps/42/channels", nil, "", time.Time{}); status != 503 || !strings.Contains(answer, "MAX_LIST_RESULT") {
+		t.Errorf("channels of a cluster past MAX_LIST_RESULT: %d %s, want 503", status, answer)
+	}
+	if status, answer := b.pusherCall(t, "GET", "/apps/42/channels/news", url.Values{"info": {"subscription_count"}}, "", time.Time{}); status != 200 || answer != `{"occupied":true,"subscription_count":5}` {
+		t.Errorf("one channel of a large cluster: %d %s", status, answer)
+	}
+}
