@@ -83,3 +83,40 @@ func (a *pusherAPI) pusherChannelList(ctx context.Context, prefix string, users 
 	slices.SortFunc(out, func(a, b pusherChannel) int { return strings.Compare(a.name, b.name) })
 	return out, nil
 }
+
+// opPusher carries a Pusher protocol message between nodes: a client event, which every node
+// hands to its own Pusher subscribers of the channel except the sender, as the sender's node
+// did. Natively connected members get nothing, and no history records it: it is the
+// protocol's own traffic, not a publication. Unexported: only this build makes and reads it.
+const opPusher Op = "pusher"
+
+// envelopeVersion is the version an envelope of op is stamped with: the oldest that knows op,
+// so that during a rolling upgrade a node of version 1 still applies every publication, join,
+// leave and close of a newer node and refuses only what it would not understand.
+func envelopeVersion(op Op) int {
+	if op == opPusher {
+		return 2
+	}
+	return 1
+}
+
+// pusherRelay carries a Pusher message the node has just sent to its own subscribers of ch to
+// the other nodes' (hub.pusherFanout there). A broker that fails loses it for the other
+// nodes only: the client is not told, as Pusher does not confirm client events either.
+func (s *Server) pusherRelay(ctx context.Context, ch, except string, frame []byte) {
+	if err := s.hub.broker.Publish(ctx, Envelope{Origin: s.node, Op: opPusher, Channel: ch, Except: except, Frame: frame}); err != nil {
+		s.log.Warn("pusher: a client event did not reach the other nodes", "channel", ch, "conn", except, "err", err)
+	}
+}
+
+// pusherFanout sends a Pusher message, encoded once, to the Pusher connections of channel ch on
+// this node, except one. Natively connected members of the channel get nothing: these are the
+// protocol's own messages.
+func (h *hub) pusherFanout(ch, except string, msg []byte) {
+	d := h.encoded(Delivery{Data: msg})
+	for _, m := range h.match(Targets{Channels: []string{ch}}) {
+		if pc, ok := m.client.(*pusherConn); ok && pc.id != except {
+			pc.conn.Send(d)
+		}
+	}
+}

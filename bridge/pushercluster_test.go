@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/coder/websocket"
 )
 
 // stateOnly is a broker whose cluster state is what the test put there: the records of other
@@ -147,5 +149,75 @@ func TestPusherQueriesClusterWide(t *testing.T) {
 	}
 	if status, answer := b.pusherCall(t, "GET", "/apps/42/channels/news", url.Values{"info": {"subscription_count"}}, "", time.Time{}); status != 200 || answer != `{"occupied":true,"subscription_count":5}` {
 		t.Errorf("one channel of a large cluster: %d %s", status, answer)
+	}
+}
+
+// TestPusherClientEventCrossesNodes: a client event reaches the channel's Pusher subscribers on
+// the other node (with user_id on a presence channel), never the sender, nor a native member of
+// the channel there; the envelope that carries it is of version 2, the others stay version 1.
+func TestPusherClientEventCrossesNodes(t *testing.T) {
+	t.Parallel()
+	broker := NewMemoryBroker()
+	seen := make(chan Envelope, 100)
+	t.Cleanup(broker.Join("watcher", func(e Envelope) { seen <- e }))
+	php := newFakePHP(t, room)
+	mk := func() *testBridge {
+		cfg := testConfig(t, php.URL)
+		cfg.PusherAppID, cfg.PusherKey, cfg.PusherSecret = "1", testPusherKey, testPusherSecret
+		return brokerBridge(t, cfg, php, broker)
+	}
+	n1, n2 := mk(), mk()
+	sub := func(b *testBridge, ch, cd string) (*websocket.Conn, string) {
+		c, sid := dialPusher(t, b)
+		if m := pusherSubscribe(t, c, ch, pusherAuth(sid, ch, cd), cd); m.Event != "pusher_internal:subscription_succeeded" {
+			t.Fatalf("subscribe %s: %s %s", ch, m.Event, m.Data)
+		}
+		return c, sid
+	}
+	for _, ch := range []string{"private-doc", "presence-doc"} {
+		t.Run(ch, func(t *testing.T) {
+			cd := ""
+			if ch == "presence-doc" {
+				cd = `{"user_id":"ann"}`
+			}
+			sender, _ := sub(n1, ch, cd)
+			peer, _ := sub(n2, ch, cd)
+			native := n2.dial(t, "join="+ch)
+			pusherSend(t, sender, map[string]any{"event": "client-typing", "channel": ch, "data": map[string]any{"n": 1}})
+			m := readPusher(t, peer)
+			if m.Event != "client-typing" || m.Channel != ch || string(m.Data) != `{"n":1}` {
+				t.Fatalf("the peer on the other node got %s on %q (%s), want the client event", m.Event, m.Channel, m.Data)
+			}
+			if want := map[bool]string{true: "ann", false: ""}[cd != ""]; m.UserID != want {
+				t.Errorf("user_id %q, want %q", m.UserID, want)
+			}
+			// Neither the sender nor the native member gets it: each is then sent a marker,
+			// which must be the first thing it reads.
+			if status := n1.api(t, "POST", "/v1/publish", `{"to":{"channels":["`+ch+`"]},"data":"marker"}`, nil); status != 200 {
+				t.Fatalf("publish: %d", status)
+			}
+			if m := readPusher(t, sender); m.Event != pusherDefaultEvent || m.dataString(t) != "marker" {
+				t.Errorf("the sender read %s %s before the marker: its own client event came back", m.Event, m.Data)
+			}
+			if got := read(t, native); got != "marker" {
+				t.Errorf("the native member read %q before the marker, want nothing of the Pusher protocol", got)
+			}
+			for {
+				select {
+				case e := <-seen:
+					if e.Op == opPusher {
+						if e.Version != 2 || e.Except == "" {
+							t.Errorf("pusher envelope version %d except %q, want 2 and the sender", e.Version, e.Except)
+						}
+						return
+					}
+					if e.Version != 1 {
+						t.Errorf("%s envelope of version %d, want 1 (old nodes apply it)", e.Op, e.Version)
+					}
+				case <-time.After(waitLimit):
+					t.Fatal("no pusher envelope crossed the broker")
+				}
+			}
+		})
 	}
 }

@@ -281,6 +281,7 @@ func (p *pusherConn) clientEvent(ctx context.Context, msg *pusherMessage, raw []
 	}
 	b, _ := json.Marshal(out) // a RawMessage that json.Unmarshal accepted, and strings
 	p.srv.pusherFanout(msg.Channel, p.id, b)
+	p.srv.pusherRelay(ctx, msg.Channel, p.id, b)
 	p.srv.pusherEvent(pusherHookEvent{Name: pusherClientEvent, Channel: msg.Channel, Event: msg.Event,
 		Data: pusherEventText(out.Data), SocketID: p.id, UserID: out.UserID})
 	p.seq++
@@ -292,14 +293,7 @@ func (p *pusherConn) clientEvent(ctx context.Context, msg *pusherMessage, raw []
 // pusherFanout sends a Pusher message, encoded once, to the Pusher connections of channel ch on
 // this node, except one. Natively connected members of the channel get nothing: these are the
 // protocol's own messages.
-func (s *Server) pusherFanout(ch, except string, msg []byte) {
-	d := s.hub.encoded(Delivery{Data: msg})
-	for _, m := range s.hub.match(Targets{Channels: []string{ch}}) {
-		if pc, ok := m.client.(*pusherConn); ok && pc.id != except {
-			pc.conn.Send(d)
-		}
-	}
-}
+func (s *Server) pusherFanout(ch, except string, msg []byte) { s.hub.pusherFanout(ch, except, msg) }
 
 // sendSelf queues a message of the protocol for this client.
 func (p *pusherConn) sendSelf(b []byte) { p.conn.Send(Delivery{Data: b}) }
