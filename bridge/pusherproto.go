@@ -498,6 +498,9 @@ func (h *hub) pusherJoin(id, ch, user string) error {
 		h.setUserLocked(m, user)
 	}
 	h.joinLocked(m, ch)
+	// The cluster state records the subscription as it does a join by PHP or the API, or the
+	// cluster's queries (and the Pusher API's, pushercluster.go) never see it.
+	h.changed(id)
 	return nil
 }
 

@@ -94,6 +94,8 @@ type cluster struct {
 	php    *phpLog
 	client *http.Client
 	nodes  []*node
+	// env is added to every node's environment (pushercluster_test.go: the Pusher mode).
+	env []string
 }
 
 // node is one wsbridge process of a cluster.
@@ -121,6 +123,7 @@ func (c *cluster) start(id string) *node {
 		"WSBRIDGE_SHUTDOWN_TIMEOUT=10s",
 		"WSBRIDGE_CLUSTER_PREFIX=t",
 	}, c.engine.env(n.proxy.Addr)...)
+	n.env = append(n.env, c.env...)
 	c.nodes = append(c.nodes, n)
 	c.restart(n)
 	return n
