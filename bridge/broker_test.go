@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -87,7 +88,7 @@ func TestEnvelopeOfNewerVersionRefused(t *testing.T) {
 
 	// As a network broker decodes them: encoding/json, unknown fields ignored.
 	for _, raw := range []string{
-		`{"v":2,"origin":"new","op":"publish","publication":{"to":{"channels":["lobby"]},"data":"from v2"},"priority":"high"}`,
+		`{"v":` + strconv.Itoa(EnvelopeVersion+1) + `,"origin":"new","op":"publish","publication":{"to":{"channels":["lobby"]},"data":"from v2"},"priority":"high"}`,
 		`{"v":1,"origin":"new","op":"publish","publication":{"to":{"channels":["lobby"]},"data":"from v1"}}`,
 	} {
 		var e Envelope

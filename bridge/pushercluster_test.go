@@ -3,6 +3,7 @@ package bridge
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net/url"
 	"slices"
 	"strings"
@@ -219,5 +220,21 @@ func TestPusherClientEventCrossesNodes(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// BenchmarkPusherRelaySingleNode is what a client event now costs beyond the local fanout on a
+// single node (the MemoryBroker, no other node): the relay's envelope.
+func BenchmarkPusherRelaySingleNode(b *testing.B) {
+	cfg, err := LoadConfig([]string{"WSBRIDGE_WEBHOOK_URL=http://127.0.0.1:1/"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := New(cfg, slog.New(slog.DiscardHandler), nil)
+	frame := []byte(`{"event":"client-typing","channel":"private-doc","data":{"n":1}}`)
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		srv.pusherRelay(ctx, "private-doc", "1.2", frame)
 	}
 }
