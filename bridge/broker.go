@@ -105,6 +105,10 @@ func (e *Envelope) check() error {
 		if e.Channel == "" || len(e.Frame) == 0 {
 			return errors.New("pusher envelope without channel or frame")
 		}
+	case opPresence:
+		if len(e.Frame) == 0 {
+			return errors.New("presence envelope without frame")
+		}
 	default:
 		return fmt.Errorf("unknown op %q", e.Op)
 	}
