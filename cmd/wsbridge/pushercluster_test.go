@@ -18,8 +18,9 @@ import (
 )
 
 // The Pusher mode on a cluster of real wsbridge binaries (the harness of cluster_test.go, once
-// per engine): client events cross nodes, and the Pusher HTTP API's channel queries answer for
-// the cluster on every node.
+// per engine): presence and client events cross nodes, and the Pusher HTTP API's channel
+// queries answer for the cluster on every node. The client speaks the protocol's JSON itself
+// (pusher-js is driven in examples/php/e2e, on one node).
 
 const (
 	pcAppID  = "7"
@@ -105,15 +106,53 @@ func (pc *pusherClient) send(t *testing.T, v any) {
 	}
 }
 
-// joinPresence subscribes as user, authorised as the app's auth endpoint would sign it.
-func (pc *pusherClient) joinPresence(t *testing.T, ch, user string) {
+// until returns the member events pc receives before the publication "marker".
+func (pc *pusherClient) until(t *testing.T, marker string) []string {
+	t.Helper()
+	var got []string
+	deadline := time.After(waitLimit)
+	for {
+		select {
+		case e, ok := <-pc.msgs:
+			if !ok {
+				t.Fatalf("socket %s closed before %q", pc.sid, marker)
+			}
+			var data string
+			json.Unmarshal(e.Data, &data)
+			if e.Event == "wsbridge:message" && data == marker {
+				return got
+			}
+			if strings.HasPrefix(e.Event, "pusher_internal:member_") {
+				var d struct {
+					UserID string `json:"user_id"`
+				}
+				json.Unmarshal([]byte(data), &d)
+				got = append(got, strings.TrimPrefix(e.Event, "pusher_internal:")+" "+d.UserID)
+			}
+		case <-deadline:
+			t.Fatalf("socket %s: no %q within %s", pc.sid, marker, waitLimit)
+		}
+	}
+}
+
+// joinPresence subscribes as user, authorised as the app's auth endpoint would sign it, and
+// returns the roster's user ids.
+func (pc *pusherClient) joinPresence(t *testing.T, ch, user string) []string {
 	t.Helper()
 	cd := `{"user_id":"` + user + `","user_info":{"name":"` + user + `"}}`
 	m := hmac.New(sha256.New, []byte(pcSecret))
 	m.Write([]byte(pc.sid + ":" + ch + ":" + cd))
 	pc.send(t, map[string]any{"event": "pusher:subscribe", "data": map[string]any{
 		"channel": ch, "auth": pcKey + ":" + hex.EncodeToString(m.Sum(nil)), "channel_data": cd}})
-	pc.next(t, "pusher_internal:subscription_succeeded")
+	e := pc.next(t, "pusher_internal:subscription_succeeded")
+	var data string
+	var d struct {
+		Presence struct{ IDs []string }
+	}
+	if json.Unmarshal(e.Data, &data) != nil || json.Unmarshal([]byte(data), &d) != nil {
+		t.Fatalf("roster %s", e.Data)
+	}
+	return d.Presence.IDs
 }
 
 // pusherGet sends a GET of the Pusher HTTP API to n, signed as the Pusher server SDKs sign it.
@@ -144,17 +183,35 @@ func (c *cluster) pusherGet(n *node, path string, query map[string]string) (int,
 	return resp.StatusCode, strings.TrimSpace(string(b))
 }
 
-// TestClusterPusher: a presence channel with users on two nodes; a client event of one reaches
-// the other node's subscriber with its user_id, and every node's Pusher API lists both users
-// and counts both subscriptions.
+// TestClusterPusher: a presence channel with users on two nodes has one roster, and one
+// member_added per user however many tabs; a client event of one reaches the other node's
+// subscriber with its user_id; every node's Pusher API lists both users and counts the three
+// subscriptions.
 func TestClusterPusher(t *testing.T) {
 	t.Parallel()
 	forEachEngine(t, func(t *testing.T, c *cluster) {
 		c.env = []string{"WSBRIDGE_PUSHER_APP_ID=" + pcAppID, "WSBRIDGE_PUSHER_KEY=" + pcKey, "WSBRIDGE_PUSHER_SECRET=" + pcSecret}
 		n := c.startN(2)
 		ann, bob := dialPusherNode(t, n[0]), dialPusherNode(t, n[1])
-		ann.joinPresence(t, "presence-doc", "ann")
-		bob.joinPresence(t, "presence-doc", "bob")
+		if r := ann.joinPresence(t, "presence-doc", "ann"); strings.Join(r, ",") != "ann" {
+			t.Fatalf("ann's roster %v", r)
+		}
+		// Bob's roster on n2 lists ann of n1, or ann follows as member_added if n1's word had
+		// not reached n2 yet; either way ann is in it once.
+		r := bob.joinPresence(t, "presence-doc", "bob")
+		c.publish(n[0], `{"to":{"channels":["presence-doc"]},"data":"m1"}`)
+		if got := append(r, bob.until(t, "m1")...); strings.Join(got, ",") != "ann,bob" && strings.Join(got, ",") != "bob,member_added ann" {
+			t.Errorf("bob's roster and member events %v, want ann and bob once each", got)
+		}
+		// A second tab of bob, on ann's node: nobody is told; ann heard of bob once.
+		bob2 := dialPusherNode(t, n[0])
+		if r := bob2.joinPresence(t, "presence-doc", "bob"); strings.Join(r, ",") != "ann,bob" {
+			t.Errorf("bob's second roster on n1 %v, want ann,bob", r)
+		}
+		c.publish(n[1], `{"to":{"channels":["presence-doc"]},"data":"m2"}`)
+		if got := ann.until(t, "m2"); strings.Join(got, ",") != "member_added bob" {
+			t.Errorf("ann's member events %v, want member_added bob once", got)
+		}
 
 		ann.send(t, map[string]any{"event": "client-typing", "channel": "presence-doc", "data": map[string]any{"line": 3}})
 		if e := bob.next(t, "client-typing"); e.UserID != "ann" || e.Channel != "presence-doc" || string(e.Data) != `{"line":3}` {
@@ -169,7 +226,7 @@ func TestClusterPusher(t *testing.T) {
 			})
 			eventually(t, via.id+": channel", func() (bool, string) {
 				status, body := c.pusherGet(via, path, map[string]string{"info": "user_count,subscription_count"})
-				return status == 200 && body == `{"occupied":true,"subscription_count":2,"user_count":2}`, fmt.Sprint(status, " ", body)
+				return status == 200 && body == `{"occupied":true,"subscription_count":3,"user_count":2}`, fmt.Sprint(status, " ", body)
 			})
 			eventually(t, via.id+": channels", func() (bool, string) {
 				status, body := c.pusherGet(via, "/apps/"+pcAppID+"/channels", map[string]string{"filter_by_prefix": "presence-", "info": "user_count"})
