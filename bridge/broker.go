@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -46,7 +47,10 @@ const (
 // them, so that during a rolling upgrade old and new nodes each apply what they understand.
 // Adding a field old nodes may ignore does not raise it. The build that introduces version N
 // still reads versions oldestEnvelopeVersion to N, so old and new nodes can run side by side.
-const EnvelopeVersion = 1
+// An envelope is stamped with the oldest version that has what it carries (envelopeVersion),
+// not the newest: an old node refuses only what it cannot apply. Version 2 added opPusher
+// (pushercluster.go).
+const EnvelopeVersion = 2
 
 // oldestEnvelopeVersion is the oldest version this build still applies.
 const oldestEnvelopeVersion = 1
@@ -66,6 +70,10 @@ type Envelope struct {
 	// Position is the publication's position in its channel's history, given by the
 	// publishing node (history.go); nodes that do not keep history ignore it.
 	Position *Position `json:"position,omitempty"`
+	// Frame is a Pusher protocol message for the Pusher subscribers of Channel, except the
+	// connection Except (opPusher, pushercluster.go).
+	Frame  json.RawMessage `json:"frame,omitempty"`
+	Except string          `json:"except,omitempty"`
 }
 
 // ErrEnvelopeVersion marks an envelope refused for its version (see Envelope.check).
@@ -93,6 +101,14 @@ func (e *Envelope) check() error {
 		if e.Channel == "" {
 			return fmt.Errorf("%s envelope without channel", e.Op)
 		}
+	case opPusher:
+		if e.Channel == "" || len(e.Frame) == 0 {
+			return errors.New("pusher envelope without channel or frame")
+		}
+	case opPresence:
+		if len(e.Frame) == 0 {
+			return errors.New("presence envelope without frame")
+		}
 	default:
 		return fmt.Errorf("unknown op %q", e.Op)
 	}
@@ -109,7 +125,7 @@ type boundedBroker struct {
 }
 
 func (b boundedBroker) Publish(ctx context.Context, e Envelope) error {
-	e.Version = EnvelopeVersion
+	e.Version = envelopeVersion(e.Op)
 	if b.timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, b.timeout)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -26,7 +27,9 @@ func TestEnvelopeCheck(t *testing.T) {
 		{"close v1", Envelope{Version: 1, Origin: "a", Op: OpClose, Targets: Targets{Users: []string{"u"}}, Close: &CloseRequest{Code: 1000}}, "", false},
 		{"join v1", Envelope{Version: 1, Origin: "a", Op: OpJoin, Targets: Targets{Users: []string{"u"}}, Channel: "c"}, "", false},
 		{"leave v1", Envelope{Version: 1, Origin: "a", Op: OpLeave, Targets: Targets{Users: []string{"u"}}, Channel: "c"}, "", false},
-		{"newer version", Envelope{Version: EnvelopeVersion + 1, Origin: "a", Op: OpPublish, Publication: pub}, "unknown envelope version 2 from node \"a\": this node knows versions 1 to 1", true},
+		{"newer version", Envelope{Version: EnvelopeVersion + 1, Origin: "a", Op: OpPublish, Publication: pub}, "unknown envelope version 3 from node \"a\": this node knows versions 1 to 2", true},
+		{"pusher v2", Envelope{Version: 2, Origin: "a", Op: opPusher, Channel: "private-c", Frame: []byte(`{"event":"client-x"}`)}, "", false},
+		{"pusher without frame", Envelope{Version: 2, Origin: "a", Op: opPusher, Channel: "private-c"}, "pusher envelope without channel or frame", false},
 		{"no version", Envelope{Origin: "a", Op: OpPublish, Publication: pub}, "unknown envelope version 0", true},
 		{"unknown op", Envelope{Version: 1, Origin: "a", Op: "history"}, `unknown op "history"`, false},
 		{"publish without publication", Envelope{Version: 1, Origin: "a", Op: OpPublish}, "without publication", false},
@@ -85,7 +88,7 @@ func TestEnvelopeOfNewerVersionRefused(t *testing.T) {
 
 	// As a network broker decodes them: encoding/json, unknown fields ignored.
 	for _, raw := range []string{
-		`{"v":2,"origin":"new","op":"publish","publication":{"to":{"channels":["lobby"]},"data":"from v2"},"priority":"high"}`,
+		`{"v":` + strconv.Itoa(EnvelopeVersion+1) + `,"origin":"new","op":"publish","publication":{"to":{"channels":["lobby"]},"data":"from v2"},"priority":"high"}`,
 		`{"v":1,"origin":"new","op":"publish","publication":{"to":{"channels":["lobby"]},"data":"from v1"}}`,
 	} {
 		var e Envelope

@@ -248,6 +248,7 @@ func (c *clusterNode) afterBeat(ctx context.Context, hb Heartbeat) {
 			c.claim(ctx, n, c.s.cfg.NodeTimeout)
 		}
 	}
+	c.s.pusherNodesGone(silent) // their Pusher presence users leave every view (pushercluster.go)
 	c.sendOwed(ctx)
 }
 

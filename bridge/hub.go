@@ -536,6 +536,8 @@ func (h *hub) Deliver(e Envelope) {
 		// Another node already answered its caller; a join refused by the channel cap here
 		// is logged by nobody, but counted where the cap is configured (the same on every node).
 		h.subscribeLocal(e.Channel, e.Targets, e.Op == OpLeave)
+	case opPusher:
+		h.pusherFanout(e.Channel, e.Except, e.Frame)
 	}
 }
 

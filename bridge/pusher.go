@@ -59,6 +59,11 @@ type pusherApp struct {
 	// roster and the member_added / member_removed it is sent after it never disagree.
 	mu       sync.Mutex
 	presence map[string]map[string]*presenceUser // channel → user id → its subscriptions here
+	// remote is what other nodes said they have: channel → user id → node → user_info
+	// (pushercluster.go); outbox and sending queue this node's changes for them.
+	remote  map[string]map[string]map[string]json.RawMessage
+	outbox  [][]byte
+	sending bool
 }
 
 // presenceUser is one user in one presence channel: the user_info of its first subscription

@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"bytes"
+	"context"
 	"crypto/hmac"
 	"crypto/md5"
 	"crypto/sha256"
@@ -403,7 +404,10 @@ func (a *pusherAPI) handleEvents(w http.ResponseWriter, r *http.Request) {
 	out := make(map[string]map[string]int, len(pubs))
 	for _, p := range pubs {
 		ch := p.To.Channels[0]
-		out[ch] = a.channelInfo(ch, info)
+		if out[ch], perr = a.channelInfo(r.Context(), ch, info); perr != nil {
+			pusherFail(w, perr)
+			return
+		}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"channels": out})
 }
@@ -449,7 +453,11 @@ func (a *pusherAPI) handleBatch(w http.ResponseWriter, r *http.Request) {
 	}
 	out := make([]map[string]int, len(pubs))
 	for i, p := range pubs {
-		out[i] = a.channelInfo(p.To.Channels[0], infos[i])
+		var perr *pusherError
+		if out[i], perr = a.channelInfo(r.Context(), p.To.Channels[0], infos[i]); perr != nil {
+			pusherFail(w, perr)
+			return
+		}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"batch": out})
 }
@@ -466,20 +474,26 @@ func (a *pusherAPI) publish(r *http.Request, pubs []Publication) *pusherError {
 	return nil
 }
 
-// channelInfo is one channel's attributes as Pusher reports them.
-func (a *pusherAPI) channelInfo(ch string, info pusherInfo) map[string]int {
+// channelInfo is one channel's attributes as Pusher reports them, for the cluster
+// (pushercluster.go). The events were published before it is asked: a failure says so, so
+// that the caller does not publish them again.
+func (a *pusherAPI) channelInfo(ctx context.Context, ch string, info pusherInfo) (map[string]int, *pusherError) {
 	out := map[string]int{}
 	if info == (pusherInfo{}) {
-		return out
+		return out, nil
 	}
-	_, users, count := a.s.hub.Members(ch, 0)
+	users, count, perr := a.pusherMembers(ctx, ch)
+	if perr != nil {
+		perr.msg = "The events were published; their info could not be read: " + perr.msg
+		return nil, perr
+	}
 	if info.users {
 		out["user_count"] = len(users)
 	}
 	if info.subscriptions {
 		out["subscription_count"] = count
 	}
-	return out
+	return out, nil
 }
 
 // onlyQuery refuses query parameters other than the signing ones and those named.
@@ -507,8 +521,13 @@ func (a *pusherAPI) handleChannels(w http.ResponseWriter, r *http.Request) {
 		pusherFail(w, perr)
 		return
 	}
+	list, perr := a.pusherChannelList(r.Context(), prefix, info.users)
+	if perr != nil {
+		pusherFail(w, perr)
+		return
+	}
 	out := map[string]map[string]int{}
-	for _, ch := range a.s.hub.pusherChannels(prefix, info.users) {
+	for _, ch := range list {
 		attrs := map[string]int{}
 		if info.users {
 			attrs["user_count"] = ch.users
@@ -535,7 +554,11 @@ func (a *pusherAPI) handleChannel(w http.ResponseWriter, r *http.Request) {
 		pusherFail(w, perr)
 		return
 	}
-	_, users, count := a.s.hub.Members(name, 0)
+	users, count, perr := a.pusherMembers(r.Context(), name)
+	if perr != nil {
+		pusherFail(w, perr)
+		return
+	}
 	out := map[string]any{"occupied": count > 0}
 	if info.users {
 		out["user_count"] = len(users)
@@ -561,7 +584,11 @@ func (a *pusherAPI) handleUsers(w http.ResponseWriter, r *http.Request) {
 		pusherFail(w, err)
 		return
 	}
-	_, users, _ := a.s.hub.Members(name, 0)
+	users, _, perr := a.pusherMembers(r.Context(), name)
+	if perr != nil {
+		pusherFail(w, perr)
+		return
+	}
 	type user struct {
 		ID string `json:"id"`
 	}

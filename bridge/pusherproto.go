@@ -155,6 +155,12 @@ func (p *pusherConn) subscribe(raw json.RawMessage) {
 // connection (Send queues in order).
 func (p *pusherConn) joinPresence(ch, user string, info json.RawMessage) {
 	a := p.app
+	send := false // the other nodes are told once a.mu is released (pushercluster.go)
+	defer func() {
+		if send {
+			p.srv.sendPresence()
+		}
+	}()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if prev, in := p.subs[ch]; in {
@@ -177,13 +183,15 @@ func (p *pusherConn) joinPresence(ch, user string, info json.RawMessage) {
 	}
 	u := users[user]
 	first := u == nil
+	elsewhere := len(a.remote[ch][user]) > 0 // on another node (pushercluster.go)
 	if first {
 		u = &presenceUser{info: info}
 		users[user] = u
+		send = a.queuePresenceLocked("join", ch, map[string]json.RawMessage{user: info})
 	}
 	u.conns++
 	p.sendSelf(pusherEnvelope("pusher_internal:subscription_succeeded", ch, a.rosterLocked(ch)))
-	if first {
+	if first && !elsewhere {
 		// Per user, not per tab: a second connection of the same user adds nobody.
 		added := pusherEnvelope("pusher_internal:member_added", ch, presenceJSON(user, info))
 		p.srv.pusherFanout(ch, p.id, added)
@@ -225,6 +233,12 @@ func (p *pusherConn) leave(ch string) {
 		return
 	}
 	a := p.app
+	send := false
+	defer func() {
+		if send {
+			p.srv.sendPresence()
+		}
+	}()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	users := a.presence[ch]
@@ -238,6 +252,10 @@ func (p *pusherConn) leave(ch string) {
 	delete(users, user)
 	if len(users) == 0 {
 		delete(a.presence, ch)
+	}
+	send = a.queuePresenceLocked("leave", ch, map[string]json.RawMessage{user: nil})
+	if len(a.remote[ch][user]) > 0 {
+		return // still on another node: nobody is told (pushercluster.go)
 	}
 	p.srv.pusherFanout(ch, p.id, pusherEnvelope("pusher_internal:member_removed", ch, presenceJSON(user, nil)))
 	// Before the hub's leave (unsubscribe) or Remove (endSession), so that Pusher's order holds:
@@ -281,6 +299,7 @@ func (p *pusherConn) clientEvent(ctx context.Context, msg *pusherMessage, raw []
 	}
 	b, _ := json.Marshal(out) // a RawMessage that json.Unmarshal accepted, and strings
 	p.srv.pusherFanout(msg.Channel, p.id, b)
+	p.srv.pusherRelay(ctx, msg.Channel, p.id, b)
 	p.srv.pusherEvent(pusherHookEvent{Name: pusherClientEvent, Channel: msg.Channel, Event: msg.Event,
 		Data: pusherEventText(out.Data), SocketID: p.id, UserID: out.UserID})
 	p.seq++
@@ -292,14 +311,7 @@ func (p *pusherConn) clientEvent(ctx context.Context, msg *pusherMessage, raw []
 // pusherFanout sends a Pusher message, encoded once, to the Pusher connections of channel ch on
 // this node, except one. Natively connected members of the channel get nothing: these are the
 // protocol's own messages.
-func (s *Server) pusherFanout(ch, except string, msg []byte) {
-	d := s.hub.encoded(Delivery{Data: msg})
-	for _, m := range s.hub.match(Targets{Channels: []string{ch}}) {
-		if pc, ok := m.client.(*pusherConn); ok && pc.id != except {
-			pc.conn.Send(d)
-		}
-	}
-}
+func (s *Server) pusherFanout(ch, except string, msg []byte) { s.hub.pusherFanout(ch, except, msg) }
 
 // sendSelf queues a message of the protocol for this client.
 func (p *pusherConn) sendSelf(b []byte) { p.conn.Send(Delivery{Data: b}) }
@@ -460,13 +472,25 @@ func (a *pusherApp) rosterLocked(ch string) string {
 		Count int                        `json:"count"`
 	}
 	users := a.presence[ch]
-	r := presence{IDs: sortedKeys(users), Hash: make(map[string]json.RawMessage, len(users)), Count: len(users)}
+	r := presence{Hash: make(map[string]json.RawMessage, len(users))}
 	for id, u := range users {
 		r.Hash[id] = u.info
-		if u.info == nil {
+	}
+	// The users other nodes have (pushercluster.go), with the user_info one of them gave.
+	for id, on := range a.remote[ch] {
+		if _, here := r.Hash[id]; !here {
+			for _, info := range on {
+				r.Hash[id] = info
+				break
+			}
+		}
+	}
+	for id, info := range r.Hash {
+		if info == nil {
 			r.Hash[id] = json.RawMessage("null")
 		}
 	}
+	r.IDs, r.Count = sortedKeys(r.Hash), len(r.Hash)
 	b, _ := json.Marshal(struct {
 		Presence presence `json:"presence"`
 	}{r})
@@ -504,6 +528,9 @@ func (h *hub) pusherJoin(id, ch, user string) error {
 		h.setUserLocked(m, user)
 	}
 	h.joinLocked(m, ch)
+	// The cluster state records the subscription as it does a join by PHP or the API, or the
+	// cluster's queries (and the Pusher API's, pushercluster.go) never see it.
+	h.changed(id)
 	return nil
 }
 

@@ -209,6 +209,10 @@ func (s *Server) deliver(e Envelope) {
 		s.log.Error("broker: envelope refused", "origin", e.Origin, "op", string(e.Op), "version", e.Version, "err", err)
 		return
 	}
+	if e.Op == opPresence {
+		s.pusherPresenceDeliver(e) // the Pusher mode's state, not the hub's (pushercluster.go)
+		return
+	}
 	s.hub.Deliver(e)
 }
 
