@@ -144,19 +144,7 @@ func (c *fcgiConn) close() {
 // the answer arrived: an EOF after that is PHP-FPM failing this request, not a stale
 // connection.
 func (c *fcgiConn) exchange(ctx context.Context, t *fcgiTarget, req *hookRequest, max int64) (resp *http.Response, body []byte, answered bool, err error) {
-	if d, ok := ctx.Deadline(); ok {
-		c.nc.SetDeadline(d)
-	}
-	nc, fired := c.nc, make(chan struct{})
-	stop := context.AfterFunc(ctx, func() {
-		nc.SetDeadline(time.Unix(1, 0))
-		close(fired)
-	})
-	defer func() {
-		if !stop() {
-			<-fired
-		}
-	}()
+	defer boundByContext(ctx, c.nc)()
 	if c.id++; c.id == 0 {
 		c.id = 1 // 0 is the management records' id
 	}

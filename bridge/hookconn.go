@@ -172,21 +172,7 @@ func (hc *hookConn) do(ctx context.Context, req *hookRequest, max int64) (*http.
 }
 
 func (hc *hookConn) exchange(ctx context.Context, req *hookRequest, max int64) (*http.Response, []byte, error) {
-	if d, ok := ctx.Deadline(); ok {
-		hc.nc.SetDeadline(d)
-	}
-	// Cancelling ctx (shutdown giving up, the handshake deadline) cuts a blocked read or write.
-	// If that has begun, it is waited for, so that it cannot touch the connection's next use.
-	nc, fired := hc.nc, make(chan struct{})
-	stop := context.AfterFunc(ctx, func() {
-		nc.SetDeadline(time.Unix(1, 0))
-		close(fired)
-	})
-	defer func() {
-		if !stop() {
-			<-fired
-		}
-	}()
+	defer boundByContext(ctx, hc.nc)()
 	if err := req.writeTo(hc.bw); err != nil {
 		return nil, nil, err
 	}
@@ -268,4 +254,24 @@ func hostPort(u *url.URL) string {
 		port = map[string]string{"http": "80", "https": "443"}[u.Scheme]
 	}
 	return net.JoinHostPort(u.Hostname(), port)
+}
+
+// boundByContext gives nc ctx's deadline, and makes cancelling ctx (shutdown giving up, the
+// handshake deadline) cut a blocked read or write on it. The returned func undoes the
+// cancellation hook; if the cut has begun, it waits for it, so that it cannot touch the
+// connection's next use. Both webhook transports (HTTP, FastCGI) run each exchange under it.
+func boundByContext(ctx context.Context, nc net.Conn) (release func()) {
+	if d, ok := ctx.Deadline(); ok {
+		nc.SetDeadline(d)
+	}
+	fired := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		nc.SetDeadline(time.Unix(1, 0))
+		close(fired)
+	})
+	return func() {
+		if !stop() {
+			<-fired
+		}
+	}
 }
