@@ -468,20 +468,7 @@ func BenchmarkHubPublishHistory(b *testing.B) {
 		b.Run(fmt.Sprint(n), func(b *testing.B) {
 			h := newHub("bench", NewMemoryBroker())
 			h.history = &history{patterns: []string{"*"}, size: 100, maxRecover: 100, store: newMemoryHistory(100, time.Minute, nil)}
-			for i := range n {
-				id := fmt.Sprintf("bench.%d", i)
-				h.Add(&benchClient{id: id}, connInfo{ID: id}, &counters{}, "", nil, []string{"room"})
-			}
-			data := `{"type":"chat","text":"hello"}`
-			p := &Publication{To: Targets{Channels: []string{"room"}}, Data: &data}
-			b.ReportAllocs()
-			b.ResetTimer()
-			for b.Loop() {
-				if got, _ := h.Publish(context.Background(), p); got != n {
-					b.Fatalf("delivered %d, want %d", got, n)
-				}
-			}
-			b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "deliveries/s")
+			benchPublishChannel(b, h, n, nil, "")
 		})
 	}
 }

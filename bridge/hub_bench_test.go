@@ -21,23 +21,34 @@ func (c *benchClient) Close(int, string, Initiator) bool { return true }
 func BenchmarkHubPublishChannel(b *testing.B) {
 	for _, n := range []int{100, 10000} {
 		b.Run(fmt.Sprint(n), func(b *testing.B) {
-			h := newHub("bench", NewMemoryBroker())
-			for i := range n {
-				id := fmt.Sprintf("bench.%d", i)
-				h.Add(&benchClient{id: id}, connInfo{ID: id}, &counters{}, "", nil, []string{"room"})
-			}
-			data := `{"type":"chat","text":"hello"}`
-			p := &Publication{To: Targets{Channels: []string{"room"}}, Data: &data}
-			b.ReportAllocs()
-			b.ResetTimer()
-			for b.Loop() {
-				if got, _ := h.Publish(context.Background(), p); got != n {
-					b.Fatalf("delivered %d, want %d", got, n)
-				}
-			}
-			b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "deliveries/s")
+			benchPublishChannel(b, newHub("bench", NewMemoryBroker()), n, nil, "")
 		})
 	}
+}
+
+// benchPublishChannel measures h publishing one chat line (with Pusher event name event, if
+// any) to the channel "room" of n members; member i comes by the transport kind(i) names (nil:
+// none). The variants of BenchmarkHubPublishChannel (history, SSE, Pusher) differ only in the
+// hub and the members they give it.
+func benchPublishChannel(b *testing.B, h *hub, n int, kind func(i int) string, event string) {
+	for i := range n {
+		id := fmt.Sprintf("bench.%d", i)
+		info := connInfo{ID: id}
+		if kind != nil {
+			info.Transport = kind(i)
+		}
+		h.Add(&benchClient{id: id}, info, &counters{}, "", nil, []string{"room"})
+	}
+	data := `{"type":"chat","text":"hello"}`
+	p := &Publication{To: Targets{Channels: []string{"room"}}, Event: event, Data: &data}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if got, _ := h.Publish(context.Background(), p); got != n {
+			b.Fatalf("delivered %d, want %d", got, n)
+		}
+	}
+	b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "deliveries/s")
 }
 
 // BenchmarkDecodePublication measures the push API's strict decoding and validation of one item.

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -774,25 +773,12 @@ func BenchmarkHubPublishChannelSSE(b *testing.B) {
 		every int // one member in every is an SSE connection
 	}{{"half", 2}, {"all", 1}} {
 		b.Run("10000-"+share.name, func(b *testing.B) {
-			const n = 10000
-			h := newHub("bench", NewMemoryBroker())
-			for i := range n {
-				id := fmt.Sprintf("bench.%d", i)
-				tr := transportWS
+			benchPublishChannel(b, newHub("bench", NewMemoryBroker()), 10000, func(i int) string {
 				if i%share.every == 0 {
-					tr = transportSSE
+					return transportSSE
 				}
-				h.Add(&benchClient{id: id}, connInfo{ID: id, Transport: tr}, &counters{}, "", nil, []string{"room"})
-			}
-			data := `{"type":"chat","text":"hello"}`
-			p := &Publication{To: Targets{Channels: []string{"room"}}, Data: &data}
-			b.ReportAllocs()
-			for b.Loop() {
-				if got, _ := h.Publish(context.Background(), p); got != n {
-					b.Fatalf("delivered %d, want %d", got, n)
-				}
-			}
-			b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "deliveries/s")
+				return transportWS
+			}, "")
 		})
 	}
 }
