@@ -162,7 +162,12 @@ func BenchmarkMessageWebhookExchange(b *testing.B) {
 		w.Write([]byte(`{"send":["hello"]}`))
 	}))
 	defer php.Close()
-	s := benchServer(b, "WSBRIDGE_WEBHOOK_URL="+php.URL+"/hook")
+	benchMessageExchange(b, benchServer(b, "WSBRIDGE_WEBHOOK_URL="+php.URL+"/hook"))
+}
+
+// benchMessageExchange sends one message webhook per iteration through s's webhook client, to a
+// PHP stand-in that answers {"send":["hello"]}: over HTTP or FastCGI, whichever s's URL names.
+func benchMessageExchange(b *testing.B, s *Server) {
 	st := state{UserID: "42", Channels: []string{"lobby"}}
 	data := `{"type":"chat","text":"hello, this is a short chat line"}`
 	b.ReportAllocs()

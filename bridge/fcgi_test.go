@@ -520,19 +520,7 @@ func cannedFCGI(tb testing.TB, cgi string) string {
 // a canned responder on loopback standing in for PHP-FPM.
 func BenchmarkMessageWebhookExchangeFCGI(b *testing.B) {
 	addr := cannedFCGI(b, "X-Powered-By: PHP/8.2.7\r\nContent-Type: application/json\r\n\r\n{\"send\":[\"hello\"]}")
-	s := benchServer(b, "WSBRIDGE_WEBHOOK_URL=fcgi://"+addr+"/srv/app/hook.php")
-	st := state{UserID: "42", Channels: []string{"lobby"}}
-	data := `{"type":"chat","text":"hello, this is a short chat line"}`
-	b.ReportAllocs()
-	for b.Loop() {
-		ev := s.newEvent(EventMessage, transportWS, "node.ABCDEFGHIJKLMNOP", st)
-		binary := false
-		ev.Seq, ev.Binary, ev.Data = 1, &binary, &data
-		res, err := s.hooks.send(context.Background(), ev, "", holdCounts)
-		if err != nil || res.Reply == nil || len(res.Reply.Send) != 1 {
-			b.Fatalf("exchange: %v %v", res, err)
-		}
-	}
+	benchMessageExchange(b, benchServer(b, "WSBRIDGE_WEBHOOK_URL=fcgi://"+addr+"/srv/app/hook.php"))
 }
 
 // BenchmarkFCGIAnswer is the client's side of reading one answer: records, CGI head, body.
