@@ -167,27 +167,7 @@ func newHostileFCGI(t *testing.T, tc fcgiHostileCase) *hostilePHP {
 	h := &hostilePHP{t: t, ln: ln, url: "fcgi://" + ln.Addr().String() + "/srv/app/hook.php",
 		changed: make(chan struct{}, 1), open: map[net.Conn]bool{}}
 	h.wg.Add(1)
-	go func() {
-		defer h.wg.Done()
-		for {
-			nc, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			h.mu.Lock()
-			h.open[nc] = true
-			h.mu.Unlock()
-			h.wg.Add(1)
-			go func() {
-				defer h.wg.Done()
-				serveHostileFCGI(h, tc, nc)
-				h.mu.Lock()
-				delete(h.open, nc)
-				h.mu.Unlock()
-				nc.Close()
-			}()
-		}
-	}()
+	go h.serve(func(nc net.Conn) { serveHostileFCGI(h, tc, nc) })
 	t.Cleanup(h.stop)
 	return h
 }

@@ -67,12 +67,14 @@ func newHostilePHP(t *testing.T, answer func(c hostileCall, real, poison string)
 	h := &hostilePHP{t: t, ln: ln, url: "http://" + ln.Addr().String() + "/hook", answer: answer,
 		changed: make(chan struct{}, 1), open: map[net.Conn]bool{}}
 	h.wg.Add(1)
-	go h.serve()
+	go h.serve(h.handle)
 	t.Cleanup(h.stop)
 	return h
 }
 
-func (h *hostilePHP) serve() {
+// serve accepts connections until the listener closes and runs handle on each, keeping the
+// open ones for stop: the HTTP servers' handle, or a FastCGI one (fcgi_hostile_test.go).
+func (h *hostilePHP) serve(handle func(net.Conn)) {
 	defer h.wg.Done()
 	for {
 		c, err := h.ln.Accept()
@@ -85,7 +87,7 @@ func (h *hostilePHP) serve() {
 		h.wg.Add(1)
 		go func() {
 			defer h.wg.Done()
-			h.handle(c)
+			handle(c)
 			h.mu.Lock()
 			delete(h.open, c)
 			h.mu.Unlock()
